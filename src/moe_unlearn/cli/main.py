@@ -1,0 +1,58 @@
+"""Entry point: runs the typer app and turns user mistakes into one line and exit code 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from moe_unlearn.cli.app import app
+from moe_unlearn.errors import RunFailure, UserError
+
+# Each module registers its subcommand on `app` when imported.
+COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "eval", "report", "demo"]
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"moe_unlearn.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"moe_unlearn.cli.{name}":
+                raise
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0, 1 for run failures, 2 for user mistakes."""
+    _load_commands()
+    try:
+        app(args=argv, prog_name="moe-unlearn", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("moe-unlearn: interrupted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        print(f"moe-unlearn: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"moe-unlearn: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except RunFailure as e:
+        print(f"moe-unlearn: failed: {_one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
