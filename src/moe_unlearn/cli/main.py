@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
+import typer
 
 from moe_unlearn.cli.app import app
 from moe_unlearn.errors import RunFailure, UserError
@@ -28,13 +28,15 @@ def run(argv: list[str] | None = None) -> int:
     _load_commands()
     try:
         app(args=argv, prog_name="moe-unlearn", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("moe-unlearn: interrupted", file=sys.stderr)
         return 130
-    except click.ClickException as e:
-        print(f"moe-unlearn: error: {e.format_message()}", file=sys.stderr)
+    except typer.exceptions.TyperException as e:  # usage errors: bad option, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError":
+            return 0
+        print(f"moe-unlearn: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except UserError as e:
         print(f"moe-unlearn: error: {_one_line(e)}", file=sys.stderr)
