@@ -1,0 +1,308 @@
+"""GRIP (arXiv 2601.16905): keep the expert selections of retained tokens, let routers move elsewhere.
+
+prepare: ONE pass of the original model over a retained cache (`cache_tokens` tokens of the
+retain split) records router inputs X_l [T, d] and the original top-k per MoE layer. Layer by
+layer (one E x d' x d' Gram stack alive at a time) each router row j gets an orthonormal basis
+U_j of span{x_i : j in top-k(x_i)}; the row's update is then projected onto the null space of
+that span, so Delta theta_j . x_i = 0 and the scores of selected experts stay put. Routers with a
+trainable bias use [x; 1] and the update [Delta theta; Delta b]. Optional margins keep unselected
+experts below the smallest selected score (randomised Kaczmarz, `nullspace.kaczmarz_margins`).
+
+after_step projects the ACTUAL update (works under Adam and weight decay):
+W <- W_old + P(W - W_old), W_old the router after the previous projected step.
+Post-Training Correction (PTC) refits each router by ridge regression so the new retained
+inputs give the old scores, kept per layer only if the score cosine >= `ptc_min_cos` AND the
+answer NLL of held-out retain examples does not rise (a refit can route tokens back to
+experts that have changed since: methods.md section 7).
+
+Modes: project | ptc | project+ptc | online (PTC every `online_every` steps and at the end) |
+project+online. Correction-bias buffers (DeepSeek-V3, Ernie) are never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from moe_unlearn.adapters import nullspace as ns
+from moe_unlearn.adapters.base import ADAPTERS, Adapter
+from moe_unlearn.adapters.routing_io import capture_inputs, retain_batches, retain_nll
+from moe_unlearn.config import require
+from moe_unlearn.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.models.layout import MoELayer
+    from moe_unlearn.train.context import RunContext
+
+Mode = Literal["project", "ptc", "project+ptc", "online", "project+online"]
+
+
+@dataclass
+class GripConfig:
+    mode: Mode = "project+ptc"
+    cache_tokens: int = 8192  # retained tokens whose routing is protected (and refitted by PTC)
+    rel_energy: float = 1e-3  # keep eigen-directions with eigenvalue >= rel_energy * largest
+    max_rank: int | None = None  # cap on protected directions per router row (None: d')
+    margins: bool = False  # also keep unselected experts below the selected ones
+    margin_eps: float = 1e-4
+    margin_iters: int = 50  # Kaczmarz iterations per step
+    ptc_lambda: float = 1e-6
+    ptc_min_cos: float = 0.95
+    ptc_check_batches: int = 2  # held-out retain batches for the per-layer utility check
+    ptc_nll_tolerance: float = 0.0  # relative retain-NLL rise a refit may cause
+    ptc_routers: Literal["all", "trainable"] = "all"
+    online_every: int = 10
+
+    def validate(self, where: str) -> None:
+        require(self.cache_tokens >= 1, f"'{where}.cache_tokens' must be >= 1, got {self.cache_tokens}")
+        require(0 <= self.rel_energy < 1, f"'{where}.rel_energy' must be in [0, 1), got {self.rel_energy}")
+        require(self.max_rank is None or self.max_rank >= 1, f"'{where}.max_rank' must be >= 1 or null, got {self.max_rank}")
+        require(self.margin_eps >= 0, f"'{where}.margin_eps' must be >= 0, got {self.margin_eps}")
+        require(self.margin_iters >= 1, f"'{where}.margin_iters' must be >= 1, got {self.margin_iters}")
+        require(self.ptc_lambda > 0, f"'{where}.ptc_lambda' must be > 0, got {self.ptc_lambda}")
+        require(-1 <= self.ptc_min_cos <= 1, f"'{where}.ptc_min_cos' must be in [-1, 1], got {self.ptc_min_cos}")
+        require(self.ptc_check_batches >= 1, f"'{where}.ptc_check_batches' must be >= 1, got {self.ptc_check_batches}")
+        require(self.ptc_nll_tolerance >= 0, f"'{where}.ptc_nll_tolerance' must be >= 0, got {self.ptc_nll_tolerance}")
+        require(self.online_every >= 1, f"'{where}.online_every' must be >= 1, got {self.online_every}")
+
+    @property
+    def project(self) -> bool:
+        return "project" in self.mode.split("+")
+
+    @property
+    def refit(self) -> bool:
+        return any(m in self.mode.split("+") for m in ("ptc", "online"))
+
+    @property
+    def online(self) -> bool:
+        return "online" in self.mode.split("+")
+
+
+# -- router rows as one [E, d'] matrix (weight, plus the bias column when it trains) ----------
+
+def router_rows(layer: MoELayer) -> torch.Tensor:
+    """[E, d'] current router rows: weight, with the trainable bias appended as a last column."""
+    w = layer.router_weight.detach()
+    b = layer.router_bias
+    return w.clone() if b is None else torch.cat([w, b.detach()[:, None]], dim=1)
+
+
+@torch.no_grad()
+def set_router_rows(layer: MoELayer, rows: torch.Tensor) -> None:
+    w = layer.router_weight
+    w.copy_(rows[:, : w.shape[1]])
+    if layer.router_bias is not None:
+        layer.router_bias.copy_(rows[:, -1])
+
+
+def router_features(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
+    """Router inputs [T, d] -> [T, d'] in the router's dtype ([x; 1] for a router with bias)."""
+    x = x.to(layer.router_weight.dtype)
+    return x if layer.router_bias is None else ns.augment(x)
+
+
+@dataclass
+class LayerState:
+    """What GRIP keeps per MoE layer: bases, reference rows and (for margins / PTC) the cache."""
+
+    bases: ns.SpanBases
+    orig: torch.Tensor  # [E, d'] router rows of the original model
+    old: torch.Tensor  # [E, d'] router rows after the previous projected step
+    margin_x: torch.Tensor | None = None  # [T, d'] cached inputs
+    margin_bound: torch.Tensor | None = None  # [T, E] allowed score rise (+inf where selected)
+
+
+@ADAPTERS.register("grip")
+class Grip(Adapter):
+    name = "grip"
+    config_cls = GripConfig
+
+    def __init__(self, cfg: GripConfig) -> None:
+        super().__init__(cfg)
+        self.layers: list[LayerState] = []
+        self.targets: list[torch.Tensor] = []  # [T, E] original scores on the cache, per layer
+        self.cache: list[dict[str, torch.Tensor]] = []
+        self.check_batches: list[dict[str, torch.Tensor]] = []
+        self.check_heldout = False
+        self.prep_seconds = 0.0
+        self.project_seconds = 0.0
+        self.project_calls = 0
+        self.margin_backtracks = 0  # rows Kaczmarz left infeasible, pulled back
+        self.ptc_runs: list[dict[str, Any]] = []
+
+    def check(self, ctx: RunContext) -> None:
+        names = {a.name for a in ctx.adapters}
+        if "seuf" in names and self.cfg.refit and self.cfg.ptc_routers == "all":
+            raise UserError(
+                f"grip mode '{self.cfg.mode}' refits every router, but seuf keeps all routers except its "
+                "target layers frozen; set grip.ptc_routers=trainable or grip.mode=project"
+            )
+
+    # -- preparation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prepare(self, ctx: RunContext) -> None:
+        t0 = time.perf_counter()
+        self.cache, self.check_batches, self.check_heldout = retain_batches(
+            ctx, self.cfg.cache_tokens, self.cfg.ptc_check_batches if self.cfg.refit else 0
+        )
+        inputs, indices = capture_inputs(ctx.model, ctx.layers, self.cache)  # ONE pass, all layers
+        gen = torch.Generator().manual_seed(ctx.cfg.seed)
+        self.layers, self.targets = [], []
+        for layer in ctx.layers:  # one layer's Gram stack at a time
+            x = router_features(layer, inputs[layer.index])
+            sel = _selection_mask(indices[layer.index], layer.num_experts)
+            rows = router_rows(layer)
+            gram = torch.zeros(layer.num_experts, x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+            ns.accumulate_gram(gram, x, sel)
+            bases = ns.span_bases(gram, rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=rows.dtype)
+            del gram
+            scores = x @ rows.T  # [T, E]
+            state = LayerState(bases=bases, orig=rows, old=rows.clone())
+            if self.cfg.margins:
+                state.margin_x, state.margin_bound = x, _margin_bound(scores, sel, self.cfg.margin_eps)
+            self.layers.append(state)
+            self.targets.append(scores.float() if self.cfg.refit else scores.new_zeros(0))
+            inputs[layer.index] = None  # release the layer's inputs unless margins keep them
+        self.generator = gen
+        self.prep_seconds = time.perf_counter() - t0
+
+    # -- training hooks --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def after_step(self, ctx: RunContext) -> None:
+        if self.cfg.project:
+            t0 = time.perf_counter()
+            for layer, state in zip(ctx.layers, self.layers):
+                self._project(layer, state)
+            self.project_seconds += time.perf_counter() - t0
+            self.project_calls += 1
+        if self.cfg.online and ctx.step % self.cfg.online_every == 0:
+            self.correct(ctx)
+
+    def _project(self, layer: MoELayer, state: LayerState) -> None:
+        rows = router_rows(layer)
+        delta = rows - state.old
+        if not bool(delta.any()):  # router did not move (frozen, or SEUF's other layers)
+            return
+        new = state.old + ns.project_rows(delta, state.bases.basis)
+        if state.margin_x is not None:
+            total, pulled = ns.kaczmarz_margins(
+                new - state.orig, state.margin_x, state.margin_bound, state.bases.basis,
+                iters=self.cfg.margin_iters, previous=state.old - state.orig, generator=self.generator,
+            )
+            new = state.orig + total
+            self.margin_backtracks += pulled
+        set_router_rows(layer, new)
+        state.old = router_rows(layer)
+
+    @torch.no_grad()
+    def after_training(self, ctx: RunContext) -> None:
+        if self.cfg.refit:
+            self.correct(ctx)
+
+    # -- post-training correction ----------------------------------------------------------
+
+    @torch.no_grad()
+    def correct(self, ctx: RunContext) -> list[dict[str, Any]]:
+        """Refit routers (forward order) to the original scores; keep a refit only if it helps."""
+        t0 = time.perf_counter()
+        model = ctx.model
+        was_training = model.training
+        model.eval()
+        nll = retain_nll(model, self.check_batches)
+        report = []
+        for layer, state, target in zip(ctx.layers, self.layers, self.targets):
+            if self.cfg.ptc_routers == "trainable" and not layer.router_weight.requires_grad:
+                continue
+            stats = ns.RidgeStats(state.orig.shape[1], layer.num_experts, state.orig.device)
+            start = 0
+            for batch in self.cache:
+                x = capture_inputs(model, [layer], [batch])[0][layer.index]
+                x = router_features(layer, x)
+                stats.add(x, target[start : start + x.shape[0]])
+                start += x.shape[0]
+            current = router_rows(layer)
+            refit, cos = stats.solve(current, self.cfg.ptc_lambda)
+            entry: dict[str, Any] = {"layer": layer.index, "cos": round(cos, 5), "nll_before": nll}
+            accepted = cos >= self.cfg.ptc_min_cos
+            if accepted:
+                set_router_rows(layer, refit)
+                after = retain_nll(model, self.check_batches)
+                entry["nll_after"] = after
+                accepted = after <= nll * (1 + self.cfg.ptc_nll_tolerance)
+                if accepted:
+                    nll = after
+                else:
+                    set_router_rows(layer, current)
+            entry["accepted"] = accepted
+            state.old = router_rows(layer)
+            report.append(entry)
+        model.train(was_training)
+        self.ptc_runs.append({"step": ctx.step, "seconds": round(time.perf_counter() - t0, 3), "layers": report})
+        return report
+
+    # -- checkpoints and summary -----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [
+                {"basis": s.bases.basis, "rank": s.bases.rank, "orig": s.orig, "old": s.old,
+                 "margin_x": s.margin_x, "margin_bound": s.margin_bound}
+                for s in self.layers
+            ],
+            "targets": self.targets,
+            "cache": self.cache,
+            "check_batches": self.check_batches,
+            "check_heldout": self.check_heldout,
+            "ptc_runs": self.ptc_runs,
+            "prep_seconds": self.prep_seconds,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layers = [
+            LayerState(bases=ns.SpanBases(s["basis"], s["rank"]), orig=s["orig"], old=s["old"],
+                       margin_x=s["margin_x"], margin_bound=s["margin_bound"])
+            for s in state["layers"]
+        ]
+        self.targets = state["targets"]
+        self.cache, self.check_batches = state["cache"], state["check_batches"]
+        self.check_heldout, self.ptc_runs = state["check_heldout"], state["ptc_runs"]
+        self.prep_seconds = state["prep_seconds"]
+        self.generator = torch.Generator()
+        self.generator.set_state(state["generator"])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.cfg.mode,
+            "cache_tokens": sum(int(b["attention_mask"].sum()) for b in self.cache),
+            "null_dim": [s.bases.null_dim.tolist() for s in self.layers],  # [layer][expert]
+            "row_dim": [int(s.orig.shape[1]) for s in self.layers],
+            "projector_bytes": sum(s.bases.nbytes for s in self.layers),
+            "margin_cache_bytes": sum(
+                s.margin_x.numel() * s.margin_x.element_size() + s.margin_bound.numel() * s.margin_bound.element_size()
+                for s in self.layers if s.margin_x is not None
+            ),
+            "margin_rows_backtracked": self.margin_backtracks,
+            "prep_seconds": round(self.prep_seconds, 3),
+            "project_ms_per_step": round(1000 * self.project_seconds / max(self.project_calls, 1), 3),
+            "ptc_check_heldout": self.check_heldout,
+            "ptc": self.ptc_runs,
+        }
+
+
+def _selection_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """top-k indices [T, k] -> bool [T, E]."""
+    mask = torch.zeros(indices.shape[0], num_experts, dtype=torch.bool, device=indices.device)
+    return mask.scatter_(1, indices.long(), True)
+
+
+def _margin_bound(scores: torch.Tensor, selected: torch.Tensor, eps: float) -> torch.Tensor:
+    """[T, E] allowed rise of each unselected score: min selected score - score - eps (>= 0)."""
+    floor = scores.masked_fill(~selected, float("inf")).min(dim=1, keepdim=True).values
+    bound = (floor - scores - eps).clamp_min(0)
+    return bound.masked_fill(selected, float("inf"))

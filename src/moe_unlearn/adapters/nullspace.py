@@ -1,0 +1,164 @@
+"""The linear algebra behind GRIP: span bases, row-wise null-space projection, margins, ridge refit.
+
+Shapes: a router has E rows of width d' (d, or d + 1 for a router with a trainable bias, whose
+inputs are augmented to [x; 1]). Everything here is batched over the E rows; nothing loops over
+tokens in Python. Eigen-decompositions and ridge solves run in float64 for accuracy; the
+results come back in the dtype of the inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """[T, d] -> [T, d + 1] with a trailing column of ones (inputs of a router with bias)."""
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+
+
+def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, selected: torch.Tensor) -> None:
+    """gram[e] += X_e^T X_e in place, X_e = rows of x [T, d'] whose selection mask [T, E] has e.
+
+    gram is [E, d', d'] (float64): the streaming form of the per-expert span of retained inputs.
+    """
+    xd = x.to(gram.dtype)
+    for e in range(gram.shape[0]):
+        xs = xd[selected[:, e]]
+        if xs.shape[0]:
+            gram[e] += xs.T @ xs
+
+
+@dataclass
+class SpanBases:
+    """Orthonormal bases of each row's protected span, zero-padded to a common rank r.
+
+    basis [E, d', r] (columns past rank[e] are zero), rank [E], null_dim [E] = d' - rank.
+    """
+
+    basis: torch.Tensor
+    rank: torch.Tensor
+
+    @property
+    def null_dim(self) -> torch.Tensor:
+        return self.basis.shape[1] - self.rank
+
+    @property
+    def nbytes(self) -> int:
+        return self.basis.numel() * self.basis.element_size()
+
+
+def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, dtype: torch.dtype) -> SpanBases:
+    """Eigen-directions of each Gram [E, d', d'] with eigenvalue >= rel_energy * the largest.
+
+    At most max_rank directions per row (the strongest). A row no retained token selected
+    gets rank 0: it is unconstrained.
+    """
+    evals, evecs = torch.linalg.eigh(gram.double())  # ascending
+    evals, evecs = evals.flip(-1), evecs.flip(-1)
+    top = evals[:, :1].clamp_min(0)
+    keep = (evals > 0) & (evals >= rel_energy * top)
+    if max_rank is not None:
+        keep[:, max_rank:] = False
+    rank = keep.sum(dim=1)
+    r = max(int(rank.max()), 1)
+    basis = (evecs[:, :, :r] * keep[:, None, :r]).to(dtype)
+    return SpanBases(basis=basis, rank=rank)
+
+
+def project_rows(delta: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Each row of delta [E, d'] minus its component in span(basis[e]) ([E, d', r]).
+
+    Afterwards delta[e] . x = 0 for every x in that span (the GRIP equality constraint).
+    """
+    coef = torch.einsum("edr,ed->er", basis, delta)
+    return delta - torch.einsum("edr,er->ed", basis, coef)
+
+
+def kaczmarz_margins(
+    delta: torch.Tensor,
+    x: torch.Tensor,
+    bound: torch.Tensor,
+    basis: torch.Tensor,
+    *,
+    iters: int,
+    previous: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    tol: float = 0.0,
+) -> tuple[torch.Tensor, int]:
+    """Randomised Kaczmarz onto {delta : x_t . delta[e] <= bound[t, e]} inside each row's null space.
+
+    delta [E, d'] is the total change of the router since the original weights, x [T, d'] the
+    cached retained inputs, bound [T, E] the allowed score rise (min selected score - score -
+    eps; +inf where e was selected). Each iteration computes all violations at once and, for
+    every row with one, projects onto the half-space of a violating token drawn with probability
+    proportional to the squared violation, along the token's null-space component (so the
+    equality constraints stay exact). Rows still violating after `iters` are pulled back towards
+    `previous` (a feasible delta, e.g. the last step's) by the largest step that satisfies every
+    margin, computed exactly for all tokens at once. Returns (delta, rows pulled back).
+    """
+    delta = delta.clone()
+    for _ in range(iters):
+        viol = (x @ delta.T - bound).clamp_min(0)  # [T, E]
+        viol = torch.where(viol > tol, viol, torch.zeros_like(viol))
+        rows = (viol > 0).any(dim=0).nonzero().flatten()
+        if rows.numel() == 0:
+            return delta, 0
+        w = viol[:, rows].T.double().pow(2)  # [R, T]
+        pick = torch.multinomial(w / w.sum(dim=1, keepdim=True), 1, generator=generator).flatten()
+        a = project_rows(x[pick], basis[rows])  # null-space component of each picked token
+        step = viol[pick, rows] / a.pow(2).sum(dim=1).clamp_min(1e-12)
+        delta[rows] -= step[:, None] * a
+    bad = ((x @ delta.T - bound) > tol).any(dim=0)
+    if previous is None or not bool(bad.any()):
+        return delta, 0
+    return backtrack(previous, delta, x, bound, rows=bad), int(bad.sum())
+
+
+def backtrack(start: torch.Tensor, end: torch.Tensor, x: torch.Tensor, bound: torch.Tensor,
+              *, rows: torch.Tensor) -> torch.Tensor:
+    """start + alpha_e (end - start) per row in `rows` ([E] bool), alpha_e the largest in [0, 1]
+    keeping x_t . delta[e] <= bound[t, e] for every token (start must satisfy them)."""
+    step = end - start
+    rise = x @ step.T  # [T, E] score rise along the step
+    room = (bound - x @ start.T).clamp_min(0)
+    ratio = torch.where(rise > 0, room / rise.clamp_min(1e-30), torch.full_like(rise, float("inf")))
+    alpha = ratio.min(dim=0).values.clamp(0, 1) * 0.999  # a hair inside the boundary
+    alpha = torch.where(rows, alpha, torch.ones_like(alpha))
+    return start + alpha[:, None] * step
+
+
+class RidgeStats:
+    """Streaming sufficient statistics for refitting one router: new inputs -> old scores.
+
+    add(x_new [T, d'], target [T, E]) accumulates A = X^T X, C = X^T S and |S|^2, so a refit needs
+    d' x d' + d' x E numbers, never the tokens.
+    """
+
+    def __init__(self, dim: int, experts: int, device: torch.device) -> None:
+        self.a = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.c = torch.zeros(dim, experts, dtype=torch.float64, device=device)
+        self.ss = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, x_new: torch.Tensor, target: torch.Tensor) -> None:
+        x, s = x_new.double(), target.double()
+        self.a += x.T @ x
+        self.c += x.T @ s
+        self.ss += s.pow(2).sum()
+
+    def solve(self, weight: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
+        """(refitted weight [E, d'], cos(vec(S), vec(X W'^T))).
+
+        Ridge regression anchored at the current weight W: W' = W + ((A + lam I)^-1 (C - A W^T))^T.
+        On span(X) this is the reference formula Theta X X~^T (X~ X~^T + lam I)^-1; outside it
+        W keeps its own component (with the reference formula it would be zeroed).
+        """
+        w = weight.double()
+        eye = torch.eye(self.a.shape[0], dtype=torch.float64, device=self.a.device)
+        delta_t = torch.linalg.solve(self.a + lam * eye, self.c - self.a @ w.T)
+        new = w + delta_t.T
+        dot = (new * self.c.T).sum()
+        pred_sq = (new @ self.a * new).sum()
+        cos = float(dot / (pred_sq.sqrt() * self.ss.sqrt()).clamp_min(1e-30))
+        return new.to(weight.dtype), cos

@@ -1,0 +1,83 @@
+"""Small no-grad passes the adapters share: retained caches, router inputs, routing statistics.
+
+All of them run the model directly (not ctx.forward): they measure the model, they are not
+training forwards, so no adapter hook or token weighting may fire.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+
+from moe_unlearn.methods import losses
+from moe_unlearn.models.routing import capture_routing
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from moe_unlearn.models.layout import MoELayer
+    from moe_unlearn.models.routing import RoutingCapture
+    from moe_unlearn.train.context import RunContext
+
+Batch = dict[str, torch.Tensor]
+
+
+def run(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits [B, S, V] of one plain forward (no labels, so no aux loss folded in)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+
+
+def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch], list[Batch], bool]:
+    """(cache batches holding >= `tokens` retain tokens, `check` batches, whether those are held out).
+
+    The check batches come from the END of the retain split and are left out of the cache when
+    the split has more than `check` batches; otherwise they are the cache's last batches.
+    """
+    batches = list(ctx.iter_split("retain"))
+    heldout = check > 0 and len(batches) > check
+    pool = batches[:-check] if heldout else batches
+    cache, seen = [], 0
+    for batch in pool:
+        if seen >= tokens:
+            break
+        cache.append(batch)
+        seen += int(batch["attention_mask"].sum())
+    return cache, (batches[-check:] if check else []), heldout
+
+
+@torch.no_grad()
+def capture_inputs(
+    model: nn.Module, layers: list[MoELayer], batches: Iterable[Batch]
+) -> tuple[dict[int, torch.Tensor | None], dict[int, torch.Tensor]]:
+    """({layer index: router inputs [T, d]}, {layer index: top-k indices [T, k]}) over the batches."""
+    with capture_routing(model, router_inputs=True) as cap:
+        for batch in batches:
+            run(model, batch)
+    inputs: dict[int, torch.Tensor | None] = {}
+    indices: dict[int, torch.Tensor] = {}
+    for layer in layers:
+        routing = cap.layers[layer.index]
+        inputs[layer.index], indices[layer.index] = routing.inputs, routing.indices
+    return inputs, indices
+
+
+@torch.no_grad()
+def capture(model: nn.Module, batches: Iterable[Batch]) -> RoutingCapture:
+    """The routing (no inputs) of plain forwards over the batches."""
+    with capture_routing(model) as cap:
+        for batch in batches:
+            run(model, batch)
+    return cap
+
+
+@torch.no_grad()
+def retain_nll(model: nn.Module, batches: list[Batch]) -> float:
+    """Mean answer-token NLL over the batches (the utility check of a router refit)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        ce = losses.token_ce(run(model, batch), batch["labels"])
+        mask = losses.answer_mask(batch["labels"])
+        total += float((ce * mask).sum())
+        count += int(mask.sum())
+    return total / max(count, 1)

@@ -1,0 +1,80 @@
+"""The user-level cache of built benchmarks, keyed by a hash of the full build configuration.
+
+Concurrent builders (pytest-xdist workers) take a per-entry lock file, so one builds while the
+others wait; without fcntl (Windows) the first rename wins. Leftover temporary directories of
+interrupted builds are removed under the lock and never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+from moe_unlearn.benchmark.build import build_benchmark, check_out_dir
+from moe_unlearn.benchmark.generator import check_forget
+from moe_unlearn.benchmark.presets import PRESETS
+
+# Bump when the generator or training changes in a way the config does not show.
+BUILD_FORMAT = 1
+
+
+def cache_root() -> Path:
+    """$MOE_UNLEARN_CACHE, else $XDG_CACHE_HOME/moe-unlearn, else ~/.cache/moe-unlearn."""
+    if os.environ.get("MOE_UNLEARN_CACHE"):
+        return Path(os.environ["MOE_UNLEARN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "moe-unlearn"
+
+
+def entry_name(preset: str, seed: int, forget_domain: str | None, forget_fraction: float) -> str:
+    """'<preset>-<16 hex>' from the preset's full config, the arguments and BUILD_FORMAT."""
+    key = {
+        "format": BUILD_FORMAT, "config": asdict(PRESETS.get(preset)), "seed": seed,
+        "forget_domain": check_forget(forget_domain, forget_fraction), "forget_fraction": forget_fraction,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{preset}-{digest}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks: rely on "first rename wins"
+        yield
+        return
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str | None = None,
+                     forget_fraction: float = 1.0, *, out_dir: str | Path | None = None,
+                     progress: bool = False) -> Path:
+    """Manifest path of the cached build (built first if absent); copied to out_dir if given."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    name = entry_name(preset, seed, forget_domain, forget_fraction)
+    entry = root / name
+    if out_dir is not None:
+        check_out_dir(Path(out_dir))
+    if not (entry / "manifest.json").is_file():
+        with _locked(root / f"{name}.lock"):
+            for stale in root.glob(f".{name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if not (entry / "manifest.json").is_file():
+                build_benchmark(entry, preset=preset, seed=seed, forget_domain=forget_domain,
+                                forget_fraction=forget_fraction, progress=progress)
+    if out_dir is None:
+        return entry / "manifest.json"
+    shutil.copytree(entry, out_dir, dirs_exist_ok=True)
+    return Path(out_dir) / "manifest.json"

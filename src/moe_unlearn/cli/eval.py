@@ -1,0 +1,104 @@
+"""`moe-unlearn eval`: evaluate a model (optionally against the original) into metrics.json.
+
+    moe-unlearn eval --model RUN/model --original BASE_MODEL CONFIG.yaml|manifest.json --out metrics.json
+
+CONFIG is an unlearn YAML (its `data:` and `eval:` sections are used, `base:` files included)
+or a benchmark manifest.json (default eval settings). metrics.json carries the keys of the
+unlearn command's metrics.json where meaningful plus every metric the eval section enables.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from moe_unlearn.cli.app import app
+from moe_unlearn.config import apply_overrides, build, load_yaml
+from moe_unlearn.errors import UserError
+
+
+def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[str, Any]]:
+    """(UnlearnData, EvalConfig, {"method", "adapters"}) from an unlearn YAML or a manifest."""
+    from moe_unlearn.data import DataConfig, UnlearnData, load_data
+    from moe_unlearn.eval import EvalConfig
+    from moe_unlearn.train.config import resolve_yaml
+
+    if path.is_dir() and (path / "manifest.json").is_file():
+        path = path / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"config or manifest not found: {path}")
+    if path.suffix == ".json":
+        raw: dict[str, Any] = apply_overrides({"eval": {}}, overrides)
+        unknown = sorted(set(raw) - {"eval"})
+        if unknown:
+            raise UserError(f"with a manifest only eval.* overrides apply, got '{unknown[0]}'")
+        return UnlearnData.from_manifest(path), build(EvalConfig, raw["eval"], "eval"), {"method": None, "adapters": []}
+    load_yaml(path)  # a clear error for a file that is not YAML
+    raw = apply_overrides(resolve_yaml(path), overrides)
+    data = load_data(build(DataConfig, raw.get("data"), "data"))
+    cfg = build(EvalConfig, raw.get("eval"), "eval")
+    return data, cfg, {"method": raw.get("method"), "adapters": list(raw.get("adapters") or [])}
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+@app.command("eval")
+def eval_command(
+    config: Path = typer.Argument(..., help="Unlearn YAML (data/eval sections) or benchmark manifest.json."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. eval.max_examples=50"),
+    model: Path = typer.Option(..., "--model", help="Model directory to evaluate (e.g. RUN/model)."),
+    original: Optional[Path] = typer.Option(None, "--original", help="Original model: enables routing stability, activation and replay."),
+    retrained: Optional[Path] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model (forget quality, PrivLeak AUC)."),
+    out: Path = typer.Option(..., "--out", help="Where to write metrics.json (not inside --model)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
+    from moe_unlearn.eval import evaluate_model
+    from moe_unlearn.models import load_model
+
+    start = time.perf_counter()
+    if not model.is_dir():
+        raise UserError(f"--model {model} is not a directory; pass a saved model folder (e.g. RUN/model)")
+    if _inside(out, model) or (original is not None and original.is_dir() and _inside(out, original)):
+        raise UserError(f"--out {out} is inside a model directory; write metrics.json somewhere else")
+    ref = None
+    if retrained is not None:
+        try:
+            ref = json.loads(retrained.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"--retrained {retrained} is not a readable metrics.json ({type(e).__name__})") from None
+    data, cfg, info = load_eval_inputs(config, overrides or [])
+    kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
+    net, tokenizer = load_model(model, **kwargs)
+    orig_net = load_model(original, **kwargs)[0] if original is not None else None
+    results = evaluate_model(net, tokenizer, data, cfg, original_model=orig_net, retrained=ref, progress=not quiet)
+    metrics = {
+        **info,
+        "steps": None,
+        "model": str(model),
+        "original": None if original is None else str(original),
+        **results,
+        "timing": {"total_seconds": time.perf_counter() - start},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2))
+    f, r, stab = metrics["forget"], metrics["retain"], metrics["routing"]["stability"]
+    typer.echo(
+        f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; retain nll {_fmt(r.get('nll'))} "
+        f"mc {_fmt(r.get('mc_acc'))}; stability forget {_fmt(stab.get('forget'))} retain {_fmt(stab.get('retain'))}; "
+        f"wrote {out}"
+    )
+
+
+def _fmt(x: object) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

@@ -1,0 +1,167 @@
+"""`moe-unlearn inspect`: per-layer expert selection counts of a model over a JSONL text file.
+
+    moe-unlearn inspect MODEL --data texts.jsonl --out stats.json [--plot heatmap.png]
+
+stats.json: {"model": ..., "tokens": <non-padding tokens>, "layers": [{"name": <MoE block path>,
+"num_experts": E, "top_k": k, "counts": [E ints: tokens whose selection includes the expert]}]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import typer
+from tqdm.auto import tqdm
+
+from moe_unlearn.cli.app import app
+from moe_unlearn.errors import UserError
+from moe_unlearn.models import capture_routing, load_model, moe_layers
+
+
+def read_texts(path: Path, field: str) -> list[str]:
+    """The `field` string of every non-blank JSONL line; UserError naming file, line and field."""
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    texts = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+                raise UserError(f"{path}:{lineno}: missing string field '{field}'; pass --text-field NAME if the "
+                                "text lives under another key")
+            texts.append(obj[field])
+    if not texts:
+        raise UserError(f"{path}: no records; write one JSON object per line with a '{field}' field")
+    return texts
+
+
+def encode(tokenizer, texts: list[str], max_tokens: int | None, max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated to max_length and, overall, to the first max_tokens tokens."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    kept, budget = [], max_tokens
+    for ids in encoded:
+        if budget is not None:
+            ids = ids[:budget]
+            budget -= len(ids)
+        if ids:
+            kept.append(list(ids))
+        if budget == 0:
+            break
+    return kept
+
+
+def _pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input_ids [B, S] and attention_mask [B, S]."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def routing_stats(model, tokenizer, sequences: list[list[int]], *, batch_size: int, name: str,
+                  progress: bool = True) -> dict:
+    """Run every sequence under no_grad and count expert selections per MoE layer."""
+    layers = moe_layers(model)
+    counts = [torch.zeros(layer.num_experts, dtype=torch.long) for layer in layers]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    device = next(model.parameters()).device
+    tokens = 0
+    starts = range(0, len(sequences), batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc="inspect", unit="batch", disable=not progress):
+            input_ids, mask = _pad(sequences[start : start + batch_size], pad_id, device)
+            with capture_routing(model) as cap:  # one capture per batch keeps memory flat
+                model(input_ids=input_ids, attention_mask=mask)
+            tokens += cap.tokens
+            for i in range(len(layers)):
+                counts[i] += cap.counts(i).cpu()
+    return {
+        "model": name,
+        "tokens": tokens,
+        "layers": [{"name": layer.name, "num_experts": layer.num_experts, "top_k": layer.top_k,
+                    "counts": counts[i].tolist()} for i, layer in enumerate(layers)],
+    }
+
+
+def plot_heatmap(stats: dict, path: Path) -> None:
+    """Layer x expert heatmap of activation frequency (share of tokens routed to the expert)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = max(stats["tokens"], 1)
+    width = max(layer["num_experts"] for layer in stats["layers"])
+    grid = torch.full((len(stats["layers"]), width), float("nan"))
+    for i, layer in enumerate(stats["layers"]):
+        grid[i, : layer["num_experts"]] = torch.tensor(layer["counts"], dtype=torch.float) / tokens
+    rows, cols = grid.shape
+    fig, ax = plt.subplots(figsize=(min(3 + 0.6 * cols, 24), min(2 + 0.45 * rows, 18)))
+    image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0)
+    if rows * cols <= 600:  # annotate when the numbers stay legible
+        peak = float(torch.nan_to_num(grid).max()) or 1.0
+        for r in range(rows):
+            for c in range(cols):
+                value = float(grid[r, c])
+                if value == value:
+                    ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if value > 0.6 * peak else "white")
+    ax.set_xlabel("expert")
+    ax.set_ylabel("MoE layer")
+    ax.set_yticks(range(rows), [f"{i}" for i in range(rows)])
+    if cols <= 64:
+        ax.set_xticks(range(cols))
+    k = stats["layers"][0]["top_k"]
+    ax.set_title(f"Expert activation frequency ({stats['tokens']} tokens, top-{k}; rows sum to k)")
+    fig.colorbar(image, ax=ax, label="fraction of tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _outside_model_dir(model: str, path: Path, flag: str) -> Path:
+    model_dir = Path(model).expanduser()
+    resolved = path.expanduser().resolve()
+    if model_dir.is_dir() and resolved.is_relative_to(model_dir.resolve()):
+        raise UserError(f"{flag} {path} is inside the model directory; write it somewhere else")
+    return resolved
+
+
+@app.command("inspect")
+def inspect_command(
+    model: str = typer.Argument(..., help="Model directory or hub id."),
+    data: Path = typer.Option(..., "--data", help="JSONL file, one object per line with a text field."),
+    out: Path = typer.Option(..., "--out", help="Where to write stats.json."),
+    text_field: str = typer.Option("text", "--text-field", help="Key of the text in each JSONL object."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Stop after this many tokens."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also write a layer x expert heatmap (PNG)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    max_length: int = typer.Option(512, "--max-length", min=1, help="Truncate each text to this many tokens."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code."),
+) -> None:
+    """Count which experts each MoE layer selects over a text file."""
+    out_path = _outside_model_dir(model, out, "--out")
+    plot_path = _outside_model_dir(model, plot, "--plot") if plot is not None else None
+    texts = read_texts(data, text_field)
+    net, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code)
+    sequences = encode(tokenizer, texts, max_tokens, max_length)
+    if not sequences:
+        raise UserError(f"{data}: the texts encode to no tokens")
+    stats = routing_stats(net, tokenizer, sequences, batch_size=batch_size, name=model)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(stats, indent=2) + "\n")
+    if plot_path is not None:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_heatmap(stats, plot_path)
+    typer.echo(f"{stats['tokens']} tokens, {len(stats['layers'])} MoE layers -> {out_path}")

@@ -1,0 +1,38 @@
+"""`moe-unlearn unlearn CONFIG.yaml [key=value ...] [--out DIR] [--overwrite] [--resume]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from moe_unlearn.cli.app import app
+from moe_unlearn.errors import UserError
+
+
+@app.command("unlearn")
+def unlearn(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=3e-4"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: output_dir of the config)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Run one unlearning job: train, save model/, evaluate, write metrics.json."""
+    from moe_unlearn.train import load_config, run_unlearning
+
+    cfg = load_config(config, overrides or [])
+    out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
+    if out_dir is None:
+        raise UserError("no output directory: pass --out DIR or set output_dir in the config")
+    metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
+    f, r = metrics.get("forget", {}), metrics.get("retain", {})
+    typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps; "
+               f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; "
+               f"retain nll {_fmt(r.get('nll'))} mc {_fmt(r.get('mc_acc'))}; results in {out_dir}")
+
+
+def _fmt(x: object) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

@@ -1,0 +1,123 @@
+"""Reading records from JSONL / JSON / Parquet / CSV files or `datasets` hub names.
+
+A source that exists on disk (or has a known file suffix) is a file; anything else is a hub
+name, optionally `name:config` (e.g. `cais/wmdp:wmdp-bio`), loaded only when online.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from moe_unlearn.config import require
+from moe_unlearn.data.schemas import SCHEMAS, validate_record
+from moe_unlearn.errors import UserError
+from moe_unlearn.registry import Registry
+
+Rows = Iterator[tuple[str, Any]]  # (location such as "line 3", raw row)
+READERS: Registry[Callable[[Path], Rows]] = Registry("file format")
+
+
+@dataclass
+class SourceConfig:
+    """One data source in a config: a file path or hub name, its kind and field mapping."""
+
+    path: str
+    kind: Literal["text", "qa", "mc"] = "qa"
+    fields: dict[str, str] | None = None  # our name -> the file's name, e.g. {question: prompt}
+    split: str = "train"  # hub datasets only
+
+    def validate(self, where: str) -> None:
+        require(bool(self.path), f"'{where}.path' must name a file or dataset")
+        for ours in self.fields or {}:
+            names = [f.name for f in SCHEMAS.get(self.kind)]
+            require(ours in names, f"'{where}.fields' maps '{ours}', which kind '{self.kind}' does not have; "
+                                   f"its fields are: {', '.join(names)}")
+
+    def load(self) -> list[dict]:
+        return load_records(self.path, kind=self.kind, fields=self.fields, split=self.split)
+
+
+@READERS.register(".jsonl")
+def _jsonl(path: Path) -> Rows:
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {n}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}: line {n}: not valid JSON ({e.msg}); fix or delete the line") from None
+
+
+@READERS.register(".json")
+def _json(path: Path) -> Rows:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: a .json source must hold a list of records (or use .jsonl)")
+    for n, row in enumerate(data, 1):
+        yield f"record {n}", row
+
+
+@READERS.register(".csv")
+def _csv(path: Path) -> Rows:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            yield f"line {reader.line_num}", {k: v for k, v in row.items() if k is not None and v != ""}
+
+
+@READERS.register(".parquet")
+def _parquet(path: Path) -> Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: not a readable Parquet file ({e})") from None
+    for n, row in enumerate(rows, 1):
+        yield f"row {n}", row
+
+
+def _hub_rows(name: str, split: str) -> tuple[str, Rows]:
+    if any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        raise UserError(f"'{name}' is neither a file nor reachable: hub datasets need network access and "
+                        "HF_HUB_OFFLINE is set; download it and point to the JSONL/Parquet/CSV file")
+    import datasets
+
+    dataset, _, config = name.partition(":")
+    try:
+        ds = datasets.load_dataset(dataset, config or None, split=split)
+    except Exception as e:  # the hub raises many types; all mean "cannot load this name"
+        raise UserError(f"cannot load hub dataset '{name}' (split '{split}'): {' '.join(str(e).split())[:200]}") from None
+    return f"hub dataset {name}", ((f"row {n}", row) for n, row in enumerate(ds, 1))
+
+
+def load_records(source: str | Path, *, kind: str, fields: dict[str, str] | None = None,
+                 split: str = "train") -> list[dict]:
+    """Validated records of one kind ("text" | "qa" | "mc") with our field names."""
+    SCHEMAS.get(kind)
+    fields = dict(fields or {})
+    path = Path(source)
+    if path.exists() or path.suffix in READERS:
+        if not path.is_file():
+            raise UserError(f"data file not found: {path}")
+        reader = READERS.get(path.suffix)
+        label, rows = str(path), reader(path)
+    else:
+        label, rows = _hub_rows(str(source), split)
+    try:
+        records = [validate_record(row, kind, fields, f"{label}: {loc}") for loc, row in rows]
+    except UnicodeDecodeError:
+        raise UserError(f"{label}: not readable as UTF-8 text; is it the right file?") from None
+    if not records:
+        raise UserError(f"{label}: no records; the data set is empty")
+    return records

@@ -1,0 +1,74 @@
+"""Tokenisation of QA, text and MC records into label-masked examples, and right-padded batches.
+
+An encoded example is a dict with `input_ids` and `labels` (lists of ints; labels are -100
+where no loss applies) and, once placed in a split, `index`. The model shifts labels itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+IGNORE = -100
+
+
+def _ids(tokenizer: Any, text: str, *, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def _eos(tokenizer: Any) -> list[int]:
+    return [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+
+
+def encode_qa(tokenizer: Any, question: str, answer: str, *, max_length: int,
+              chat_template: bool = False) -> dict[str, list[int]]:
+    """Prompt + " answer" + EOS; labels only on the answer tokens and EOS.
+
+    Too long: the answer keeps up to max_length - 1 tokens and the prompt is cut from the left
+    (the words nearest the answer stay).
+    """
+    if chat_template:
+        prompt_text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        prompt = _ids(tokenizer, prompt_text, special=False)
+        answer_ids = _ids(tokenizer, answer, special=False) + _eos(tokenizer)
+    else:
+        prompt = _ids(tokenizer, question, special=True)
+        answer_ids = _ids(tokenizer, " " + answer, special=False) + _eos(tokenizer)
+    answer_ids = answer_ids[: max(1, max_length - 1)]
+    keep = max_length - len(answer_ids)
+    prompt = prompt[-keep:] if keep > 0 else []
+    return {"input_ids": prompt + answer_ids, "labels": [IGNORE] * len(prompt) + answer_ids}
+
+
+def encode_text(tokenizer: Any, text: str, *, max_length: int) -> dict[str, list[int]]:
+    """Text + EOS, truncated to max_length; labels on every token."""
+    ids = (_ids(tokenizer, text, special=True) + _eos(tokenizer))[:max_length]
+    return {"input_ids": ids, "labels": list(ids)}
+
+
+def encode_mc(tokenizer: Any, record: dict, *, max_length: int) -> list[dict[str, list[int]]]:
+    """One (question, choice) QA example per choice, for log-likelihood scoring."""
+    return [encode_qa(tokenizer, record["question"], str(c), max_length=max_length)
+            for c in record["choices"]]
+
+
+def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example.
+
+    Returns input_ids [B, S], attention_mask [B, S], labels [B, S] (-100 on padding and
+    prompt) and index [B] (each example's `index`, else its position in `examples`).
+    """
+    longest = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), longest), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), longest), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
+        labels[row, :n] = torch.tensor(e["labels"], dtype=torch.long)
+        mask[row, :n] = 1
+    index = torch.tensor([e.get("index", i) for i, e in enumerate(examples)], dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}

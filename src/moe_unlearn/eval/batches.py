@@ -1,0 +1,64 @@
+"""Deterministic encoding and batching of eval sets (same order and batches on every call).
+
+Routing replay and stability compare token by token, so the original model's capture and the
+evaluated model's forwards MUST see identical batches: every pass goes through `batches`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text
+from moe_unlearn.eval.config import EvalConfig
+
+Batch = dict[str, torch.Tensor]
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, falling back to EOS (many causal LMs have no pad token)."""
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pid if pid is not None else 0)
+
+
+def qa_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig, *, answer: str = "answer") -> list[dict]:
+    """Encode (question, record[answer]) pairs; labels on answer tokens only."""
+    return [
+        encode_qa(tokenizer, r["question"], r[answer], max_length=cfg.max_length, chat_template=cfg.chat_template)
+        for r in records
+    ]
+
+
+def text_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig) -> list[dict]:
+    """Encode raw texts; every token after the first is scored."""
+    out = []
+    for r in records:
+        ex = dict(encode_text(tokenizer, r["text"], max_length=cfg.max_length))
+        ex["labels"] = list(ex["input_ids"])
+        out.append(ex)
+    return out
+
+
+def mc_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig) -> tuple[list[dict], list[int]]:
+    """Flatten every (question, choice) pair; returns the examples and each record's choice count."""
+    examples: list[dict] = []
+    sizes: list[int] = []
+    for r in records:
+        choices = encode_mc(tokenizer, r, max_length=cfg.max_length)
+        examples += choices
+        sizes.append(len(choices))
+    return examples, sizes
+
+
+def batches(examples: list[dict], batch_size: int, pad: int) -> list[Batch]:
+    """Consecutive chunks of `batch_size` examples, collated with right padding."""
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = [dict(ex, index=start + i) for i, ex in enumerate(examples[start : start + batch_size])]
+        out.append(collate(chunk, pad))
+    return out
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

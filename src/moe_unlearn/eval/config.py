@@ -1,0 +1,97 @@
+"""`eval:` section of an unlearn config: which metrics run and on how much data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from moe_unlearn.config import require
+
+# Cheap enough to run at the end of every unlearning run on CPU; relearn and lm_eval are opt-in.
+DEFAULT_METRICS = [
+    "nll",
+    "prob",
+    "token_acc",
+    "mc_acc",
+    "stability",
+    "activation",
+    "replay",
+    "rouge_qa",
+    "rouge_text",
+    "privacy",
+    "truth_ratio",
+    "forget_quality",
+    "model_utility",
+    "utility_mc",
+]
+
+
+@dataclass
+class RelearnConfig:
+    """Relearning attack: fine-tune a copy on `fraction` of the forget QA set for `steps` steps."""
+
+    steps: int = 10
+    lr: float = 1e-4
+    fraction: float = 0.5
+    batch_size: int = 8
+    eval_every: int = 2
+
+    def validate(self, where: str) -> None:
+        require(self.steps >= 1, f"'{where}.steps' must be >= 1, got {self.steps}")
+        require(self.lr > 0, f"'{where}.lr' must be > 0, got {self.lr}")
+        require(0 < self.fraction <= 1, f"'{where}.fraction' must be in (0, 1], got {self.fraction}")
+        require(self.batch_size >= 1, f"'{where}.batch_size' must be >= 1, got {self.batch_size}")
+        require(self.eval_every >= 1, f"'{where}.eval_every' must be >= 1, got {self.eval_every}")
+
+
+@dataclass
+class LmEvalConfig:
+    """lm-evaluation-harness bridge; include_path points at a folder of local task YAMLs."""
+
+    tasks: list[str] = field(default_factory=list)
+    limit: int | None = None
+    include_path: str | None = None
+    batch_size: int = 8
+    num_fewshot: int | None = None
+
+    def validate(self, where: str) -> None:
+        require(self.limit is None or self.limit >= 1, f"'{where}.limit' must be >= 1 or null, got {self.limit}")
+        require(self.batch_size >= 1, f"'{where}.batch_size' must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class EvalConfig:
+    """What `evaluate_model` computes; metric names are keys of `moe_unlearn.eval.METRICS`."""
+
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    batch_size: int = 16
+    max_examples: int | None = 200  # per eval set (forget / retain / holdout / utility), first N
+    max_length: int = 128
+    chat_template: bool = False
+    max_new_tokens_qa: int = 32  # KnowMem
+    max_new_tokens_text: int = 128  # VerbMem
+    text_prompt_tokens: int = 32  # VerbMem prompt length (at most half of each text)
+    mink_k: float = 0.4
+    retrained_auc: float = 0.5  # PrivLeak reference when no retrained model's metrics are given
+    relearn: RelearnConfig = field(default_factory=RelearnConfig)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
+
+    def validate(self, where: str = "eval") -> None:
+        import moe_unlearn.eval  # noqa: F401  (importing the package fills METRICS)
+        from moe_unlearn.eval.metric import METRICS
+
+        for name in self.metrics:
+            METRICS.get(name)  # UserError with a suggestion for a typo
+        require(len(set(self.metrics)) == len(self.metrics), f"'{where}.metrics' lists a metric twice")
+        for key in ("batch_size", "max_length", "max_new_tokens_qa", "max_new_tokens_text", "text_prompt_tokens"):
+            value = getattr(self, key)
+            require(value >= 1, f"'{where}.{key}' must be >= 1, got {value}")
+        require(
+            self.max_examples is None or self.max_examples >= 1,
+            f"'{where}.max_examples' must be >= 1 or null (all), got {self.max_examples}",
+        )
+        require(0 < self.mink_k <= 1, f"'{where}.mink_k' must be in (0, 1], got {self.mink_k}")
+        require(0 < self.retrained_auc < 1, f"'{where}.retrained_auc' must be in (0, 1), got {self.retrained_auc}")
+        self.relearn.validate(f"{where}.relearn")
+        self.lm_eval.validate(f"{where}.lm_eval")
+        if "lm_eval" in self.metrics:
+            require(bool(self.lm_eval.tasks), f"'{where}.lm_eval.tasks' is empty: list tasks or drop 'lm_eval' from metrics")

@@ -1,0 +1,202 @@
+"""EvalContext: the model, the eval sets and the forward passes metrics share.
+
+A metric never runs the model itself for data another metric also needs: the QA pass (token
+scores + routing capture), the text pass and the MC pass run once per split and are memoised
+here. `EvalCache` keeps metric results across calls, keyed by (model fingerprint, metric,
+split, data fingerprint), so re-evaluating an unchanged model costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from moe_unlearn.eval import batches as B
+from moe_unlearn.eval.config import EvalConfig
+from moe_unlearn.eval.metric import METRICS, MetricResult
+from moe_unlearn.eval.scores import TokenStats, token_stats
+from moe_unlearn.models import capture_routing
+
+SPLITS = ("forget", "retain", "holdout")
+
+
+@dataclass
+class QAPass:
+    """Answer-token scores of one split's QA set and the routing of that same forward."""
+
+    stats: TokenStats
+    routing: Any  # RoutingCapture
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Short hash of every parameter's name, shape and first two moments (cheap, on device)."""
+    h = hashlib.sha1()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            x = p.detach().double()
+            h.update(f"{name}{tuple(p.shape)}{float(x.sum()):.10e}{float(x.square().sum()):.10e}".encode())
+    return h.hexdigest()[:16]
+
+
+class EvalCache:
+    """In-memory metric results keyed by (model fingerprint, metric, split, data fingerprint)."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[str, str, str, str], Any] = {}
+
+    def get(self, key: tuple[str, str, str, str]) -> Any:
+        return self._store.get(key)
+
+    def put(self, key: tuple[str, str, str, str], value: Any) -> None:
+        self._store[key] = value
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+@dataclass
+class EvalContext:
+    model: torch.nn.Module
+    tokenizer: Any
+    data: Any  # UnlearnData
+    cfg: EvalConfig
+    original_routing: dict[str, Any] | None = None
+    original_model: torch.nn.Module | None = None
+    retrained: dict[str, Any] | None = None  # metrics.json of a retain-only model (TOFU, PrivLeak)
+    progress: bool = False
+    cache: EvalCache | None = None
+    _memo: dict[tuple, Any] = field(default_factory=dict)
+
+    def result(self, name: str, split: str | None = None) -> MetricResult | None:
+        """Run metric `name` (on `split` for split metrics) once; reuse it from the cache."""
+        key = ("result", name, split)
+        if key in self._memo:
+            return self._memo[key]
+        m = METRICS.get(name)
+        ckey = None
+        if self.cache is not None and m.cacheable:
+            ckey = (self.memo(("model_fp",), lambda: model_fingerprint(self.model)), name, split or "-", self.data_fingerprint())
+            hit = self.cache.get(ckey)
+            if hit is not None:
+                self._memo[key] = hit[0]
+                return hit[0]
+        res = m.fn(self, split) if m.scope == "split" else m.fn(self)
+        if ckey is not None:
+            self.cache.put(ckey, (res,))
+        self._memo[key] = res
+        return res
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        return B.pad_id(self.tokenizer)
+
+    # ---- data ---------------------------------------------------------------------------
+    def records(self, split: str, kind: str) -> list[dict] | None:
+        """The first cfg.max_examples records of split's `kind` set (qa | text | mc), or None."""
+        if split == "utility":  # UnlearnData.utility_mc: an MC record list (or a Split)
+            holder = getattr(self.data, "utility_mc", None)
+            recs = getattr(holder, "mc", holder) if kind == "mc" else None
+        else:
+            holder = getattr(self.data, split, None)
+            recs = getattr(holder, kind, None) if holder is not None else None
+        if not recs:
+            return None
+        return list(recs[: self.cfg.max_examples] if self.cfg.max_examples else recs)
+
+    def data_fingerprint(self) -> str:
+        """Hash of every eval record used and of the eval settings."""
+        key = ("data_fp",)
+        if key not in self._memo:
+            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc")} for s in (*SPLITS, "utility")}
+            cfg = {k: v for k, v in vars(self.cfg).items() if k not in ("metrics", "relearn", "lm_eval")}
+            raw = json.dumps([blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval)], sort_keys=True, default=str)
+            self._memo[key] = hashlib.sha1(raw.encode()).hexdigest()[:16]
+        return self._memo[key]
+
+    def qa_batches(self, split: str, answer: str = "answer") -> list[B.Batch]:
+        key = ("qa_batches", split, answer)
+        if key not in self._memo:
+            recs = self.records(split, "qa") or []
+            recs = [r for r in recs if r.get(answer) is not None] if answer != "answer" else recs
+            self._memo[key] = B.batches(B.qa_examples(self.tokenizer, recs, self.cfg, answer=answer), self.cfg.batch_size, self.pad_id)
+        return self._memo[key]
+
+    # ---- forward passes -----------------------------------------------------------------
+    def _forward(self, batch: B.Batch) -> torch.Tensor:
+        batch = B.to_device(batch, self.device)
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def score(self, batch_list: list[B.Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
+        """Token scores of every batch, in order, under no_grad."""
+        out = TokenStats()
+        with torch.no_grad():
+            for batch in tqdm(batch_list, desc=desc, disable=not self.progress, leave=False):
+                logits = self._forward(batch)
+                out.extend(token_stats(logits, batch["labels"].to(logits.device), moments=moments))
+        return out
+
+    def qa_pass(self, split: str) -> QAPass | None:
+        """Answer-token scores of split's QA set, with the routing of the same forwards."""
+        key = ("qa_pass", split)
+        if key not in self._memo:
+            bl = self.qa_batches(split)
+            if not bl:
+                self._memo[key] = None
+            else:
+                with capture_routing(self.model) as cap:
+                    stats = self.score(bl, desc=f"eval {split} QA")
+                self._memo[key] = QAPass(stats, cap)
+        return self._memo[key]
+
+    def text_stats(self, split: str) -> TokenStats | None:
+        """All-token scores (with Min-k%++ moments) of split's text set; None without texts."""
+        key = ("text", split)
+        if key not in self._memo:
+            recs = self.records(split, "text")
+            if not recs:
+                self._memo[key] = None
+            else:
+                bl = B.batches(B.text_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
+                self._memo[key] = self.score(bl, moments=True, desc=f"eval {split} text")
+        return self._memo[key]
+
+    def mc_loglik(self, split: str) -> tuple[list[torch.Tensor], list[int]] | None:
+        """Per MC record: summed log-likelihood of each choice [C]; and the answer indices."""
+        key = ("mc", split)
+        if key not in self._memo:
+            recs = self.records(split, "mc")
+            if not recs:
+                self._memo[key] = None
+            else:
+                examples, sizes = B.mc_examples(self.tokenizer, recs, self.cfg)
+                bl = B.batches(examples, self.cfg.batch_size, self.pad_id)
+                flat = self.score(bl, desc=f"eval {split} MC").sum_logp()
+                self._memo[key] = (list(torch.split(flat, sizes)), [int(r["answer"]) for r in recs])
+        return self._memo[key]
+
+    def memo(self, key: tuple, compute: Any) -> Any:
+        """Memoise compute() under key for the lifetime of this context."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put the model in eval mode (deterministic routing, no dropout) and restore it afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

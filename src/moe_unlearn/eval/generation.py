@@ -1,0 +1,100 @@
+"""Greedy-generation ROUGE-L (MUSE): KnowMem on QA answers, VerbMem on text continuations.
+
+As in MUSE, KnowMem runs on the forget and retain sets and VerbMem on the forget set only.
+ROUGE-L F1 from the `rouge-score` library (its default tokenizer: lower-cased alphanumeric
+words), reported in [0, 1] (MUSE prints it x100).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from rouge_score import rouge_scorer
+from tqdm.auto import tqdm
+
+from moe_unlearn.eval.context import EvalContext
+from moe_unlearn.eval.metric import MetricResult, metric
+from moe_unlearn.eval.scores import nanmean
+
+_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 between two strings."""
+    return float(_SCORER.score(reference, prediction)["rougeL"].fmeasure)
+
+
+def greedy_generate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: bool = False,
+) -> list[str]:
+    """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    chunks = range(0, len(prompts), batch_size)
+    with torch.no_grad():
+        for start in tqdm(chunks, desc="generate", disable=not progress, leave=False):
+            chunk = prompts[start : start + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, p in enumerate(chunk):
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return [s.strip() for s in out]
+
+
+def _rouge_result(ctx: EvalContext, prompts: list[list[int]], refs: list[str], max_new: int) -> MetricResult:
+    preds = greedy_generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=max_new, batch_size=ctx.cfg.batch_size, progress=ctx.progress)
+    per = [rouge_l(p, r) for p, r in zip(preds, refs)]
+    samples = [{"prediction": p, "reference": r} for p, r in zip(preds[:3], refs[:3])]
+    return MetricResult(nanmean(per), per, {"samples": samples})
+
+
+@metric("rouge_qa", higher_is_better=True, splits=("forget", "retain"))
+def rouge_qa(ctx: EvalContext, split: str) -> MetricResult | None:
+    """KnowMem: ROUGE-L F1 of the greedy answer (max_new_tokens_qa) against the true answer."""
+    recs = ctx.records(split, "qa")
+    if not recs:
+        return None
+    prompts = []
+    for b in ctx.qa_batches(split):
+        for ids, labels, m in zip(b["input_ids"], b["labels"], b["attention_mask"]):
+            first = int((labels != -100).nonzero()[0]) if (labels != -100).any() else int(m.sum())
+            prompts.append(ids[:first].tolist())
+    return _rouge_result(ctx, prompts, [str(r["answer"]) for r in recs], ctx.cfg.max_new_tokens_qa)
+
+
+@metric("rouge_text", higher_is_better=True, splits=("forget",))
+def rouge_text(ctx: EvalContext, split: str) -> MetricResult | None:
+    """VerbMem: ROUGE-L F1 of the greedy continuation of each text's prefix against the rest."""
+    recs = ctx.records(split, "text")
+    if not recs:
+        return None
+    prompts, refs = [], []
+    for r in recs:
+        ids = ctx.tokenizer(r["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) < 2:
+            continue
+        cut = min(ctx.cfg.text_prompt_tokens, len(ids) // 2)
+        prompts.append(ids[:cut])
+        refs.append(ctx.tokenizer.decode(ids[cut : cut + ctx.cfg.max_new_tokens_text], skip_special_tokens=True))
+    if not prompts:
+        return None
+    return _rouge_result(ctx, prompts, refs, ctx.cfg.max_new_tokens_text)

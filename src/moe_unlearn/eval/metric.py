@@ -1,0 +1,65 @@
+"""The metric protocol and the `METRICS` registry.
+
+A metric is one function. Split metrics (`scope="split"`) run once per eval set
+(forget / retain / holdout) as `fn(ctx, split)`; global metrics run once as `fn(ctx)`.
+Both return a `MetricResult` (aggregate, per-example values, extra details) or None when the
+data it needs is absent (e.g. no MC questions in a split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from moe_unlearn.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.eval.context import EvalContext
+
+
+@dataclass
+class MetricResult:
+    """value: the aggregate; per_example: one number per example; details: JSON-able extras."""
+
+    value: float | None
+    per_example: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric. higher_is_better is stated for knowledge kept (retain direction):
+    on the forget set an unlearned model should move the other way."""
+
+    name: str
+    fn: Callable[..., MetricResult | None]
+    higher_is_better: bool
+    scope: Literal["split", "global"]
+    # False when the result depends on more than (model, data, config), e.g. the original routing
+    cacheable: bool = True
+    description: str = ""
+    # the eval sets a split metric runs on (others report None)
+    splits: tuple[str, ...] = ("forget", "retain", "holdout")
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def metric(
+    name: str,
+    *,
+    higher_is_better: bool,
+    scope: Literal["split", "global"] = "split",
+    cacheable: bool = True,
+    splits: tuple[str, ...] = ("forget", "retain", "holdout"),
+) -> Callable[[Callable[..., MetricResult | None]], Callable[..., MetricResult | None]]:
+    """Decorator: register fn under `name` in METRICS (first docstring line = description)."""
+
+    def add(fn: Callable[..., MetricResult | None]) -> Callable[..., MetricResult | None]:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        METRICS.register(name)(
+            Metric(name, fn, higher_is_better, scope, cacheable, doc[0] if doc else "", splits)
+        )
+        return fn
+
+    return add

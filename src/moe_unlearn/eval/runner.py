@@ -1,0 +1,120 @@
+"""The evaluation runner: every configured metric on one model, as one JSON-able dict.
+
+Output layout (the unlearn command's metrics.json keys plus the rest):
+  forget / retain / holdout: {metric: aggregate}  (split metrics; nll and mc_acc always present,
+                              mc_acc None where a split has no MC questions)
+  routing: {"stability": {split: float}, "per_layer": {split: [L floats]}, "activation": {...}}
+  <global metric>: {"value": aggregate, ...details}   (replay, privacy, relearn, lm_eval, ...)
+  per_example: {split: {metric: [floats]}, <global metric>: [floats]}
+  metric_info: {metric: {"higher_is_better": bool, "description": str}}
+  eval_seconds: float
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from moe_unlearn.eval.config import EvalConfig
+from moe_unlearn.eval.context import SPLITS, EvalCache, EvalContext, eval_mode
+from moe_unlearn.eval.metric import METRICS
+
+ALWAYS = ("nll", "mc_acc", "stability")  # the engine's metrics.json contract
+
+
+def capture_eval_routing(
+    model: torch.nn.Module, tokenizer: Any, data: Any, cfg: EvalConfig, *, progress: bool = False
+) -> dict[str, Any]:
+    """Routing of `model` (usually the original) on the forget/retain/holdout QA eval sets.
+
+    Same deterministic batches as evaluate_model, so stability and replay line up token by token.
+    Returns {split: RoutingCapture} for the splits that have QA records.
+    """
+    ctx = EvalContext(model, tokenizer, data, cfg, progress=progress)
+    with eval_mode(model):
+        passes = {s: ctx.qa_pass(s) for s in SPLITS}
+    return {s: p.routing for s, p in passes.items() if p is not None}
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: Any,
+    cfg: EvalConfig,
+    *,
+    original_routing: dict[str, Any] | None = None,
+    original_model: torch.nn.Module | None = None,
+    retrained: dict[str, Any] | None = None,
+    cache: EvalCache | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run cfg.metrics (plus nll, mc_acc and stability) on `model`; see the module docstring for the layout.
+
+    original_routing (from capture_eval_routing on the original model) enables stability,
+    activation and replay; original_model is captured here when no routing is given.
+    retrained: metrics.json of a retain-only model (forget quality, PrivLeak reference AUC).
+    """
+    start = time.perf_counter()
+    if original_routing is None and original_model is not None:
+        original_routing = capture_eval_routing(original_model, tokenizer, data, cfg, progress=progress)
+    ctx = EvalContext(
+        model, tokenizer, data, cfg, original_routing=original_routing, retrained=retrained, progress=progress, cache=cache
+    )
+    out: dict[str, Any] = {s: {} for s in SPLITS}
+    out["routing"] = {"stability": {}, "per_layer": {}}
+    out["per_example"] = {s: {} for s in SPLITS}
+    out["metric_info"] = {}
+    names = list(ALWAYS) + [m for m in cfg.metrics if m not in ALWAYS]
+    with eval_mode(model):
+        for name in names:
+            m = METRICS.get(name)
+            out["metric_info"][name] = {"higher_is_better": m.higher_is_better, "description": m.description}
+            if m.scope == "split":
+                for split in SPLITS:
+                    _place_split(out, name, split, ctx.result(name, split) if split in m.splits else None)
+            else:
+                _place_global(out, name, ctx.result(name))
+    out["eval_seconds"] = time.perf_counter() - start
+    return jsonable(out)
+
+
+def _place_split(out: dict[str, Any], name: str, split: str, res: Any) -> None:
+    if name == "stability":
+        out["routing"]["stability"][split] = res.value if res else None
+        out["routing"]["per_layer"][split] = res.details["per_layer"] if res else None
+    else:
+        out[split][name] = res.value if res else None
+        for key, value in (res.details if res else {}).items():
+            if key != "samples":
+                out[split][f"{name}_{key}"] = value
+        if res and res.details.get("samples"):
+            out.setdefault("samples", {}).setdefault(split, {})[name] = res.details["samples"]
+    if res and res.per_example:
+        out["per_example"][split][name] = res.per_example
+
+
+def _place_global(out: dict[str, Any], name: str, res: Any) -> None:
+    if res is None:
+        return
+    if name == "activation":
+        out["routing"]["activation"] = {"shift": res.value, **res.details}
+        return
+    out[name] = {"value": res.value, **res.details}
+    if res.per_example:
+        out["per_example"][name] = res.per_example
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types; nan/inf -> None, tensors -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj

@@ -1,0 +1,82 @@
+"""Token-level scores from one forward: the numbers every knowledge and privacy metric reads.
+
+Everything is aligned with labels (see methods/losses.py): entry t scores labels[t] from the
+logits at t - 1; only positions with labels != -100 (and t > 0) are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from moe_unlearn.methods.losses import answer_mask
+
+
+@dataclass
+class TokenStats:
+    """Per example, over its scored tokens: log p [n_i], argmax hit [n_i] and, for Min-k%++,
+    the mean mu [n_i] and std sigma [n_i] of log p under the model's own next-token distribution."""
+
+    logp: list[torch.Tensor] = field(default_factory=list)
+    correct: list[torch.Tensor] = field(default_factory=list)
+    mu: list[torch.Tensor] = field(default_factory=list)
+    sigma: list[torch.Tensor] = field(default_factory=list)
+
+    def extend(self, other: TokenStats) -> None:
+        self.logp += other.logp
+        self.correct += other.correct
+        self.mu += other.mu
+        self.sigma += other.sigma
+
+    def __len__(self) -> int:
+        return len(self.logp)
+
+    def mean_logp(self) -> torch.Tensor:
+        """[N] length-normalised log-likelihood of each example (0 tokens -> nan)."""
+        return torch.stack([x.mean() if x.numel() else x.new_tensor(float("nan")) for x in self.logp])
+
+    def sum_logp(self) -> torch.Tensor:
+        """[N] summed log-likelihood of each example."""
+        return torch.stack([x.sum() for x in self.logp])
+
+
+def token_stats(logits: torch.Tensor, labels: torch.Tensor, *, moments: bool = False) -> TokenStats:
+    """Split a batch's logits [B, S, V] and labels [B, S] into per-example TokenStats (on CPU).
+
+    moments=True also computes mu_t = sum_v p_v log p_v and sigma_t^2 = sum_v p_v (log p_v)^2 - mu_t^2
+    (Min-k%++), which costs one more pass over the vocabulary.
+    """
+    logp_all = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, S-1, V]
+    target = labels[:, 1:].clamp_min(0)
+    lp = logp_all.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    hit = logp_all.argmax(-1) == target
+    mask = answer_mask(labels)[:, 1:]
+    if moments:
+        p = logp_all.exp()
+        mu = (p * logp_all).sum(-1)
+        sigma = ((p * logp_all.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+    out = TokenStats()
+    for b in range(labels.size(0)):
+        m = mask[b]
+        out.logp.append(lp[b][m].cpu())
+        out.correct.append(hit[b][m].cpu())
+        if moments:
+            out.mu.append(mu[b][m].cpu())
+            out.sigma.append(sigma[b][m].cpu())
+    return out
+
+
+def lowest_fraction_mean(values: torch.Tensor, k: float) -> float:
+    """Mean of the lowest max(1, floor(k * n)) entries of a 1-D tensor (Min-k% style)."""
+    if values.numel() == 0:
+        return float("nan")
+    n = max(1, int(values.numel() * k))
+    return float(values.sort().values[:n].mean())
+
+
+def nanmean(values: list[float]) -> float | None:
+    """Mean of the non-nan values (nan marks an example with no scored tokens); None if empty."""
+    vals = [v for v in values if v == v]
+    return sum(vals) / len(vals) if vals else None

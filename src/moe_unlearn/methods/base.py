@@ -1,0 +1,120 @@
+"""The Method protocol: a base unlearning objective is a loss object, not a Trainer.
+
+The engine calls `prepare(ctx)` once on the ORIGINAL model (reference quantities such as the
+forget set's log-probabilities are computed there, so no second model copy is kept), then
+`loss(ctx, forget, retain)` every step. Methods run the model only through `ctx.forward`, so
+adapters see the routing of every training forward, and weight their retain loss with
+`out.token_weights` through `losses.weighted_token_mean`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+
+from moe_unlearn.config import require
+from moe_unlearn.methods import losses
+from moe_unlearn.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.train.context import RunContext
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class MethodOutput:
+    """The scalar to minimise and the numbers to log for this step."""
+
+    loss: torch.Tensor
+    logs: dict[str, float]
+
+
+@dataclass
+class RetainConfig:
+    """Settings shared by every method with a retain term: total = gamma*L_f + alpha*L_r."""
+
+    gamma: float = 1.0
+    alpha: float = 1.0  # 0 switches the retain term off
+    retain_loss: Literal["nll", "kl"] = "nll"
+
+    def validate(self, where: str) -> None:
+        require(self.gamma > 0, f"'{where}.gamma' must be > 0, got {self.gamma}")
+        require(self.alpha >= 0, f"'{where}.alpha' must be >= 0 (0 disables the retain term), got {self.alpha}")
+
+
+class Method:
+    """Base class; subclasses set name/config_cls and implement forget_loss or loss."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    # True when this method needs ctx.reference() (original trainable params) during training
+    needs_reference: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @property
+    def has_retain_term(self) -> bool:
+        """Whether loss() contains a retain term (TRACE's token weights act on it)."""
+        return isinstance(self.cfg, RetainConfig) and self.cfg.alpha > 0
+
+    def uses_reference(self) -> bool:
+        """Whether this configured method will call ctx.reference() while training."""
+        return self.needs_reference or (self.has_retain_term and self.cfg.retain_loss == "kl")
+
+    def select_params(self, ctx: RunContext, specs: list[str]) -> list[str] | None:
+        """Selector specs this method trains instead of train.params, or None to keep them."""
+        return None
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Compute reference quantities on the original model (once, before training)."""
+
+    def forget_loss(self, ctx: RunContext, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def loss(self, ctx: RunContext, forget: Batch, retain: Batch) -> MethodOutput:
+        """gamma * forget loss + alpha * retain loss (when the method has a retain term)."""
+        lf, logs = self.forget_loss(ctx, forget)
+        if not self.has_retain_term:
+            return MethodOutput(lf, {"forget_loss": float(lf.detach()), **logs})
+        lr = retain_loss(ctx, retain, self.cfg.retain_loss)
+        total = self.cfg.gamma * lf + self.cfg.alpha * lr
+        return MethodOutput(total, {"forget_loss": float(lf.detach()), "retain_loss": float(lr.detach()), **logs})
+
+
+def retain_loss(ctx: RunContext, retain: Batch, kind: str) -> torch.Tensor:
+    """Retain NLL (mean answer-token CE) or KL(pi_ref || pi_theta) masked to answer tokens.
+
+    Both are weighted by the adapters' retain token weights (TRACE) when present. The KL
+    reference comes from ctx.reference(): the ORIGINAL values of the trainable parameters
+    swapped in for one no-grad forward, not a second model.
+    """
+    if kind == "nll":
+        out = ctx.forward(retain, role="retain")
+        return losses.answer_nll(out.logits, retain["labels"], out.token_weights)
+    with torch.no_grad(), ctx.reference():
+        ref_logits = ctx.forward(retain, role="reference").logits
+    out = ctx.forward(retain, role="retain")
+    return losses.masked_kl(ref_logits, out.logits, retain["labels"], out.token_weights)
+
+
+@torch.no_grad()
+def reference_logps(ctx: RunContext, make_batch: Any = None) -> torch.Tensor:
+    """log pi_ref(y|x) = -NLL_sum for every forget example [N], indexed by batch["index"].
+
+    make_batch optionally rewrites each forget batch first (IdkDPO's refusal answers).
+    """
+    out = torch.zeros(ctx.split_size("forget"), dtype=torch.float32, device=ctx.device)
+    for batch in ctx.iter_split("forget"):
+        if make_batch is not None:
+            batch = make_batch(ctx, batch)
+        logits = ctx.forward(batch, role="reference").logits
+        nll, _ = losses.sequence_nll(logits, batch["labels"])
+        out[batch["index"]] = -nll.float()
+    return out
+
+
+METHODS: Registry[type[Method]] = Registry("method")

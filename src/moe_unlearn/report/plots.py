@@ -1,0 +1,202 @@
+"""The report's figures (matplotlib, Agg backend). Each function writes one PNG and returns its
+path, or None when no run has the data it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from moe_unlearn.report.runs import Run  # noqa: E402
+
+DPI = 110
+
+
+def get(m: dict[str, Any], *keys: str) -> Any:
+    """m[k1][k2]... or None where any level is missing."""
+    for k in keys:
+        if not isinstance(m, dict) or k not in m:
+            return None
+        m = m[k]
+    return m
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def knowledge(m: dict[str, Any], split: str) -> tuple[float | None, str]:
+    """(value, label) of a split's knowledge score: MC accuracy, else answer-token accuracy."""
+    mc = _num(get(m, split, "mc_acc"))
+    if mc is not None:
+        return mc, "MC accuracy"
+    return _num(get(m, split, "token_acc")), "answer-token accuracy"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def forget_vs_utility(runs: list[Run], path: Path) -> Path | None:
+    """Scatter: forget knowledge (x, lower = forgotten) vs retain knowledge (y), coloured by
+    retained routing stability, each point labelled with its run."""
+    pts = []
+    for r in runs:
+        (x, xl), (y, yl) = knowledge(r.metrics, "forget"), knowledge(r.metrics, "retain")
+        if x is not None and y is not None:
+            pts.append((r.name, x, y, _num(get(r.metrics, "routing", "stability", "retain")), xl, yl))
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    stab = [p[3] for p in pts]
+    colored = all(s is not None for s in stab)
+    sc = ax.scatter(
+        [p[1] for p in pts], [p[2] for p in pts], s=70, c=stab if colored else "tab:blue",
+        cmap="viridis", vmin=0, vmax=1, edgecolors="black", zorder=3,
+    )
+    if colored:
+        fig.colorbar(sc, ax=ax, label="retain routing stability")
+    for name, x, y, *_ in pts:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if pts[0][4] == "MC accuracy":
+        ax.axvline(0.25, color="grey", linestyle="--", linewidth=1, label="chance (4 choices)")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel(f"forget {pts[0][4]}  (lower = more forgotten)")
+    ax.set_ylabel(f"retain {pts[0][5]}  (higher = utility kept)")
+    ax.set_title("Forgetting vs utility (ideal: top left)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def stability_per_layer(runs: list[Run], path: Path) -> Path | None:
+    """Routing stability per MoE layer on forget / retain / holdout, one line per run."""
+    splits = [s for s in ("forget", "retain", "holdout") if any(get(r.metrics, "routing", "per_layer", s) for r in runs)]
+    if not splits:
+        return None
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 2.2, 4), sharey=True, squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        for r in runs:
+            vals = get(r.metrics, "routing", "per_layer", split)
+            if vals:
+                ax.plot(range(len(vals)), vals, marker="o", label=r.name)
+        ax.set_title(f"{split} set")
+        ax.set_xlabel("MoE layer")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0][0].set_ylabel("share of original top-k kept")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.suptitle("Routing stability per layer (1 = routing unchanged)")
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def activation_heatmaps(run: Run, path: Path, split: str = "forget") -> Path | None:
+    """Expert activation frequency [layer x expert] before, after, and the change, on one split."""
+    act = get(run.metrics, "routing", "activation", split)
+    if not act:
+        return None
+    before, after = np.array(act["before"]), np.array(act["after"])
+    delta = after - before
+    layers, experts = before.shape
+    fig, axes = plt.subplots(1, 3, figsize=(min(4 + 0.45 * experts, 9) * 3 / 1.6, 1.6 + 0.5 * layers))
+    vmax = max(before.max(), after.max())
+    lim = max(abs(delta).max(), 1e-9)
+    panels = [(before, "before (original)", "viridis", 0, vmax), (after, "after (unlearned)", "viridis", 0, vmax),
+              (delta, "change (after - before)", "coolwarm", -lim, lim)]
+    for ax, (mat, title, cmap, lo, hi) in zip(axes, panels):
+        im = ax.imshow(mat, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("expert")
+        ax.set_ylabel("MoE layer")
+        ax.set_xticks(range(experts))
+        ax.set_yticks(range(layers))
+        ax.tick_params(labelsize=7)
+        if layers * experts <= 128:
+            for i in range(layers):
+                for j in range(experts):
+                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if cmap == "viridis" and mat[i, j] < 0.6 * hi else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"{run.name}: share of {split} tokens routed to each expert")
+    return _save(fig, path)
+
+
+def replay_recovery(runs: list[Run], path: Path) -> Path | None:
+    """Forget answer-token accuracy without vs with the original routing replayed, per run."""
+    rows = [(r.name, get(r.metrics, "replay", "without", "token_acc"), get(r.metrics, "replay", "with_replay", "token_acc"))
+            for r in runs]
+    rows = [(n, a, b) for n, a, b in rows if _num(a) is not None and _num(b) is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.45 * len(rows)))
+    y = np.arange(len(rows))
+    ax.barh(y + 0.2, [r[1] for r in rows], height=0.4, label="unlearned routing", color="tab:blue")
+    ax.barh(y - 0.2, [r[2] for r in rows], height=0.4, label="original routing replayed", color="tab:orange")
+    for i, (_, a, b) in enumerate(rows):
+        ax.text(max(a, b) + 0.01, i, f"{b - a:+.2f}", va="center", fontsize=8)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("forget answer-token accuracy (teacher-forced)")
+    ax.set_title("Replay attack: knowledge that returns under the original routing")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def training_curves(runs: list[Run], path: Path) -> Path | None:
+    """Training loss per step and, where logged, the periodic forget NLL."""
+    curves = [(r.name, [(row["step"], row["loss"]) for row in r.log if _num(row.get("loss")) is not None and "step" in row])
+              for r in runs]
+    curves = [(n, c) for n, c in curves if c]
+    if not curves:
+        return None
+    evals = [(r.name, [(row["step"], row["eval"]["forget"]["nll"]) for row in r.log
+                       if _num(get(row, "eval", "forget", "nll")) is not None]) for r in runs]
+    evals = [(n, c) for n, c in evals if c]
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6.5, 4), squeeze=False)
+    for name, c in curves:
+        axes[0][0].plot(*zip(*c), label=name)
+    axes[0][0].set_title("training loss")
+    axes[0][0].set_xlabel("step")
+    axes[0][0].grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    if evals:
+        for name, c in evals:
+            axes[0][1].plot(*zip(*c), marker="o", label=name)
+        axes[0][1].set_title("forget answer NLL (periodic eval)")
+        axes[0][1].set_xlabel("step")
+        axes[0][1].grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def relearn_curves(runs: list[Run], path: Path) -> Path | None:
+    """Relearning attack: forget answer-token accuracy per fine-tuning step."""
+    curves = [(r.name, get(r.metrics, "relearn", "curve")) for r in runs]
+    curves = [(n, c) for n, c in curves if c]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, c in curves:
+        ax.plot([p["step"] for p in c], [p["token_acc"] for p in c], marker="o", label=name)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("relearning step (fine-tune on part of the forget set)")
+    ax.set_ylabel("forget answer-token accuracy")
+    ax.set_title("Relearning attack: how fast forgotten answers return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,80 @@
+"""Atomic, resumable checkpoints: checkpoints/step-NNNNNN/{trainable.safetensors, state.pt, meta.json}.
+
+A checkpoint is written into a temporary folder and moved into place with os.replace, so a
+run killed at any moment (even kill -9) leaves either the previous checkpoint or the new
+one, never half of one. Tensors of the model go to safetensors; optimizer, scheduler, RNG
+and adapter state to state.pt, read back with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the run draws from, in weights_only-loadable types."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_tuples(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
+    """Write checkpoint `step` atomically; older checkpoints are removed afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{PREFIX}{step:06d}"
+    tmp = folder / f".tmp-{PREFIX}{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step}))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in folder.glob(f"{PREFIX}*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(folder: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    done = [p for p in folder.glob(f"{PREFIX}*") if (p / "meta.json").is_file()]
+    return max(done, key=lambda p: int(p.name[len(PREFIX):]), default=None)
+
+
+def load(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = load_file(str(path / "trainable.safetensors"), device=str(device))
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    return tensors, state

@@ -1,0 +1,198 @@
+"""`UnlearnConfig`: one unlearning run, loaded from YAML (with `base:` inheritance) + overrides.
+
+Top-level keys: base, model, data, method, adapters, train, eval, output_dir, seed, and one
+optional section per method or adapter NAME (e.g. `npo: {beta: 0.1}`) validated with that
+entry's config class. Every mistake is a UserError naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from moe_unlearn.config import apply_overrides, build, load_yaml, require, to_dict
+from moe_unlearn.data.config import DataConfig
+from moe_unlearn.errors import UserError
+from moe_unlearn.eval.config import EvalConfig
+from moe_unlearn.registry import suggest
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None  # None: the model named by the data manifest
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA; target_parameters reaches fused experts and routers (e.g. mlp.experts.gate_up_proj)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+    target_parameters: list[str] | None = None
+
+    def validate(self, where: str) -> None:
+        require(self.r >= 1, f"'{where}.r' must be >= 1, got {self.r}")
+        require(0 <= self.dropout < 1, f"'{where}.dropout' must be in [0, 1), got {self.dropout}")
+        require(
+            bool(self.target_modules) or bool(self.target_parameters),
+            f"'{where}' needs target_modules or target_parameters (e.g. [mlp.experts.gate_up_proj])",
+        )
+
+
+@dataclass
+class EarlyStop:
+    """Stop at a forgetting target, checked at each periodic eval (train.eval_every)."""
+
+    forget_mc_acc_at_most: float | None = None  # e.g. chance (0.25) + delta
+    forget_nll_at_least: float | None = None
+
+    def validate(self, where: str) -> None:
+        v = self.forget_mc_acc_at_most
+        require(v is None or 0 <= v <= 1, f"'{where}.forget_mc_acc_at_most' must be in [0, 1], got {v}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.forget_mc_acc_at_most is not None or self.forget_nll_at_least is not None
+
+
+@dataclass
+class TrainConfig:
+    params: list[str] = field(default_factory=lambda: ["all"])  # parameter selector specs
+    lora: LoraSettings | None = None
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_accum: int = 1  # batch sizes live in data.batch_size / data.retain_batch_size
+    max_steps: int | None = 40  # wins over epochs when both are set (as in HF Trainer)
+    epochs: float | None = None
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    load_balancing_coef: float = 0.0  # + coef * load-balancing aux loss (a regulariser, never ascended)
+    eval_every: int = 0  # 0: evaluate only at the end
+    early_stop: EarlyStop = field(default_factory=EarlyStop)
+    checkpoint_every: int = 10  # 0: no periodic checkpoints
+
+    def validate(self, where: str) -> None:
+        require(self.lr > 0, f"'{where}.lr' must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, f"'{where}.weight_decay' must be >= 0, got {self.weight_decay}")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                f"'{where}.betas' must be two numbers in [0, 1), got {self.betas}")
+        require(self.grad_accum >= 1, f"'{where}.grad_accum' must be >= 1, got {self.grad_accum}")
+        require(self.max_steps is None or self.max_steps >= 1, f"'{where}.max_steps' must be >= 1, got {self.max_steps}")
+        require(self.epochs is None or self.epochs > 0, f"'{where}.epochs' must be > 0, got {self.epochs}")
+        require(self.max_steps is not None or self.epochs is not None, f"set '{where}.max_steps' or '{where}.epochs'")
+        require(self.warmup_steps >= 0, f"'{where}.warmup_steps' must be >= 0, got {self.warmup_steps}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0,
+                f"'{where}.max_grad_norm' must be > 0 or null, got {self.max_grad_norm}")
+        require(self.load_balancing_coef >= 0,
+                f"'{where}.load_balancing_coef' must be >= 0 (it is a regulariser), got {self.load_balancing_coef}")
+        for key in ("eval_every", "checkpoint_every"):
+            require(getattr(self, key) >= 0, f"'{where}.{key}' must be >= 0, got {getattr(self, key)}")
+        require(not self.early_stop.enabled or self.eval_every > 0,
+                f"'{where}.early_stop' needs '{where}.eval_every' > 0")
+        require(self.lora is None or self.params == ["all"],
+                f"'{where}.params' must stay [all] with '{where}.lora' (LoRA decides what trains)")
+
+
+@dataclass
+class UnlearnConfig:
+    method: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    adapters: list[str] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str | None = None
+    seed: int = 0
+    # validated config objects of the method/adapter sections, by name
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        """The config object for method/adapter `name` (defaults when its section is absent)."""
+        return self.settings[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fully resolved config as plain data (what config.yaml holds)."""
+        out = {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "settings"}
+        out.update({name: to_dict(obj) for name, obj in self.settings.items()})
+        return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in `top` replaces `base`."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config and the `base:` files it extends (paths relative to it), merged."""
+    p = Path(path).resolve()
+    if p in _seen:
+        raise UserError(f"config {p} extends itself through 'base:' (cycle)")
+    raw = load_yaml(p)
+    bases = raw.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"'base' in {p} must be a path or a list of paths")
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = _merge(merged, resolve_yaml(p.parent / b, (*_seen, p)))
+    return _merge(merged, raw)
+
+
+def _registries() -> tuple[Any, Any]:
+    import moe_unlearn.adapters as adapters
+    import moe_unlearn.methods as methods
+
+    return methods.METHODS, adapters.ADAPTERS
+
+
+def build_config(raw: dict[str, Any]) -> UnlearnConfig:
+    """Validate a merged config mapping into an UnlearnConfig."""
+    methods, adapters = _registries()
+    raw = dict(raw)
+    raw.pop("base", None)
+    fields = [f.name for f in dataclasses.fields(UnlearnConfig) if f.name != "settings"]
+    names = methods.names() + adapters.names()
+    sections = {}
+    for key in list(raw):
+        if key in names:
+            sections[key] = raw.pop(key)
+        elif key not in fields:
+            raise UserError(f"unknown config key '{key}'{suggest(str(key), fields + names)}")
+    if "method" not in raw:
+        raise UserError(f"missing required config key 'method' (one of: {', '.join(methods.names())})")
+    cfg = build(UnlearnConfig, raw)
+    method_cls = methods.get(cfg.method)
+    adapter_classes = [adapters.get(a) for a in cfg.adapters]
+    require(len(set(cfg.adapters)) == len(cfg.adapters), f"'adapters' lists an adapter twice: {cfg.adapters}")
+    for name in cfg.adapters:
+        for other in cfg.adapters:
+            if other != name and other in adapters.get(name).conflicts:
+                raise UserError(f"adapters '{name}' and '{other}' cannot be combined; drop one of them")
+    entries = {cfg.method: method_cls, **dict(zip(cfg.adapters, adapter_classes))}
+    for name in names:
+        if name in sections and name not in entries:
+            entries[name] = methods.get(name) if name in methods else adapters.get(name)
+    cfg.settings = {name: build(cls.config_cls, sections.get(name), name) for name, cls in entries.items()}
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> UnlearnConfig:
+    """YAML file (+ its bases) + dotted overrides -> validated UnlearnConfig."""
+    return build_config(apply_overrides(resolve_yaml(path), overrides or []))

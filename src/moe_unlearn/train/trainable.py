@@ -1,0 +1,139 @@
+"""Which parameters train, and expert SLICES of fused [E, ...] tensors as their own leaves.
+
+A fused expert tensor holds all E experts; training one expert (SEUF) must not give the
+optimizer state for all E. Each slice gets a separate leaf tensor [...] that the optimizer
+owns: after backward its grad is copied out of param.grad[e]; after the optimizer step its
+value is written back into param.data[e]. Other slices stay bit-identical and optimizer
+memory is proportional to the slice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from moe_unlearn.errors import UserError
+from moe_unlearn.models import ParamRef, select_parameters
+
+
+@dataclass
+class Slice:
+    """One expert slice: param.data[expert] mirrored by the optimizer-owned `leaf`."""
+
+    name: str
+    param: nn.Parameter
+    expert: int
+    leaf: torch.Tensor
+
+
+@dataclass
+class Trainable:
+    """Trainable state: whole parameters, expert slices, and (optionally) their original values."""
+
+    full: dict[str, nn.Parameter]
+    slices: list[Slice]
+    originals: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def leaves(self) -> list[torch.Tensor]:
+        """What the optimizer updates: whole params, then slice leaves."""
+        return [*self.full.values(), *(s.leaf for s in self.slices)]
+
+    def numel(self) -> int:
+        return sum(t.numel() for t in self.leaves())
+
+    def collect_slice_grads(self) -> None:
+        """After backward: leaf.grad = param.grad[e]; the fused grads are then dropped."""
+        for s in self.slices:
+            g = s.param.grad
+            s.leaf.grad = None if g is None else g[s.expert].detach().clone()
+        for p in {id(s.param): s.param for s in self.slices}.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """After the optimizer step: param.data[e] = leaf."""
+        for s in self.slices:
+            s.param.data[s.expert].copy_(s.leaf)
+
+    @torch.no_grad()
+    def refresh_leaves(self) -> None:
+        """leaf = param.data[e] (after a checkpoint restored the fused tensors)."""
+        for s in self.slices:
+            s.leaf.copy_(s.param.data[s.expert])
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Trained values for a checkpoint: whole params by name, slices as NAME@expert."""
+        out = {name: p.detach() for name, p in self.full.items()}
+        out.update({f"{s.name}@{s.expert}": s.leaf.detach() for s in self.slices})
+        return out
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = set(self.state_tensors())
+        if set(tensors) != expected:
+            raise UserError("the checkpoint's trainable parameters differ from this config's; "
+                            "resume with the config the run was started with")
+        for name, p in self.full.items():
+            p.copy_(tensors[name])
+        for s in self.slices:
+            s.leaf.copy_(tensors[f"{s.name}@{s.expert}"])
+        self.write_back()
+
+    def keep_originals(self) -> int:
+        """Save a copy of every trained value (for ctx.reference()); returns its bytes."""
+        self.originals = {k: v.clone() for k, v in self.state_tensors().items()}
+        return sum(t.numel() * t.element_size() for t in self.originals.values())
+
+    @contextlib.contextmanager
+    def swapped_to_originals(self) -> Iterator[None]:
+        """Temporarily run with the original values: `.data` pointers are swapped, never
+        copied in place, so autograd graphs built before are untouched. A sliced fused tensor
+        needs one transient copy of that tensor."""
+        if not self.originals:
+            raise RuntimeError("reference requested but originals were not kept (Method.uses_reference)")
+        saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+        try:
+            for name, p in self.full.items():
+                saved.append((p, p.data))
+                p.data = self.originals[name]
+            for s in self.slices:
+                current = s.param.data
+                swapped = current.clone()
+                swapped[s.expert] = self.originals[f"{s.name}@{s.expert}"]
+                saved.append((s.param, current))
+                s.param.data = swapped
+            yield
+        finally:
+            for p, data in reversed(saved):
+                p.data = data
+
+
+def split_refs(refs: list[ParamRef]) -> Trainable:
+    """Freeze nothing yet; turn refs into whole params + slices (a whole param absorbs its slices)."""
+    full = {r.name: r.param for r in refs if r.expert is None}
+    slices: dict[tuple[str, int], Slice] = {}
+    for r in refs:
+        if r.expert is None or r.name in full or (r.name, r.expert) in slices:
+            continue
+        leaf = r.param.detach()[r.expert].clone().requires_grad_(True)
+        slices[(r.name, r.expert)] = Slice(r.name, r.param, r.expert, leaf)
+    return Trainable(full, sorted(slices.values(), key=lambda s: (s.name, s.expert)))
+
+
+def freeze_all_but(model: nn.Module, trainable: Trainable) -> None:
+    """requires_grad only on whole trained params and the fused tensors holding slices."""
+    keep = {id(p) for p in trainable.full.values()} | {id(s.param) for s in trainable.slices}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
+def select_refs(model: nn.Module, specs: list[str]) -> list[ParamRef]:
+    """select_parameters with a clear error when nothing matches."""
+    refs = select_parameters(model, specs)
+    if not refs:
+        raise UserError(f"parameter selectors {specs} match nothing in this model; see 'moe-unlearn inspect'")
+    return refs

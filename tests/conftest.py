@@ -1,0 +1,27 @@
+"""Shared fixtures: the "tiny" embedded benchmark, built once per cache and shared by workers.
+
+The cache lives under .pytest_cache/ so that pytest-xdist workers (and later runs) share one
+build; its lock file makes the other workers wait instead of building again. Every session
+uses one torch thread, so that builds are bit-reproducible whichever worker makes them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MOE_UNLEARN_CACHE", str(REPO / ".pytest_cache" / "moe-unlearn"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark() -> Path:
+    """Path to manifest.json of the "tiny" preset (seed 0, forget domain "pathogens")."""
+    from moe_unlearn.benchmark import cached_benchmark
+
+    return cached_benchmark("tiny", seed=0)

@@ -1,0 +1,151 @@
+"""The runner on a tiny random OLMoE with synthetic splits: contract keys, stability, replay,
+activation, caching, relearning, and MC accuracy on a model whose logits we control."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from moe_unlearn.errors import UserError
+from moe_unlearn.eval import EvalCache, EvalContext, capture_eval_routing, evaluate_model
+
+from eval_helpers import make_cfg, make_data, perturbed
+
+CORE = ["nll", "prob", "token_acc", "mc_acc", "stability", "activation", "replay"]
+
+
+def test_unchanged_model_is_perfectly_stable_and_replay_changes_nothing(tiny):
+    model, tok = tiny
+    data, cfg = make_data(), make_cfg(metrics=CORE)
+    orig = capture_eval_routing(model, tok, data, cfg)
+    out = evaluate_model(model, tok, data, cfg, original_routing=orig, progress=False)
+    for split in ("forget", "retain", "holdout"):
+        assert out["routing"]["stability"][split] == 1.0
+        assert out["routing"]["per_layer"][split] == [1.0, 1.0]
+        assert out[split]["nll"] > 0 and 0 < out[split]["prob"] < 1
+        assert out[split]["mc_acc"] in {i / 6 for i in range(7)}
+    assert out["routing"]["activation"]["shift"] == 0.0
+    rep = out["replay"]
+    assert rep["with_replay"]["nll"] == pytest.approx(rep["without"]["nll"], abs=1e-5)
+    assert rep["with_replay"]["token_acc"] == pytest.approx(rep["without"]["token_acc"])
+    assert rep["value"] == pytest.approx(0.0)
+    assert out["forget"]["nll"] == pytest.approx(rep["without"]["nll"])
+
+
+def test_changed_model_shifts_routing_and_replay_uses_original_routing(tiny):
+    model, tok = tiny
+    data, cfg = make_data(), make_cfg(metrics=CORE)
+    orig = capture_eval_routing(model, tok, data, cfg)
+    other = perturbed(model, 0.05)
+    out = evaluate_model(other, tok, data, cfg, original_model=model, progress=False)
+    stab = out["routing"]["stability"]
+    assert all(0.0 < stab[s] < 1.0 for s in stab)
+    assert len(out["per_example"]["forget"]["stability"]) == 6
+    assert out["routing"]["activation"]["shift"] > 0
+    act = out["routing"]["activation"]["forget"]
+    assert [sum(row) for row in act["before"]] == pytest.approx([2.0, 2.0])  # frequencies sum to k
+    # replaying the original routing changes the answer NLL of the changed model
+    rep = out["replay"]
+    assert rep["with_replay"]["nll"] != pytest.approx(rep["without"]["nll"], abs=1e-6)
+    # original_model= and original_routing= give the same numbers
+    again = evaluate_model(other, tok, data, cfg, original_routing=orig, progress=False)
+    assert again["routing"]["stability"] == stab and again["replay"] == rep
+
+
+def test_contract_keys_and_missing_mc_is_none(tiny):
+    model, tok = tiny
+    out = evaluate_model(model, tok, make_data(mc=False), make_cfg(metrics=["nll"]), progress=False)
+    for split in ("forget", "retain", "holdout"):
+        assert set(out[split]) >= {"nll", "mc_acc"} and out[split]["mc_acc"] is None
+    assert out["routing"]["stability"] == {"forget": None, "retain": None, "holdout": None}
+    assert out["metric_info"]["nll"]["higher_is_better"] is False
+
+
+def test_original_routing_on_other_data_is_refused(tiny):
+    model, tok = tiny
+    orig = capture_eval_routing(model, tok, make_data(4), make_cfg())
+    with pytest.raises(UserError, match="different inputs"):
+        evaluate_model(model, tok, make_data(6), make_cfg(metrics=["stability"]), original_routing=orig, progress=False)
+
+
+def test_cache_reuses_results_for_an_unchanged_model(tiny):
+    model, tok = tiny
+    data, cfg, cache = make_data(), make_cfg(metrics=["nll", "prob", "privacy"]), EvalCache()
+    first = evaluate_model(model, tok, data, cfg, cache=cache, progress=False)
+    n = len(cache)
+    assert n == 3 * 3 + 1  # nll, mc_acc, prob per split + privacy
+    second = evaluate_model(model, tok, data, cfg, cache=cache, progress=False)
+    assert len(cache) == n
+    first.pop("eval_seconds"), second.pop("eval_seconds")
+    assert first == second
+    evaluate_model(perturbed(model), tok, data, cfg, cache=cache, progress=False)
+    assert len(cache) == 2 * n  # another fingerprint, new entries
+
+
+def test_generation_privacy_and_tofu_metrics_run(tiny):
+    model, tok = tiny
+    cfg = make_cfg(metrics=["rouge_qa", "rouge_text", "privacy", "truth_ratio", "model_utility", "utility_mc"])
+    out = evaluate_model(model, tok, make_data(), cfg, progress=False)
+    assert 0.0 <= out["forget"]["rouge_qa"] <= 1.0 and 0.0 <= out["retain"]["rouge_qa"] <= 1.0
+    assert 0.0 <= out["forget"]["rouge_text"] <= 1.0
+    assert out["holdout"]["rouge_qa"] is None and out["retain"]["rouge_text"] is None  # MUSE's sets only
+    for split in ("forget", "retain", "holdout"):
+        assert len(out["per_example"][split]["truth_ratio"]) == 6
+    assert out["privacy"]["on"] == "text"
+    assert set(out["privacy"]["auc"]) == {"loss", "zlib", "mink", "minkpp"}
+    assert all(0.0 <= a <= 1.0 for a in out["privacy"]["auc"].values())
+    leak = out["privacy"]["privleak"]["mink"]
+    assert leak == pytest.approx((out["privacy"]["auc"]["mink"] - 0.5) / 0.5 * 100)
+    assert 0.0 <= out["model_utility"]["value"] <= 1.0
+    assert out["utility_mc"]["value"] in {i / 4 for i in range(5)}
+
+
+def test_forget_quality_against_a_retrained_reference(tiny):
+    model, tok = tiny
+    cfg = make_cfg(metrics=["truth_ratio", "forget_quality", "privacy"])
+    ref = evaluate_model(model, tok, make_data(), cfg, progress=False)
+    out = evaluate_model(model, tok, make_data(), cfg, retrained=ref, progress=False)
+    assert out["forget_quality"]["value"] == pytest.approx(1.0)  # identical truth-ratio samples
+    assert out["privacy"]["privleak"]["mink"] == pytest.approx(0.0)  # same AUC as the reference
+
+
+def test_relearning_brings_forget_knowledge_back(tiny):
+    model, tok = tiny
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = make_cfg(metrics=["relearn"], relearn={"steps": 4, "lr": 3e-3, "fraction": 0.5, "eval_every": 2})
+    out = evaluate_model(model, tok, make_data(), cfg, progress=False)
+    curve = out["relearn"]["curve"]
+    assert [c["step"] for c in curve] == [0, 2, 4]
+    assert curve[-1]["nll"] < curve[0]["nll"] - 0.5
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # trained a copy
+
+
+class _FixedLogits(torch.nn.Module):
+    """Prefers one token id everywhere: logits = 5 on `favourite`, 0 elsewhere."""
+
+    def __init__(self, favourite: int, vocab: int = 256) -> None:
+        super().__init__()
+        self.favourite, self.vocab = favourite, vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.favourite] = 5.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_mc_accuracy_on_controlled_logits(tiny):
+    _, tok = tiny
+    c_id = tok.convert_tokens_to_ids("c")
+    recs = [
+        {"question": "Q1?", "choices": ["a", "b", "c", "d"], "answer": 2},
+        {"question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": 0},
+        {"question": "Q3?", "choices": ["c", "b", "a", "d"], "answer": 0},
+    ]
+    data = SimpleNamespace(forget=SimpleNamespace(qa=None, text=None, mc=recs), retain=None, holdout=None, utility_mc=None)
+    ctx = EvalContext(_FixedLogits(c_id), tok, data, make_cfg())
+    res = ctx.result("mc_acc", "forget")
+    assert res.per_example == [1.0, 0.0, 1.0] and res.value == pytest.approx(2 / 3)
+    assert res.details["chance"] == 0.25

@@ -1,0 +1,93 @@
+"""A RunContext on the embedded "tiny" benchmark model, without the data/eval layers' loaders.
+
+`make_ctx(name, **settings)` gives a context whose forget/retain splits are the benchmark's
+QA records; `run_steps(ctx)` runs the engine's own Trainer for cfg.train.max_steps steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from moe_unlearn.config import build
+from moe_unlearn.data import PairedBatches, encode_qa
+from moe_unlearn.methods import METHODS, losses
+from moe_unlearn.models import load_model, moe_layers
+from moe_unlearn.train.context import RunContext
+from moe_unlearn.train.engine import Trainer, build_trainable
+from moe_unlearn.train.config import TrainConfig
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def bench(tiny_benchmark):
+    root = Path(tiny_benchmark).parent
+    manifest = json.loads(Path(tiny_benchmark).read_text())
+    return root, manifest
+
+
+@pytest.fixture
+def make_ctx(bench, tmp_path):
+    root, manifest = bench
+
+    def make(name: str, *, train: dict | None = None, **settings) -> RunContext:
+        torch.manual_seed(0)
+        model, tok = load_model(root / manifest["model"])
+        splits = {}
+        for role in ("forget", "retain"):
+            recs = read_jsonl(root / manifest[role]["qa"])[:40]
+            splits[role] = [dict(encode_qa(tok, r["question"], r["answer"], max_length=48), index=i)
+                            for i, r in enumerate(recs)]
+        method_cls = METHODS.get(name)
+        train_cfg = build(TrainConfig, {"max_steps": 5, "checkpoint_every": 0, **(train or {})})
+        cfg = SimpleNamespace(train=train_cfg, data=SimpleNamespace(batch_size=8), seed=0, method=name)
+        ctx = RunContext(model=model, tokenizer=tok, layers=moe_layers(model), cfg=cfg, data=None, splits=splits,
+                         method=method_cls(build(method_cls.config_cls, settings, name)), adapters=[],
+                         accelerator=Accelerator(cpu=True), device=torch.device("cpu"), out_dir=tmp_path)
+        return ctx
+
+    return make
+
+
+@torch.no_grad()
+def _forget_nll(ctx: RunContext) -> float:
+    """Mean answer-token NLL over the forget split."""
+    total, count = 0.0, 0
+    for batch in ctx.iter_split("forget"):
+        logits = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        nll, n = losses.sequence_nll(logits, batch["labels"])
+        total, count = total + float(nll.sum()), count + int(n.sum())
+    return total / count
+
+
+def _run_steps(ctx: RunContext) -> Trainer:
+    """prepare -> trainable -> the engine's Trainer for cfg.train.max_steps steps."""
+    ctx.model.eval()
+    ctx.method.prepare(ctx)
+    ctx.trainable = build_trainable(ctx)
+    if ctx.method.uses_reference():
+        ctx.trainable.keep_originals()
+    pairs = PairedBatches(ctx.splits["forget"], ctx.splits["retain"], batch_size=8, retain_batch_size=8,
+                          seed=0, pad_id=ctx.pad_id)
+    trainer = Trainer(ctx, ctx.trainable, pairs, progress=False)
+    trainer.log_path.write_text("")
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture
+def forget_nll():
+    return _forget_nll
+
+
+@pytest.fixture
+def run_steps():
+    return _run_steps

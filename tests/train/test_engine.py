@@ -1,0 +1,149 @@
+"""The engine end to end on the tiny benchmark: outputs, determinism, resume, divergence, stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.train import run_unlearning
+from moe_unlearn.train.engine import Trainer
+
+
+def numbers(metrics: dict) -> dict:
+    """The metrics that must be reproducible (timing and bookkeeping dropped)."""
+    return {k: v for k, v in metrics.items() if k not in ("timing", "eval_seconds", "resumed")}
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_documented_outputs(run_config, tmp_path):
+    _, cfg = run_config()
+    out = tmp_path / "run"
+    metrics = run_unlearning(cfg, out_dir=out, progress=False)
+    assert {"model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json"} <= {p.name for p in out.iterdir()}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["method"] == "graddiff" and saved["adapters"] == [] and saved["steps"] == 4
+    for split in ("forget", "retain", "holdout"):
+        assert saved[split]["nll"] > 0 and 0 <= saved[split]["mc_acc"] <= 1
+    assert 0 < saved["routing"]["stability"]["retain"] <= 1 and 0 < saved["routing"]["stability"]["forget"] <= 1
+    assert saved["timing"]["step_seconds_median"] > 0 and saved["timing"]["total_seconds"] > 0
+    assert saved["adapter_info"] == {} and saved["memory"]["reference_bytes"] == 0
+    log = read_log(out)
+    assert [x["step"] for x in log] == [1, 2, 3, 4]
+    assert all({"loss", "forget_loss", "retain_loss", "lr", "grad_norm", "seconds"} <= set(x) for x in log)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000004"]
+    model = AutoModelForCausalLM.from_pretrained(out / "model")  # plain transformers
+    assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert metrics["forget"]["nll"] == saved["forget"]["nll"]
+    assert sum(p.numel() for p in model.parameters()) == metrics["memory"]["trainable_params"]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(run_config, tmp_path):
+    _, cfg = run_config()
+    a = run_unlearning(cfg, out_dir=tmp_path / "a", progress=False)
+    b = run_unlearning(cfg, out_dir=tmp_path / "b", progress=False)
+    assert numbers(a) == numbers(b)
+    _, other = run_config("seed=1")
+    c = run_unlearning(other, out_dir=tmp_path / "c", progress=False)
+    assert c["forget"]["nll"] != a["forget"]["nll"]
+
+
+def test_sigterm_checkpoints_then_resume_matches_uninterrupted(run_config, tmp_path, monkeypatch):
+    _, cfg = run_config("train.max_steps=6", "train.checkpoint_every=0")
+    full = run_unlearning(cfg, out_dir=tmp_path / "full", progress=False)
+
+    real_step = Trainer.step
+
+    def step_then_sigterm(self):
+        record = real_step(self)
+        if self.ctx.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return record
+
+    monkeypatch.setattr(Trainer, "step", step_then_sigterm)
+    out = tmp_path / "cut"
+    with pytest.raises(RunFailure, match="interrupted after step 3.*--resume"):
+        run_unlearning(cfg, out_dir=out, progress=False)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000003"]
+    assert not (out / "metrics.json").exists()
+    monkeypatch.setattr(Trainer, "step", real_step)
+    with pytest.raises(UserError, match="not empty"):
+        run_unlearning(cfg, out_dir=out, progress=False)
+    resumed = run_unlearning(cfg, out_dir=out, resume=True, progress=False)
+    assert resumed["resumed"] is True
+    assert numbers(resumed) == numbers(full)
+    assert [x["step"] for x in read_log(out)] == [1, 2, 3, 4, 5, 6]
+    assert read_log(out) == [dict(x, seconds=y["seconds"]) for x, y in zip(read_log(tmp_path / "full"), read_log(out))]
+
+
+def test_resume_after_kill_9_matches_uninterrupted(run_config, tmp_path):
+    """A subprocess killed with SIGKILL after its first checkpoint, resumed here: same numbers."""
+    path, cfg = run_config("train.max_steps=30", "train.checkpoint_every=2", "train.lr=3e-4")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same threads as this process
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "moe_unlearn.cli.main", "unlearn", str(path), "--quiet",
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (out / "metrics.json").exists()
+    assert len(read_log(out)) < 30
+
+    resumed = run_unlearning(cfg, out_dir=out, resume=True, progress=False)
+    uninterrupted = run_unlearning(cfg, out_dir=tmp_path / "full", progress=False)
+    assert resumed["resumed"] is True and resumed["steps"] == 30
+    assert numbers(resumed) == numbers(uninterrupted)
+    assert [x["step"] for x in read_log(out)] == list(range(1, 31))
+
+
+def test_divergence_stops_cleanly_and_keeps_last_checkpoint(run_config, tmp_path):
+    _, cfg = run_config("train.lr=1e6", "train.max_steps=30", "train.checkpoint_every=1", "train.max_grad_norm=null",
+                        method="ga")
+    out = tmp_path / "div"
+    with pytest.raises(RunFailure, match=r"at step (\d+): training diverged; the last good checkpoint") as err:
+        run_unlearning(cfg, out_dir=out, progress=False)
+    step = int(str(err.value).split("at step ")[1].split(":")[0])
+    kept = [p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")]
+    assert kept == [f"step-{step - 1:06d}"]
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+
+
+def test_injected_nan_stops_at_that_step(run_config, tmp_path, monkeypatch):
+    from moe_unlearn.methods.graddiff import GradDiff
+
+    real = GradDiff.forget_loss
+
+    def nan_at_step_3(self, ctx, forget):
+        loss, logs = real(self, ctx, forget)
+        return (loss * float("nan") if ctx.step == 2 else loss), logs
+
+    monkeypatch.setattr(GradDiff, "forget_loss", nan_at_step_3)
+    _, cfg = run_config("train.checkpoint_every=1")
+    with pytest.raises(RunFailure, match=r"loss is nan at step 3: training diverged.*step-000002"):
+        run_unlearning(cfg, out_dir=tmp_path / "nan", progress=False)
+
+
+def test_early_stop_at_forget_target(run_config, tmp_path):
+    _, cfg = run_config("train.max_steps=20", "train.eval_every=2", "train.early_stop.forget_nll_at_least=0.5",
+                        method="ga")
+    metrics = run_unlearning(cfg, out_dir=tmp_path / "es", progress=False)
+    assert metrics["early_stop"] is not None and metrics["steps"] == metrics["early_stop"]["step"] < 20
+    assert metrics["early_stop"]["forget"]["nll"] >= 0.5
+    evals = [x for x in read_log(tmp_path / "es") if "eval" in x]
+    assert [e["step"] for e in evals] == list(range(2, metrics["steps"] + 1, 2))
+    assert all(e["eval"]["forget"]["nll"] < 0.5 for e in evals[:-1])
