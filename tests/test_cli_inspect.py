@@ -95,3 +95,11 @@ def test_usage_errors(setup, capsys, case, message):
     assert run(["inspect", model, "--data", data, "--out", out]) == 2
     assert message in capsys.readouterr().err
     assert not (root / "model" / "stats.json").exists()
+
+
+def test_non_utf8_data(setup, capsys):
+    root, _, _ = setup
+    bad = root / "latin1.jsonl"
+    bad.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    assert run(["inspect", str(root / "model"), "--data", str(bad), "--out", str(root / "z.json")]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

@@ -70,7 +70,6 @@ def test_routers_only_training_keeps_retained_routing(arch, fake_ctx):
     assert moved > 1e-2  # while the routers did move (plastic, not frozen)
     assert forget_shift > 0  # and could re-route the forget tokens
     info = grip.summary()
-    assert info["margin_rows_backtracked"] >= 0
     assert info["projector_bytes"] > 0 and len(info["null_dim"]) == 2
     row_dim = 65 if arch == "gpt_oss" else 64  # a router with bias constrains [x; 1]
     assert info["row_dim"] == [row_dim, row_dim]

@@ -112,3 +112,23 @@ def test_ridge_refit_keeps_the_component_outside_the_fit_span():
     refit, _ = stats.solve(current, lam=1e-6)
     assert torch.allclose(refit[:, -1], current[:, -1])
     assert refit[:, :-1].abs().max() < 1e-4
+
+
+def test_margins_fall_back_to_an_exact_backtrack_when_kaczmarz_runs_out():
+    e, d, t = 3, 12, 400
+    g = torch.Generator().manual_seed(6)
+    x = augment(torch.cat([_low_rank_inputs(100, d - 1, 4, 3), torch.randn(t - 100, d - 1, generator=g)]))
+    selected = torch.rand(t, e, generator=g) < 0.3
+    selected[100:] = False
+    gram = torch.zeros(e, d, d, dtype=torch.float64)
+    accumulate_gram(gram, x, selected)
+    basis = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32).basis
+    bound = torch.rand(t, e, generator=g)
+    bound[selected] = float("inf")
+    previous = torch.zeros(e, d)  # feasible: the original router
+    delta = project_rows(torch.randn(e, d, generator=g), basis)
+    fixed, pulled = kaczmarz_margins(delta, x, bound, basis, iters=1, previous=previous)
+    assert pulled > 0
+    assert ((x @ fixed.T) - bound).max() <= 0
+    assert fixed.abs().sum() > 0  # moved part of the way, not reverted
+    assert (x @ fixed.T)[selected].abs().max() < 1e-3

@@ -6,7 +6,7 @@ import transformers
 from peft import LoraConfig, get_peft_model
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.models import TINY_ARCHS, moe_layers, tiny_model
+from moe_unlearn.models import TINY_ARCHS, capture_routing, moe_layers, tiny_model
 
 BLOCK_NAMES = {"mlp", "block_sparse_moe", "feed_forward"}
 
@@ -35,13 +35,19 @@ def test_layers_found_with_shapes(arch):
 
 def test_peft_wrapped_model_keeps_the_same_layers():
     model = tiny_model("olmoe")
+    ids = torch.arange(3, 27).reshape(2, 12)
     plain = [(layer.num_experts, layer.top_k, layer.router_weight.data_ptr()) for layer in moe_layers(model)]
+    with torch.no_grad(), capture_routing(model) as before:
+        model(input_ids=ids)
     wrapped = get_peft_model(model, LoraConfig(
         r=2, target_modules=["q_proj"], target_parameters=["mlp.experts.gate_up_proj", "mlp.gate.weight"]))
     layers = moe_layers(wrapped)
     assert [(layer.num_experts, layer.top_k, layer.router_weight.data_ptr()) for layer in layers] == plain
     assert all(layer.name.startswith("base_model.model.") for layer in layers)
     assert all(".base_layer" in layer.router_name and type(layer.experts).__name__ == "OlmoeExperts" for layer in layers)
+    with torch.no_grad(), capture_routing(wrapped) as after:  # LoRA B starts at zero: same routing
+        wrapped(input_ids=ids)
+    assert after.tokens == 24 and torch.equal(after.layers[1].indices, before.layers[1].indices)
 
 
 def test_dense_model_has_no_moe_layers():

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.models import load_model, resolve_device, save_model, tiny_model, tiny_tokenizer

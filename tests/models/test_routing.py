@@ -95,7 +95,7 @@ def test_padding_excluded_and_rows_in_batch_order(arch, batch):
 def test_gradient_checkpointing_does_not_double_count(batch):
     ids, mask = batch
     model = tiny_model("olmoe")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     layers = moe_layers(model)
     fired = []
@@ -119,7 +119,7 @@ def test_replay_under_gradient_checkpointing_gives_the_same_gradients(batch):
     grads = []
     for replay in (False, True):
         model = tiny_model("qwen3_moe")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         with torch.no_grad(), capture_routing(model) as cap:
             model(input_ids=ids, attention_mask=mask)

@@ -147,3 +147,15 @@ def test_early_stop_at_forget_target(run_config, tmp_path):
     evals = [x for x in read_log(tmp_path / "es") if "eval" in x]
     assert [e["step"] for e in evals] == list(range(2, metrics["steps"] + 1, 2))
     assert all(e["eval"]["forget"]["nll"] < 0.5 for e in evals[:-1])
+
+
+def test_bf16_grad_accum_epochs_and_cosine_warmup(run_config, tmp_path):
+    # 40 forget examples, 4 per micro-batch, 2 micro-batches per step: 0.5 epoch = 3 steps
+    _, cfg = run_config("train.precision=bf16", "train.grad_accum=2", "train.max_steps=null", "train.epochs=0.5",
+                        "train.schedule=cosine", "train.warmup_steps=1")
+    metrics = run_unlearning(cfg, out_dir=tmp_path / "bf16", progress=False)
+    assert metrics["steps"] == 3
+    log = read_log(tmp_path / "bf16")
+    assert [x["lr"] for x in log] == pytest.approx([0.5e-3, 1e-3, 0.5e-3])
+    assert all(torch.isfinite(torch.tensor(x["loss"])) for x in log)
+    assert metrics["forget"]["nll"] > 0

@@ -132,6 +132,7 @@ class Grip(Adapter):
         self.project_calls = 0
         self.margin_backtracks = 0  # rows Kaczmarz left infeasible, pulled back
         self.ptc_runs: list[dict[str, Any]] = []
+        self.generator = torch.Generator()
 
     def check(self, ctx: RunContext) -> None:
         names = {a.name for a in ctx.adapters}
@@ -150,7 +151,7 @@ class Grip(Adapter):
             ctx, self.cfg.cache_tokens, self.cfg.ptc_check_batches if self.cfg.refit else 0
         )
         inputs, indices = capture_inputs(ctx.model, ctx.layers, self.cache)  # ONE pass, all layers
-        gen = torch.Generator().manual_seed(ctx.cfg.seed)
+        self.generator = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed)
         self.layers, self.targets = [], []
         for layer in ctx.layers:  # one layer's Gram stack at a time
             x = router_features(layer, inputs[layer.index])
@@ -167,7 +168,6 @@ class Grip(Adapter):
             self.layers.append(state)
             self.targets.append(scores.float() if self.cfg.refit else scores.new_zeros(0))
             inputs[layer.index] = None  # release the layer's inputs unless margins keep them
-        self.generator = gen
         self.prep_seconds = time.perf_counter() - t0
 
     # -- training hooks --------------------------------------------------------------------
@@ -248,33 +248,22 @@ class Grip(Adapter):
     # -- checkpoints and summary -----------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """What training changed; prepare() rebuilds the rest from the original model on --resume."""
         return {
-            "layers": [
-                {"basis": s.bases.basis, "rank": s.bases.rank, "orig": s.orig, "old": s.old,
-                 "margin_x": s.margin_x, "margin_bound": s.margin_bound}
-                for s in self.layers
-            ],
-            "targets": self.targets,
-            "cache": self.cache,
-            "check_batches": self.check_batches,
-            "check_heldout": self.check_heldout,
-            "ptc_runs": self.ptc_runs,
-            "prep_seconds": self.prep_seconds,
+            "old": [s.old for s in self.layers],
             "generator": self.generator.get_state(),
+            "ptc_runs": self.ptc_runs,
+            "counters": [self.project_seconds, self.project_calls, self.margin_backtracks],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.layers = [
-            LayerState(bases=ns.SpanBases(s["basis"], s["rank"]), orig=s["orig"], old=s["old"],
-                       margin_x=s["margin_x"], margin_bound=s["margin_bound"])
-            for s in state["layers"]
-        ]
-        self.targets = state["targets"]
-        self.cache, self.check_batches = state["cache"], state["check_batches"]
-        self.check_heldout, self.ptc_runs = state["check_heldout"], state["ptc_runs"]
-        self.prep_seconds = state["prep_seconds"]
-        self.generator = torch.Generator()
+        if not state:
+            return
+        for layer, old in zip(self.layers, state["old"]):
+            layer.old = old.to(layer.orig.device)
         self.generator.set_state(state["generator"])
+        self.ptc_runs = state["ptc_runs"]
+        self.project_seconds, self.project_calls, self.margin_backtracks = state["counters"]
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -25,18 +25,21 @@ def read_texts(path: Path, field: str) -> list[str]:
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     texts = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                raise UserError(f"{path}:{lineno}: missing string field '{field}'; pass --text-field NAME if the "
-                                "text lives under another key")
-            texts.append(obj[field])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            raise UserError(f"{path}:{lineno}: missing string field '{field}'; pass --text-field NAME if the "
+                            "text lives under another key")
+        texts.append(obj[field])
     if not texts:
         raise UserError(f"{path}: no records; write one JSON object per line with a '{field}' field")
     return texts

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from moe_unlearn.cli.app import app
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import RunFailure, UserError
 
 
 @app.command("unlearn")
@@ -23,11 +23,18 @@ def unlearn(
     """Run one unlearning job: train, save model/, evaluate, write metrics.json."""
     from moe_unlearn.train import load_config, run_unlearning
 
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     cfg = load_config(config, overrides or [])
     out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out_dir is None:
         raise UserError("no output directory: pass --out DIR or set output_dir in the config")
-    metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
+    try:
+        metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
+    except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
+        raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
     f, r = metrics.get("forget", {}), metrics.get("retain", {})
     typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps; "
                f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; "

@@ -176,7 +176,8 @@ def _discover(model: nn.Module) -> list[MoELayer]:
             except ValueError:
                 continue
             seen.add(id(module))
-            shared = next((getattr(block, n) for n in SHARED_EXPERT_NAMES if isinstance(getattr(block, n, None), nn.Module)), None)
+            shared = next((getattr(block, n) for n in SHARED_EXPERT_NAMES
+                           if isinstance(getattr(block, n, None), nn.Module)), None)
             layers.append(MoELayer(
                 index=-1, name=block_path, block=block, router=module, router_name=path,
                 experts=unwrap(experts_wrapped), experts_name=names[id(unwrap(experts_wrapped))], shared_experts=shared,

@@ -110,7 +110,8 @@ class RoutingCapture:
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return t if t is None or mask is None else t[mask.to(t.device)]
 
-        return LayerRouting(pick(record.indices), pick(record.weights), pick(record.logits), pick(record.inputs))  # type: ignore[arg-type]
+        return LayerRouting(pick(record.indices), pick(record.weights),  # type: ignore[arg-type]
+                            pick(record.logits), pick(record.inputs))  # type: ignore[arg-type]
 
     @property
     def layers(self) -> list[LayerRouting]:
@@ -132,10 +133,10 @@ class RoutingCapture:
     @property
     def tokens(self) -> int:
         """Non-padding tokens seen over all captured calls."""
-        total = 0
-        for c, call in enumerate(self.calls):
-            total += int(call.mask.sum()) if call.mask is not None else self._record_of(c, 0).indices.shape[0]  # type: ignore[union-attr]
-        return total
+        return sum(int(call.mask.sum()) if call.mask is not None else self._rows(c) for c, call in enumerate(self.calls))
+
+    def _rows(self, call: int) -> int:
+        return self._record_of(call, 0).indices.shape[0]  # type: ignore[union-attr]
 
     def counts(self, layer: int) -> torch.Tensor:
         """[E] long: number of tokens whose selection at `layer` includes each expert."""
@@ -152,7 +153,8 @@ class RoutingCapture:
         if info.shape is None:
             raise RuntimeError("call shape unknown: run the forward through the model passed to capture_routing")
         if info.mask is None:
-            return torch.ones(info.shape, dtype=torch.bool, device=self._record_of(call, 0).indices.device)  # type: ignore[union-attr]
+            device = self._record_of(call, 0).indices.device  # type: ignore[union-attr]
+            return torch.ones(info.shape, dtype=torch.bool, device=device)
         return info.mask.reshape(info.shape)
 
     def selections(self, call: int, layer: int) -> torch.Tensor:

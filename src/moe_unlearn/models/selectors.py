@@ -23,7 +23,8 @@ from torch import nn
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.layout import CORRECTION_BIAS_NAMES, MoELayer, moe_layers
 
-SPEC_FORMS = "all, routers, experts, shared_experts, attention, embeddings, layers:0-3, layers:1,3, expert:L:E, regex:PATTERN"
+SPEC_FORMS = ("all, routers, experts, shared_experts, attention, embeddings, layers:0-3, layers:1,3, "
+              "expert:L:E, regex:PATTERN")
 _ATTENTION = re.compile(r"(^|\.)(self_attn|self_attention|attention|attn)\.")
 _LAYER = re.compile(r"(^|\.)(layers|h|blocks)\.(\d+)\.")
 

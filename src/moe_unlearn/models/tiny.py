@@ -2,16 +2,19 @@
 
 Used by tests and the embedded benchmark. `tiny_model("olmoe")` builds a 2-layer, 8-expert,
 top-2 model with hidden size 64 in eval mode; the same seed gives the same weights.
+TINY_ARCHS have hand-checked configs; GENERIC_ARCHS are shrunk generically from their defaults.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import transformers
 from transformers import PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.registry import suggest
@@ -45,14 +48,26 @@ _SPECS: dict[str, TinySpec] = {
 }
 TINY_ARCHS: list[str] = list(_SPECS)
 
+# Other transformers MoE causal LMs that follow the common pattern: built from their default
+# config shrunk through the generic keys below, with no per-architecture code anywhere
+# (verified by tests/models/test_generic_archs.py on transformers 5.23).
+GENERIC_ARCHS: list[str] = [
+    "afmoe", "aria_text", "axk1", "axk2", "cohere2_moe", "deepseek_v32", "dots3_note_text", "ernie4_5_moe",
+    "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "granitemoe_swa",
+    "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "inkling2_text", "kolibri1", "laguna", "mellum",
+    "minimax", "minimax_m2", "minimax_m3_vl_text", "nemotron_h", "solar_open",
+]
+_EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+_TOP_K_KEYS = ("num_experts_per_tok", "moe_k", "moe_topk", "moe_top_k", "top_k")
+_GENERIC_EXTRA = dict(first_k_dense_replace=0, n_group=1, topk_group=1, decoder_sparse_step=1, mlp_only_layers=[])
+
 
 def tiny_config(arch: str, *, num_experts: int = 8, top_k: int = 2, layers: int = 2, hidden: int = 64,
                 vocab: int = 256) -> transformers.PretrainedConfig:
     """The transformers config of a tiny `arch` model (4 heads of hidden/4, intermediate = hidden)."""
-    if arch not in _SPECS:
-        raise UserError(f"unknown tiny architecture '{arch}'{suggest(arch, TINY_ARCHS)}; "
-                        f"choose one of: {', '.join(TINY_ARCHS)}")
-    spec = _SPECS[arch]
+    known = TINY_ARCHS + GENERIC_ARCHS
+    if arch not in known:
+        raise UserError(f"unknown tiny architecture '{arch}'{suggest(arch, known)}; choose one of: {', '.join(known)}")
     heads = 4
     kwargs: dict[str, Any] = dict(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden, moe_intermediate_size=hidden,
@@ -60,6 +75,13 @@ def tiny_config(arch: str, *, num_experts: int = 8, top_k: int = 2, layers: int 
         head_dim=hidden // heads, max_position_embeddings=512, num_experts_per_tok=top_k,
         tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
+    if arch in GENERIC_ARCHS:
+        config_cls = CONFIG_MAPPING[arch]
+        accepted = set(inspect.signature(config_cls.__init__).parameters)
+        kwargs.update(_GENERIC_EXTRA, shared_expert_intermediate_size=hidden,
+                      **dict.fromkeys(_EXPERT_KEYS, num_experts), **dict.fromkeys(_TOP_K_KEYS, top_k))
+        return config_cls(**{k: v for k, v in kwargs.items() if k in accepted})
+    spec = _SPECS[arch]
     kwargs[spec.experts_key] = num_experts
     kwargs.update(spec.extra)
     return getattr(transformers, spec.config_cls)(**kwargs)

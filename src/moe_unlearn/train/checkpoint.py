@@ -50,8 +50,11 @@ def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[
     """Write checkpoint `step` atomically; older checkpoints are removed afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:06d}"
+    if (final / "meta.json").is_file():  # same step, same state (e.g. Ctrl-C right after a checkpoint)
+        return final
+    for stale in folder.glob(f".tmp-{PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = folder / f".tmp-{PREFIX}{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
     torch.save(state, tmp / "state.pt")
@@ -59,8 +62,7 @@ def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
+    shutil.rmtree(final, ignore_errors=True)  # an incomplete folder without meta.json
     os.replace(tmp, final)
     for old in folder.glob(f"{PREFIX}*"):
         if old != final:

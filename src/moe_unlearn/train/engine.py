@@ -36,7 +36,7 @@ from moe_unlearn.train.context import RunContext, to_device
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
 from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
 
-OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json", "eval")
+OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
 
 
 # ---- setup --------------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""SEUF / UOE (arXiv 2411.18797): unlearn in the one expert the forget data relies on most.
+
+1. Attribution on a forget sample (original model): affinity s_e^(l) = mean over sequences of
+   the mean over the sequence's tokens of g_e = softmax(router logits)_e if e is in the token's
+   top-k, else 0. Written to out_dir/seuf_attribution.json and seuf_attribution.png.
+2. The top-M (layer, expert) pairs across all layers are the targets (M = 1 as in the paper).
+3. Only those expert slices (one [e] slice of each fused [E, ...] tensor) and the routers of
+   their layers train; everything else stays bit-identical.
+4. Anchor loss on forget tokens at each target layer, alpha * mean_t || p_t - a ||^2, with p_t the
+   softmax over all experts of the router logits and a the (normalised multi-hot) target, so
+   the router cannot dodge the unlearning by sending forget tokens elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from moe_unlearn.adapters.base import ADAPTERS, Adapter
+from moe_unlearn.adapters.routing_io import capture
+from moe_unlearn.config import require
+from moe_unlearn.errors import UserError
+from moe_unlearn.models.selectors import select_parameters
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.models.routing import RoutingCapture
+    from moe_unlearn.models.selectors import ParamRef
+    from moe_unlearn.train.context import ForwardOut, RunContext
+
+
+@dataclass
+class SeufConfig:
+    top_m: int = 1  # (layer, expert) pairs trained, chosen across all layers
+    alpha: float = 1.0  # router anchor loss weight (flat over 1..1000 in the paper)
+    sample_tokens: int | None = None  # forget tokens used for attribution (None: the whole split)
+    heatmap: bool = True
+
+    def validate(self, where: str) -> None:
+        require(self.top_m >= 1, f"'{where}.top_m' must be >= 1, got {self.top_m}")
+        require(self.alpha >= 0, f"'{where}.alpha' must be >= 0 (0 disables the anchor loss), got {self.alpha}")
+        require(self.sample_tokens is None or self.sample_tokens >= 1,
+                f"'{where}.sample_tokens' must be >= 1 or null, got {self.sample_tokens}")
+
+
+def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
+    """Per layer [E] float64: mean over sequences of each sequence's mean top-k-masked gate prob."""
+    sums = [torch.zeros(e, dtype=torch.float64) for e in cap.num_experts]
+    sequences = 0
+    for c in range(len(cap.calls)):
+        lengths = cap.token_mask(c).sum(dim=1)  # [B]
+        keep = lengths > 0
+        seq_of_token = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+        for layer, total in enumerate(sums):
+            routing = cap.call_routing(c, layer)
+            probs = torch.softmax(routing.logits.double(), dim=-1)
+            gate = torch.zeros_like(probs).scatter_(1, routing.indices, probs.gather(1, routing.indices))
+            per_seq = torch.zeros(lengths.numel(), probs.shape[1], dtype=torch.float64, device=probs.device)
+            per_seq.index_add_(0, seq_of_token.to(probs.device), gate)
+            total += (per_seq[keep] / lengths[keep, None].to(per_seq)).sum(dim=0).cpu()
+        sequences += int(keep.sum())
+    return [s / max(sequences, 1) for s in sums]
+
+
+def top_pairs(affinity: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
+    """The m (layer, expert) pairs with the largest affinity across layers, best first."""
+    pairs = [(float(v), layer, e) for layer, a in enumerate(affinity) for e, v in enumerate(a.tolist())]
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    return [(layer, e) for _, layer, e in pairs[:m]]
+
+
+@ADAPTERS.register("seuf")
+class Seuf(Adapter):
+    name = "seuf"
+    config_cls = SeufConfig
+
+    def __init__(self, cfg: SeufConfig) -> None:
+        super().__init__(cfg)
+        self.affinity: list[torch.Tensor] = []
+        self.targets: list[tuple[int, int]] = []
+        self.sample_tokens = 0
+        self.trained_numel = 0
+
+    @property
+    def target_layers(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for layer, expert in self.targets:
+            out.setdefault(layer, []).append(expert)
+        return out
+
+    @torch.no_grad()
+    def prepare(self, ctx: RunContext) -> None:
+        total = sum(layer.num_experts for layer in ctx.layers)
+        if self.cfg.top_m > total:
+            raise UserError(f"'seuf.top_m' is {self.cfg.top_m} but the model has only {total} (layer, expert) pairs")
+        batches, seen = [], 0
+        for batch in ctx.iter_split("forget"):
+            if self.cfg.sample_tokens is not None and seen >= self.cfg.sample_tokens:
+                break
+            batches.append(batch)
+            seen += int(batch["attention_mask"].sum())
+        self.sample_tokens = seen
+        self.affinity = expert_affinity(capture(ctx.model, batches))
+        self.targets = top_pairs(self.affinity, self.cfg.top_m)
+        self._write(ctx)
+
+    def _write(self, ctx: RunContext) -> None:
+        out = ctx.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "seuf_attribution.json").write_text(json.dumps({
+            "affinity": [a.tolist() for a in self.affinity],  # [layer][expert]
+            "targets": [{"layer": layer, "expert": e} for layer, e in self.targets],
+            "sample_tokens": self.sample_tokens,
+        }, indent=2))
+        if self.cfg.heatmap:
+            _heatmap(self.affinity, self.targets, out / "seuf_attribution.png")
+
+    def select_trainable(self, ctx: RunContext, params: list[ParamRef]) -> list[ParamRef]:
+        """Only the target expert slices and their layers' routers (weight and trainable bias)."""
+        specs = [f"expert:{layer}:{e}" for layer, e in self.targets]
+        routers = set()
+        for index in self.target_layers:
+            layer = ctx.layers[index]
+            routers.add(id(layer.router_weight))
+            if layer.router_bias is not None:
+                routers.add(id(layer.router_bias))
+        refs = select_parameters(ctx.model, specs)
+        refs += [r for r in select_parameters(ctx.model, ["routers"]) if id(r.param) in routers]
+        self.trained_numel = sum(r.param[0].numel() if r.expert is not None else r.param.numel() for r in refs)
+        return refs
+
+    def capture_roles(self) -> frozenset[str]:
+        return frozenset({"forget"}) if self.cfg.alpha > 0 else frozenset()
+
+    def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
+        out = forwards.get("forget")
+        if self.cfg.alpha == 0 or out is None or out.routing is None:
+            return {}
+        loss = 0.0
+        for index, experts in self.target_layers.items():
+            logits = out.routing.layers[index].logits  # [T, E], with grad
+            probs = torch.softmax(logits.float(), dim=-1)
+            target = torch.zeros_like(probs[0])
+            target[experts] = 1.0 / len(experts)
+            loss = loss + (probs - target).pow(2).sum(dim=-1).mean()
+        return {"anchor": self.cfg.alpha * loss}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "targets": [{"layer": layer, "expert": e, "affinity": round(float(self.affinity[layer][e]), 6)}
+                        for layer, e in self.targets],
+            "uniform_affinity": [round(float(a.sum()) / a.numel(), 6) for a in self.affinity],
+            "sample_tokens": self.sample_tokens,
+            "trained_params": self.trained_numel,
+        }
+
+
+def _heatmap(affinity: list[torch.Tensor], targets: list[tuple[int, int]], path: Any) -> None:
+    """Layers x experts image of the affinity, targets boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = max(a.numel() for a in affinity)
+    grid = torch.full((len(affinity), width), float("nan"), dtype=torch.float64)
+    for i, a in enumerate(affinity):
+        grid[i, : a.numel()] = a
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * width + 2), max(2.5, 0.35 * len(affinity) + 1.5)))
+    im = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis")
+    for layer, e in targets:
+        ax.add_patch(plt.Rectangle((e - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax.set_xlabel("expert")
+    ax.set_ylabel("MoE layer")
+    ax.set_title("SEUF affinity on the forget sample (targets in red)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

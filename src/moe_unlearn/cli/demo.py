@@ -1,0 +1,55 @@
+"""`moe-unlearn demo`: the main job on the embedded benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from moe_unlearn.cli.app import app
+
+console = Console(stderr=False)
+
+COLUMNS = ("run", "forget MC", "forget NLL", "retain MC", "retain NLL", "stab F", "stab R",
+           "replay MC", "steps", "seconds")
+
+
+def _cell(x: Any) -> str:
+    return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def summary_row(label: str, m: dict[str, Any]) -> list[str]:
+    """One table row from a run's metrics.json."""
+    stab = m.get("routing", {}).get("stability", {})
+    replay = m.get("replay", {}).get("forget", {}) if isinstance(m.get("replay"), dict) else {}
+    return [label, _cell(m["forget"].get("mc_acc")), _cell(m["forget"].get("nll")),
+            _cell(m["retain"].get("mc_acc")), _cell(m["retain"].get("nll")),
+            _cell(stab.get("forget")), _cell(stab.get("retain")), _cell(replay.get("mc_acc")),
+            _cell(m.get("steps")), _cell(m.get("timing", {}).get("total_seconds"))]
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory (runs/, report/, results.json)."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller matrix (GA, GradDiff x none, GRIP, SEUF)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the benchmark and of every run."),
+    forget_domain: Optional[str] = typer.Option(None, "--forget-domain", help="Domain to forget (default: the hazardous one)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides of the demo spec, e.g. common.train.max_steps=10."),
+) -> None:
+    """Build or reuse the embedded benchmark, run base methods x adapters, write the report."""
+    from moe_unlearn.recipes.demo import run_demo
+
+    widths = [max(len(c), 18 if i == 0 else 9) for i, c in enumerate(COLUMNS)]
+    console.print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), style="bold")
+
+    def show(run: Any, metrics: dict[str, Any] | None, skipped: str | None) -> None:
+        if metrics is None:
+            console.print(f"{run.label.ljust(widths[0])}  skipped: {skipped}", style="dim")
+        else:
+            console.print("  ".join(c.ljust(w) for c, w in zip(summary_row(run.label, metrics), widths)))
+
+    results = run_demo(out, quick=quick, seed=seed, forget_domain=forget_domain, overrides=overrides or [],
+                       progress=False, on_result=show)
+    console.print(f"{len(results)} runs; results: {out / 'results.json'}; report: {out / 'report' / 'report.html'}")

@@ -1,0 +1,1 @@
+"""End-to-end recipes composed from the library (the demo)."""
