@@ -49,6 +49,10 @@ def test_unlearn_refuses_output_inside_model_dir(tmp_path, tiny_benchmark, capsy
     assert run(["unlearn", str(cfg), "--out", str(inside)]) == 2
     assert "input model dir" in capsys.readouterr().err
     assert not inside.exists()
+    # the benchmark folder holds the model: --overwrite there would delete it
+    assert run(["unlearn", str(cfg), "--out", str(tiny_benchmark.parent), "--overwrite"]) == 2
+    assert "contains the input model" in capsys.readouterr().err
+    assert (tiny_benchmark.parent / "model" / "config.json").is_file()
 
 
 def test_unlearn_user_mistakes_exit_2(tmp_path, tiny_benchmark, capsys):

@@ -51,3 +51,25 @@ def fake_ctx(tmp_path):
     def make(model, **splits):
         return FakeCtx(model=model, splits=splits, out_dir=tmp_path)
     return make
+
+
+QUICK_EVAL = {"metrics": ["nll", "mc_acc", "stability"], "max_examples": 32, "batch_size": 32}
+
+
+@pytest.fixture
+def adapter_run(tiny_benchmark, tmp_path):
+    """adapter_run(name, *overrides, method=...) -> metrics of a short run on the tiny benchmark."""
+    from moe_unlearn.config import apply_overrides
+    from moe_unlearn.train import build_config, run_unlearning
+
+    def run(name: str, *overrides: str, method: str = "graddiff") -> dict:
+        raw = {
+            "method": method,
+            "data": {"manifest": str(tiny_benchmark), "batch_size": 8, "retain_batch_size": 8},
+            "train": {"lr": 1e-3, "max_steps": 2, "checkpoint_every": 0},
+            "eval": dict(QUICK_EVAL),
+        }
+        cfg = build_config(apply_overrides(raw, list(overrides)))
+        return run_unlearning(cfg, out_dir=tmp_path / name, progress=False)
+
+    return run

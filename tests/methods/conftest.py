@@ -51,7 +51,7 @@ def make_ctx(bench, tmp_path):
         cfg = SimpleNamespace(train=train_cfg, data=SimpleNamespace(batch_size=8), seed=0, method=name)
         ctx = RunContext(model=model, tokenizer=tok, layers=moe_layers(model), cfg=cfg, data=None, splits=splits,
                          method=method_cls(build(method_cls.config_cls, settings, name)), adapters=[],
-                         accelerator=Accelerator(cpu=True), device=torch.device("cpu"), out_dir=tmp_path)
+                         accelerator=Accelerator(), device=torch.device("cpu"), out_dir=tmp_path)
         return ctx
 
     return make

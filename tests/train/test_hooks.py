@@ -116,21 +116,21 @@ def test_forwards_carry_routing_for_captured_roles_only(probe, run_config, tmp_p
 
 
 def test_adapter_state_survives_resume(probe, run_config, tmp_path, monkeypatch):
+    """A hard interrupt inside step 3 keeps checkpoint 2; resuming restores the adapter's state."""
+    from moe_unlearn.errors import RunFailure
     from moe_unlearn.train.engine import Trainer
 
     _, cfg = run_config("adapters=[probe]", "train.max_steps=4", "train.checkpoint_every=2")
     real = Trainer.step
 
-    def stop_at_3(self):
-        if self.ctx.step == 3:
+    def interrupt_in_step_3(self):
+        if self.ctx.step == 2:
             raise KeyboardInterrupt
         return real(self)
 
-    monkeypatch.setattr(Trainer, "step", stop_at_3)
-    from moe_unlearn.errors import RunFailure
-
-    with pytest.raises(RunFailure, match="interrupted after step 3"):
+    monkeypatch.setattr(Trainer, "step", interrupt_in_step_3)
+    with pytest.raises(RunFailure, match="interrupted during step 3; last checkpoint: step-000002"):
         run_unlearning(cfg, out_dir=tmp_path / "s", progress=False)
     monkeypatch.setattr(Trainer, "step", real)
     metrics = run_unlearning(cfg, out_dir=tmp_path / "s", resume=True, progress=False)
-    assert metrics["adapter_info"]["probe"]["steps"] == 4
+    assert metrics["adapter_info"]["probe"]["steps"] == 4 and metrics["steps"] == 4

@@ -29,13 +29,13 @@ import torch
 
 from moe_unlearn.adapters import nullspace as ns
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
-from moe_unlearn.adapters.routing_io import capture_inputs, retain_batches, retain_nll
+from moe_unlearn.adapters.routing_io import capture, capture_inputs, retain_batches, retain_nll
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.models.layout import MoELayer
-    from moe_unlearn.train.context import RunContext
+    from moe_unlearn.train.context import ForwardOut, RunContext
 
 Mode = Literal["project", "ptc", "project+ptc", "online", "project+online"]
 
@@ -55,6 +55,11 @@ class GripConfig:
     ptc_nll_tolerance: float = 0.0  # relative retain-NLL rise a refit may cause
     ptc_routers: Literal["all", "trainable"] = "all"
     online_every: int = 10
+    # weight of a routing-consistency retain term (0: off): a hinge keeping each retained token's
+    # original top-k ahead of the other experts by `consistency_margin` logits; unlike the
+    # projection it acts on the upstream layers whose drift moves the router inputs
+    consistency: float = 0.0
+    consistency_margin: float = 0.5
 
     def validate(self, where: str) -> None:
         require(self.cache_tokens >= 1, f"'{where}.cache_tokens' must be >= 1, got {self.cache_tokens}")
@@ -67,6 +72,8 @@ class GripConfig:
         require(self.ptc_check_batches >= 1, f"'{where}.ptc_check_batches' must be >= 1, got {self.ptc_check_batches}")
         require(self.ptc_nll_tolerance >= 0, f"'{where}.ptc_nll_tolerance' must be >= 0, got {self.ptc_nll_tolerance}")
         require(self.online_every >= 1, f"'{where}.online_every' must be >= 1, got {self.online_every}")
+        require(self.consistency >= 0, f"'{where}.consistency' must be >= 0, got {self.consistency}")
+        require(self.consistency_margin >= 0, f"'{where}.consistency_margin' must be >= 0, got {self.consistency_margin}")
 
     @property
     def project(self) -> bool:
@@ -133,6 +140,7 @@ class Grip(Adapter):
         self.margin_backtracks = 0  # rows Kaczmarz left infeasible, pulled back
         self.ptc_runs: list[dict[str, Any]] = []
         self.generator = torch.Generator()
+        self.original_topk: list[list[torch.Tensor]] = []  # [example][layer] -> [len, k] (consistency)
 
     def check(self, ctx: RunContext) -> None:
         names = {a.name for a in ctx.adapters}
@@ -168,9 +176,30 @@ class Grip(Adapter):
             self.layers.append(state)
             self.targets.append(scores.float() if self.cfg.refit else scores.new_zeros(0))
             inputs[layer.index] = None  # release the layer's inputs unless margins keep them
+        if self.cfg.consistency > 0:
+            self.original_topk = original_selections(ctx)
         self.prep_seconds = time.perf_counter() - t0
 
     # -- training hooks --------------------------------------------------------------------
+
+    def capture_roles(self) -> frozenset[str]:
+        return frozenset({"retain"}) if self.cfg.consistency > 0 else frozenset()
+
+    def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
+        out = forwards.get("retain")
+        if self.cfg.consistency == 0 or out is None or out.routing is None:
+            return {}
+        lengths = out.batch["attention_mask"].sum(dim=1).tolist()
+        examples = out.batch["index"].tolist()
+        loss = 0.0
+        for layer in ctx.layers:
+            logits = out.routing.layers[layer.index].logits.float()  # [T, E], with grad
+            orig = torch.cat([self.original_topk[i][layer.index][:n] for i, n in zip(examples, lengths)])
+            selected = _selection_mask(orig.to(logits.device), layer.num_experts)
+            weakest = logits.masked_fill(~selected, float("inf")).min(dim=1).values
+            strongest_other = logits.masked_fill(selected, float("-inf")).max(dim=1).values
+            loss = loss + torch.relu(self.cfg.consistency_margin - (weakest - strongest_other)).mean()
+        return {"consistency": self.cfg.consistency * loss / len(ctx.layers)}
 
     @torch.no_grad()
     def after_step(self, ctx: RunContext) -> None:
@@ -192,7 +221,7 @@ class Grip(Adapter):
         if state.margin_x is not None:
             total, pulled = ns.kaczmarz_margins(
                 new - state.orig, state.margin_x, state.margin_bound, state.bases.basis,
-                iters=self.cfg.margin_iters, previous=state.old - state.orig, generator=self.generator,
+                iters=self.cfg.margin_iters, previous=state.old - state.orig, generator=self.generator, tol=1e-6,
             )
             new = state.orig + total
             self.margin_backtracks += pulled
@@ -282,6 +311,20 @@ class Grip(Adapter):
             "ptc_check_heldout": self.check_heldout,
             "ptc": self.ptc_runs,
         }
+
+
+@torch.no_grad()
+def original_selections(ctx: RunContext) -> list[list[torch.Tensor]]:
+    """Original top-k of every retain example, [example][layer] -> [its tokens, k] (int16, CPU)."""
+    out: list[list[torch.Tensor]] = [[] for _ in range(ctx.split_size("retain"))]
+    for batch in ctx.iter_split("retain"):
+        cap = capture(ctx.model, [batch])
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        for layer in range(len(ctx.layers)):
+            parts = cap.layers[layer].indices.to("cpu", torch.int16).split(lengths)
+            for i, part in zip(batch["index"].tolist(), parts):
+                out[i].append(part)
+    return out
 
 
 def _selection_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:

@@ -107,8 +107,11 @@ def kaczmarz_margins(
             return delta, 0
         w = viol[:, rows].T.double().pow(2)  # [R, T]
         pick = torch.multinomial(w / w.sum(dim=1, keepdim=True), 1, generator=generator).flatten()
-        a = project_rows(x[pick], basis[rows])  # null-space component of each picked token
-        step = viol[pick, rows] / a.pow(2).sum(dim=1).clamp_min(1e-12)
+        xt = x[pick]
+        a = project_rows(xt, basis[rows])  # null-space component of each picked token
+        a2 = a.pow(2).sum(dim=1)
+        movable = a2 > 1e-8 * xt.pow(2).sum(dim=1)  # a token inside the span cannot be fixed here
+        step = torch.where(movable, viol[pick, rows] / a2.clamp_min(1e-30), torch.zeros_like(a2))
         delta[rows] -= step[:, None] * a
     bad = ((x @ delta.T - bound) > tol).any(dim=0)
     if previous is None or not bool(bad.any()):

@@ -108,7 +108,7 @@ class Trace(Adapter):
         mask = routing.token_mask(-1)
         w = token_weights(routing, self.critical, self.cfg.combine)
         out = torch.ones(mask.shape, dtype=torch.float32, device=mask.device)
-        out[mask] = w.to(out.device)
+        out[mask] = w.to(out)
         self.weight_stats["batches"] += 1
         self.weight_stats["mean_max"] += float(w.max())
         self.weight_stats["share_weighted"] += float((w > 1).float().mean())

@@ -66,8 +66,7 @@ class EvalContext:
     tokenizer: Any
     data: Any  # UnlearnData
     cfg: EvalConfig
-    original_routing: dict[str, Any] | None = None
-    original_model: torch.nn.Module | None = None
+    original_routing: dict[str, Any] | None = None  # {split: RoutingCapture} of the original model
     retrained: dict[str, Any] | None = None  # metrics.json of a retain-only model (TOFU, PrivLeak)
     progress: bool = False
     cache: EvalCache | None = None
@@ -123,12 +122,12 @@ class EvalContext:
             self._memo[key] = hashlib.sha1(raw.encode()).hexdigest()[:16]
         return self._memo[key]
 
-    def qa_batches(self, split: str, answer: str = "answer") -> list[B.Batch]:
-        key = ("qa_batches", split, answer)
+    def qa_batches(self, split: str) -> list[B.Batch]:
+        """The split's QA eval set in its fixed batches (what routing captures line up with)."""
+        key = ("qa_batches", split)
         if key not in self._memo:
             recs = self.records(split, "qa") or []
-            recs = [r for r in recs if r.get(answer) is not None] if answer != "answer" else recs
-            self._memo[key] = B.batches(B.qa_examples(self.tokenizer, recs, self.cfg, answer=answer), self.cfg.batch_size, self.pad_id)
+            self._memo[key] = B.batches(B.qa_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
         return self._memo[key]
 
     # ---- forward passes -----------------------------------------------------------------

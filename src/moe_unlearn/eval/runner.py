@@ -1,9 +1,9 @@
 """The evaluation runner: every configured metric on one model, as one JSON-able dict.
 
 Output layout (the unlearn command's metrics.json keys plus the rest):
-  forget / retain / holdout: {metric: aggregate}  (split metrics; nll and mc_acc always present,
-                              mc_acc None where a split has no MC questions)
-  routing: {"stability": {split: float}, "per_layer": {split: [L floats]}, "activation": {...}}
+  forget / retain / holdout: {metric: aggregate, metric_detail: ...}  (split metrics; nll and
+                              mc_acc always present, None where a split lacks the data)
+  routing: {"stability": {split: float | None}, "per_layer": {split: [L floats]}, "activation": {...}}
   <global metric>: {"value": aggregate, ...details}   (replay, privacy, relearn, lm_eval, ...)
   per_example: {split: {metric: [floats]}, <global metric>: [floats]}
   metric_info: {metric: {"higher_is_better": bool, "description": str}}

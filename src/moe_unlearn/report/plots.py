@@ -64,8 +64,7 @@ def forget_vs_utility(runs: list[Run], path: Path) -> Path | None:
     )
     if colored:
         fig.colorbar(sc, ax=ax, label="retain routing stability")
-    for name, x, y, *_ in pts:
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    _label_points(fig, ax, [(p[0], p[1], p[2]) for p in pts])
     if pts[0][4] == "MC accuracy":
         ax.axvline(0.25, color="grey", linestyle="--", linewidth=1, label="chance (4 choices)")
         ax.legend(loc="lower right", fontsize=8)
@@ -75,7 +74,43 @@ def forget_vs_utility(runs: list[Run], path: Path) -> Path | None:
     ax.set_ylabel(f"retain {pts[0][5]}  (higher = utility kept)")
     ax.set_title("Forgetting vs utility (ideal: top left)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    if len(pts) <= 6:
+        return _save(fig, path)
+    fig.savefig(path, dpi=DPI)  # tight_layout would undo the room kept for the key
+    plt.close(fig)
+    return path
+
+
+def _label_points(fig: Any, ax: Any, pts: list[tuple[str, float, float]], direct_max: int = 6) -> None:
+    """Names next to points when few; else numbers (points at one spot share a label) and a key."""
+    if len(pts) <= direct_max:
+        for name, x, y in pts:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        return
+    spots: dict[tuple[float, float], list[int]] = {}
+    for i, (_, x, y) in enumerate(pts, 1):
+        spots.setdefault((round(x * 40) / 40, round(y * 40) / 40), []).append(i)  # ~0.025 apart share
+    for (x, y), ids in spots.items():
+        ax.annotate(",".join(map(str, ids)), (x, y), textcoords="offset points", xytext=(6, 3), fontsize=8)
+    key = "\n".join(f"{i:>2}  {name}" for i, (name, _, _) in enumerate(pts, 1))
+    fig.set_figwidth(fig.get_figwidth() + 2.2)
+    fig.subplots_adjust(left=0.08, right=0.72)
+    fig.text(0.8, 0.5, key, fontsize=7.5, family="monospace", va="center", ha="left")
+
+
+def run_styles(runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """Line style per run: colour by base method, line style and marker by adapter set, so
+    many runs stay tellable apart."""
+    methods = list(dict.fromkeys(str(r.metrics.get("method") or r.name) for r in runs))
+    combos = list(dict.fromkeys("+".join(r.metrics.get("adapters") or []) for r in runs))
+    lines, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D", "v", "P"]
+    colors = plt.get_cmap("tab10").colors
+    out = {}
+    for r in runs:
+        mi = methods.index(str(r.metrics.get("method") or r.name))
+        ci = combos.index("+".join(r.metrics.get("adapters") or []))
+        out[r.name] = {"color": colors[mi % 10], "linestyle": lines[ci % 4], "marker": markers[ci % 6]}
+    return out
 
 
 def stability_per_layer(runs: list[Run], path: Path) -> Path | None:
@@ -83,12 +118,13 @@ def stability_per_layer(runs: list[Run], path: Path) -> Path | None:
     splits = [s for s in ("forget", "retain", "holdout") if any(get(r.metrics, "routing", "per_layer", s) for r in runs)]
     if not splits:
         return None
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 2.2, 4), sharey=True, squeeze=False)
+    styles = run_styles(runs)
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 4), sharey=True, squeeze=False)
     for ax, split in zip(axes[0], splits):
         for r in runs:
             vals = get(r.metrics, "routing", "per_layer", split)
             if vals:
-                ax.plot(range(len(vals)), vals, marker="o", label=r.name)
+                ax.plot(range(len(vals)), vals, label=r.name, **styles[r.name])
         ax.set_title(f"{split} set")
         ax.set_xlabel("MoE layer")
         ax.set_ylim(0, 1.02)
@@ -96,9 +132,12 @@ def stability_per_layer(runs: list[Run], path: Path) -> Path | None:
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0][0].set_ylabel("share of original top-k kept")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8)
+    ncol = min(len(labels), 4)
+    rows = -(-len(labels) // ncol)
+    fig.set_figheight(4 + 0.25 * rows)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle("Routing stability per layer (1 = routing unchanged)")
-    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
+    fig.tight_layout(rect=(0, 0.25 * rows / fig.get_figheight() + 0.02, 1, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

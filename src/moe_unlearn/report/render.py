@@ -33,16 +33,16 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("seconds", lambda m: get(m, "timing", "total_seconds")),
 ]
 
-HOW_TO_READ = """\
-How to read this report (details: docs/evaluation.md):
-- **forget** metrics should fall (MC accuracy toward chance 0.25, NLL up); **retain** and **utility** should stay.
-- **stab R/F/H**: routing stability, the share of the original model's top-k experts still chosen on
-  retain/forget/holdout tokens (1 = unchanged). Low retain stability = the router was rewired.
-- **replay Δacc**: forget answer accuracy gained when the ORIGINAL routing is replayed into the
-  unlearned model. Large = the forgetting was done by re-routing, and the knowledge is still in the experts.
-- **PrivLeak**: Min-k% membership AUC forget vs holdout relative to a retrained model (0 is ideal,
-  negative = over-unlearned, positive = still leaks membership).
-"""
+HOW_TO_READ = [
+    "forget metrics should fall (MC accuracy toward chance 0.25, NLL up); retain and utility should stay.",
+    "stab F/R/H: routing stability, the share of the original model's top-k experts still chosen on "
+    "forget/retain/holdout tokens (1 = unchanged). Low retain stability = the router was rewired.",
+    "replay Δacc: forget answer accuracy gained when the ORIGINAL routing is replayed into the unlearned "
+    "model. Large = the forgetting was done by re-routing; the knowledge is still in the experts.",
+    "PrivLeak: Min-k% membership AUC forget vs holdout relative to a retrained model's AUC (0 is ideal, "
+    "negative = over-unlearned, positive = membership still leaks).",
+    "Details of every metric: docs/evaluation.md.",
+]
 
 
 def _fmt(x: Any) -> str:
@@ -78,7 +78,7 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     lines = ["# moe-unlearn report", "", f"{len(runs)} run(s). ↑ / ↓: the direction an ideal unlearning moves a number.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
-    lines += ["", HOW_TO_READ]
+    lines += ["", "How to read it:", "", *(f"- {item}" for item in HOW_TO_READ), ""]
     for title, p in figures:
         lines += [f"## {title}", "", f"![{title}]({p.name})", ""]
     return "\n".join(lines)
@@ -87,7 +87,7 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
 def render_html(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *(h for h, _ in COLUMNS)])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(runs))
-    how = "".join(f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in HOW_TO_READ.splitlines() if line.startswith("- "))
+    how = "".join(f"<li>{html.escape(item)}</li>" for item in HOW_TO_READ)
     imgs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,"
         f"{base64.b64encode(p.read_bytes()).decode()}'>"

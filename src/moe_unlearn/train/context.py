@@ -78,7 +78,7 @@ class RunContext:
         lb = self.cfg.train.load_balancing_coef > 0 and role != "reference"
         capture = role != "reference" and role in self.capture_roles()
         cm = capture_routing(self.model, keep_grad=True) if capture else contextlib.nullcontext()
-        with cm as routing, self.accelerator.autocast():
+        with cm as routing, self.autocast():
             out = self.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -93,6 +93,16 @@ class RunContext:
         if role != "reference":
             self.forwards[role] = result
         return result
+
+    def autocast(self) -> Any:
+        """bf16 autocast when train.precision is bf16 (parameters stay in their dtype).
+
+        Done with torch.autocast rather than Accelerator(mixed_precision=...): accelerate's
+        state is a process-wide singleton whose precision cannot change between runs, and
+        the demo runs many jobs in one process.
+        """
+        bf16 = self.cfg.train.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _retain_weights(self, batch: Batch, routing: Any) -> torch.Tensor | None:
         """Product of every adapter's retain token weights, normalised to mean 1 on answers."""

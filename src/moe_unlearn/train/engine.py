@@ -49,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_out_dir(out_dir: Path, model_dir: Path | None, *, overwrite: bool, resume: bool) -> None:
-    """Refuse an output dir inside the input model, or a used one without overwrite/resume."""
+    """Refuse an output dir inside (or holding) the input model, or a used one without overwrite/resume."""
     if overwrite and resume:
         raise UserError("use either --overwrite (start again) or --resume (continue), not both")
     out = out_dir.resolve()
@@ -57,6 +57,8 @@ def check_out_dir(out_dir: Path, model_dir: Path | None, *, overwrite: bool, res
         src = model_dir.resolve()
         if out == src or src in out.parents:
             raise UserError(f"output dir {out_dir} is the input model dir {model_dir} or inside it; choose another --out")
+        if out in src.parents:  # --overwrite would delete OUT/model
+            raise UserError(f"output dir {out_dir} contains the input model dir {model_dir}; choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out_dir} is a file; choose a directory for --out")
     used = out.is_dir() and any(out.iterdir())
@@ -96,7 +98,7 @@ def build_trainable(ctx: RunContext) -> Trainable:
 def setup(cfg: UnlearnConfig, out_dir: Path, data: UnlearnData, model_path: str | Path) -> tuple[RunContext, Any]:
     """Model, tokenizer, training pairs, method and adapters on the chosen device (nothing trained yet)."""
     device = resolve_device(cfg.model.device)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if cfg.train.precision == "bf16" else "no")
+    accelerator = Accelerator()  # backward; device and bf16 autocast are ours (see RunContext.autocast)
     model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
                                   trust_remote_code=cfg.model.trust_remote_code)
     pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed)
@@ -272,8 +274,10 @@ class Trainer:
         with stop.installed():
             try:
                 while ctx.step < self.total:
-                    if stop.requested:
-                        raise KeyboardInterrupt
+                    if stop.requested:  # at a step boundary: the state is consistent
+                        path = self.save_checkpoint()
+                        raise RunFailure(f"interrupted after step {ctx.step}; resumable checkpoint {path}; "
+                                         f"rerun with --resume to continue")
                     t0 = time.perf_counter()
                     record = self.step()
                     seconds = time.perf_counter() - t0
@@ -285,10 +289,10 @@ class Trainer:
                         break
                     if cfg.checkpoint_every and ctx.step % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
-            except KeyboardInterrupt:
-                path = self.save_checkpoint()
-                raise RunFailure(f"interrupted after step {ctx.step}; resumable checkpoint {path}; "
-                                 f"rerun with --resume to continue") from None
+            except KeyboardInterrupt:  # inside a step: its half-done state is not saved
+                kept = self.last_checkpoint.name if self.last_checkpoint else "none"
+                raise RunFailure(f"interrupted during step {ctx.step + 1}; last checkpoint: {kept}; "
+                                 f"rerun with --resume to continue from it") from None
             finally:
                 bar.close()
                 ctx.model.eval()

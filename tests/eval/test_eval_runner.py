@@ -149,3 +149,19 @@ def test_mc_accuracy_on_controlled_logits(tiny):
     res = ctx.result("mc_acc", "forget")
     assert res.per_example == [1.0, 0.0, 1.0] and res.value == pytest.approx(2 / 3)
     assert res.details["chance"] == 0.25
+
+
+def test_runner_on_the_tiny_benchmark(tiny_benchmark):
+    from moe_unlearn.data import UnlearnData
+    from moe_unlearn.models import load_model
+
+    data = UnlearnData.from_manifest(tiny_benchmark)
+    model, tok = load_model(data.model)
+    cfg = make_cfg(max_examples=8, metrics=["nll", "token_acc", "mc_acc", "stability", "replay", "utility_mc"])
+    out = evaluate_model(model, tok, data, cfg, original_model=model, progress=False)
+    # the benchmark model knows its training facts and has never seen the holdout ones
+    assert out["forget"]["token_acc"] > 0.8 and out["retain"]["token_acc"] > 0.8
+    assert out["forget"]["nll"] < out["holdout"]["nll"]
+    assert out["forget"]["mc_acc"] >= 0.75 and out["utility_mc"]["value"] >= 0.75
+    assert out["routing"]["stability"] == {"forget": 1.0, "retain": 1.0, "holdout": 1.0}
+    assert out["replay"]["value"] == pytest.approx(0.0)

@@ -1,0 +1,50 @@
+"""Throughput of the expensive evaluations: tokens/s of MC scoring and membership scoring.
+
+Each is compared with a plain no-grad forward over the same batches, so the ratio (<= 1) is
+what the scoring itself adds: tokenising, log-softmax over the vocabulary, Min-k%++ moments,
+per-example splitting, zlib and AUCs. Reported, no target.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from bench import evalset as E
+from bench.common import Env, Figure, interleaved, paired_ratio, sig
+from moe_unlearn.eval import batches as B
+
+SPLITS = ("forget", "holdout")
+
+
+def throughput(env: Env, name: str, scored: Callable[[E.EvalContext], object],
+               batches: Callable[[E.EvalContext], list[dict]]) -> Figure:
+    s = env.settings
+    ctx = E.eval_context(env.manifest, s.eval_examples)
+    bl = batches(ctx)
+    n = E.tokens(bl)
+    times = interleaved({"plain": lambda: E.plain_forward(ctx, bl), "scored": lambda: scored(E.fresh(ctx))},
+                        repeats=s.repeats, warmup=s.warmup, sync=lambda: E.sync(ctx))
+    ratio = paired_ratio(times, "plain", "scored")  # = scored tokens/s over plain tokens/s
+    detail = {"tokens": n, "scored_tokens_per_s": round(n / min(times["scored"]), 1),
+              "plain_tokens_per_s": round(n / min(times["plain"]), 1), "repeats": s.repeats}
+    return Figure(f"{name} tokens/s / plain forward tokens/s", sig(ratio), None, op="report", detail=detail)
+
+
+def mc_batches(ctx: E.EvalContext) -> list[dict]:
+    examples, _ = B.mc_examples(ctx.tokenizer, ctx.records("forget", "mc"), ctx.cfg)
+    return B.batches(examples, ctx.cfg.batch_size, ctx.pad_id)
+
+
+def text_batches(ctx: E.EvalContext) -> list[dict]:
+    out = []
+    for split in SPLITS:
+        examples = B.text_examples(ctx.tokenizer, ctx.records(split, "text"), ctx.cfg)
+        out += B.batches(examples, ctx.cfg.batch_size, ctx.pad_id)
+    return out
+
+
+def run(env: Env) -> list[Figure]:
+    return [
+        throughput(env, "MC scoring", lambda c: c.mc_loglik("forget"), mc_batches),
+        throughput(env, "membership scoring (LOSS, zlib, Min-k%, Min-k%++)", lambda c: c.result("privacy"), text_batches),
+    ]

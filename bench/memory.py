@@ -1,0 +1,123 @@
+"""Memory figures: NPO vs GA peak memory of a training step, SEUF optimizer state vs its slices.
+
+Peak memory of a step = bytes alive when the step starts (weights, gradients, optimizer state,
+kept reference values, NPO's precomputed reference log-probs, ...) + the largest growth during
+the step. On CUDA that is torch.cuda.max_memory_allocated. On CPU, where torch keeps no
+allocator statistics, `StepMemory` counts it: every tensor storage alive at the start (found
+by the garbage collector) plus every storage an op creates inside a TorchDispatchMode, released
+when the storage dies (weak storage references), so the count follows the same allocations
+the CUDA allocator would see (forward, autograd backward, optimizer), minus allocator caching.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any, Callable
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from bench.common import Env, Figure, sig
+from bench.session import trainer_for
+from moe_unlearn.train.engine import optimizer_state_bytes
+
+WARMUP_STEPS = 2  # the optimizer state exists from the first step on
+
+
+def live_storage_bytes() -> int:
+    """Bytes of every distinct tensor storage reachable from Python right now."""
+    seen: dict[int, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and not obj.is_meta:
+            st = obj.untyped_storage()
+            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+    return sum(seen.values())
+
+
+class StepMemory(TorchDispatchMode):
+    """Peak bytes of storages created inside the mode while they are alive.
+
+    `current` may over-count storages that died since the last sweep; a sweep (dropping dead
+    ones) runs whenever `current` would set a new peak, so `peak` is exact.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _sweep(self) -> None:
+        dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
+        for k in dead:
+            self.current -= self.live.pop(k)[1]
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            st = t.untyped_storage()
+            key, old = st.data_ptr(), self.live.get(st.data_ptr())
+            if st.nbytes() and (old is None or old[0].expired()):
+                if old is not None:
+                    self.current -= old[1]
+                self.live[key] = (StorageWeakRef(st), st.nbytes())
+                self.current += st.nbytes()
+        if self.current > self.peak:
+            self._sweep()
+            self.peak = max(self.peak, self.current)
+        return out
+
+
+def peak_bytes(step: Callable[[], Any], device: torch.device) -> dict[str, int]:
+    """{"start": bytes alive before the step, "peak": start + largest growth during it}."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return {"start": start, "peak": torch.cuda.max_memory_allocated(device)}
+    start = live_storage_bytes()
+    with StepMemory() as mem:
+        step()
+    return {"start": start, "peak": start + mem.peak}
+
+
+def method_peak(env: Env, method: str, overrides: list[str] | None = None) -> dict[str, int]:
+    trainer = trainer_for(env.manifest, env.work / f"memory-{method}", method, [], overrides)
+    for _ in range(WARMUP_STEPS):
+        trainer.step()
+    out = peak_bytes(trainer.step, trainer.ctx.device)
+    del trainer
+    gc.collect()
+    return out
+
+
+def seuf_state(env: Env) -> Figure:
+    trainer = trainer_for(env.manifest, env.work / "memory-seuf", "ga", ["seuf"])
+    trainer.step()
+    state = optimizer_state_bytes(trainer.optimizer)
+    trained = sum(t.numel() * t.element_size() for t in trainer.trainable.leaves())
+    fused = sum(s.param.numel() * s.param.element_size() for s in trainer.trainable.slices)
+    detail = {"optimizer_state_bytes": state, "trained_bytes": trained,
+              "fused_tensors_holding_the_slices_bytes": fused, "slices": len(trainer.trainable.slices)}
+    return Figure("SEUF optimizer state / (2 x trained slice bytes)", sig(state / (2 * trained)), 1.05,
+                  detail=detail)
+
+
+def run(env: Env) -> list[Figure]:
+    ga = method_peak(env, "ga")
+    npo = method_peak(env, "npo")
+    npo_forget_only = method_peak(env, "npo", ["npo.alpha=0"])
+    mib = 1 / 2**20
+    detail = {"method": "cuda.max_memory_allocated" if torch.cuda.is_available() else "live storages + dispatch-mode step peak",
+              "ga_MiB": round(ga["peak"] * mib, 2), "npo_MiB": round(npo["peak"] * mib, 2),
+              "ga_start_MiB": round(ga["start"] * mib, 2), "npo_start_MiB": round(npo["start"] * mib, 2),
+              "npo_forget_only_ratio": round(npo_forget_only["peak"] / ga["peak"], 4)}
+    return [Figure("NPO peak memory / GA peak memory", sig(npo["peak"] / ga["peak"]), 1.2, detail=detail),
+            seuf_state(env)]

@@ -1,0 +1,40 @@
+"""Every shipped adapter YAML loads and validates; bad adapter settings are one-line UserErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moe_unlearn.adapters.grip import GripConfig
+from moe_unlearn.errors import UserError
+from moe_unlearn.train.config import load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "adapters").glob("*.yaml"))
+
+
+def test_the_adapter_configs_exist():
+    assert {p.stem for p in CONFIGS} >= {"grip", "seuf", "trace", "trace_grip", "seuf_trace", "shortcut_probe"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_adapter_config_validates(path):
+    cfg = load_config(path)
+    for name in cfg.adapters:
+        assert type(cfg.section(name)).__name__.lower().startswith(name)
+    if path.stem == "grip":
+        assert cfg.section("grip") == GripConfig()  # the YAML documents the defaults
+    if path.stem == "shortcut_probe":
+        assert cfg.train.params == ["routers"] and cfg.adapters == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("grip.rel_energy=2", "'grip.rel_energy' must be in [0, 1)"),
+    ("grip.mode=projection", "'grip.mode' must be one of"),
+    ("seuf.top_m=0", "'seuf.top_m' must be >= 1"),
+    ("trace.w_max=0.5", "'trace.w_max' must be >= 1"),
+    ("trace.combine=sum", "'trace.combine' must be one of"),
+])
+def test_bad_adapter_settings_are_user_errors(override, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(CONFIGS[0].parent / "trace_grip.yaml", [override])

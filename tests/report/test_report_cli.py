@@ -1,0 +1,86 @@
+"""`moe-unlearn report`: table, figures, self-contained HTML, demo results.json, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from moe_unlearn.cli.main import run
+from moe_unlearn.report import load_runs
+from moe_unlearn.report.render import table_rows
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics(method: str, adapters: list[str], forget_mc: float, retain_stab: float) -> dict:
+    per_layer = [retain_stab, retain_stab - 0.1]
+    act = {"before": [[0.5, 0.5, 1.0], [1.0, 0.5, 0.5]], "after": [[0.25, 0.75, 1.0], [1.0, 1.0, 0.0]]}
+    act["delta"] = [[a - b for a, b in zip(ra, rb)] for ra, rb in zip(act["after"], act["before"])]
+    return {
+        "method": method, "adapters": adapters, "steps": 20,
+        "forget": {"nll": 4.5, "mc_acc": forget_mc, "token_acc": 0.2},
+        "retain": {"nll": 0.1, "mc_acc": 0.95, "token_acc": 0.9},
+        "holdout": {"nll": 5.0, "mc_acc": 0.3},
+        "routing": {"stability": {"forget": 0.6, "retain": retain_stab, "holdout": 0.7},
+                    "per_layer": {"forget": [0.6, 0.6], "retain": per_layer}, "activation": {"shift": 0.1, "forget": act}},
+        "replay": {"value": 0.3, "without": {"token_acc": 0.2}, "with_replay": {"token_acc": 0.5}},
+        "relearn": {"value": 0.8, "curve": [{"step": 0, "token_acc": 0.2}, {"step": 2, "token_acc": 0.8}]},
+        "privacy": {"value": -12.5},
+        "timing": {"total_seconds": 123.456},
+    }
+
+
+def _run_dir(root, name, metrics, with_log=True):
+    d = root / name
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "config.yaml").write_text(f"method: {metrics['method']}\n")
+    if with_log:
+        rows = [{"step": s, "loss": -0.5 * s, "seconds": 0.1} for s in range(1, 6)] + [{"step": 5, "eval": {"forget": {"nll": 3.0}}}]
+        (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')  # cut last line
+    return d
+
+
+def test_report_from_run_dirs(tmp_path, capsys):
+    a = _run_dir(tmp_path, "a", _metrics("graddiff", [], 0.25, 0.7))
+    b = _run_dir(tmp_path, "b", _metrics("graddiff", ["grip"], 0.5, 0.95))
+    out = tmp_path / "report"
+    assert run(["report", str(a), str(b), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| graddiff | 20 | 4.500 | 0.250 | 0.200 | 0.100 | 0.950 | n/a | 0.600 | 0.700 | 0.700 | 0.300 | -12.500 | 123.5 |" in md
+    assert "| graddiff+grip |" in md
+    figures = {"forget_vs_utility", "stability_per_layer", "replay_recovery", "relearn", "training_curves", "activation_00", "activation_01"}
+    for name in figures:
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG
+        assert f"({name}.png)" in md
+    page = (out / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == len(figures)
+    assert not re.search(r"src='(?!data:)", page)  # self-contained: nothing loaded from elsewhere
+    assert "graddiff+grip" in page and "7 figures" in capsys.readouterr().out
+    runs = load_runs([a])
+    assert [row["step"] for row in runs[0].log][-1] == 5  # the cut line was skipped
+
+
+def test_demo_results_list_and_unique_names(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([_metrics("ga", [], 0.3, 0.8), _metrics("ga", [], 0.4, 0.9), _metrics("npo", ["seuf"], 0.2, 0.6)]))
+    runs = load_runs([results])
+    assert [r.name for r in runs] == ["ga", "ga #2", "npo+seuf"]
+    assert [row[0] for row in table_rows(runs)] == ["ga", "ga #2", "npo+seuf"]
+    assert run(["report", str(results), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_report_errors_are_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text("{not json")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.json").write_text(json.dumps({"hello": 1}))
+    for path, message in [(tmp_path / "missing", "not found"), (tmp_path / "empty", "has no metrics.json"),
+                          (bad, "not a readable JSON"), (other, "does not hold run metrics")]:
+        assert run(["report", str(path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
