@@ -39,7 +39,7 @@ class FakeCtx:
 
     def __post_init__(self) -> None:
         self.layers = moe_layers(self.model)
-        self.cfg = SimpleNamespace(seed=0)
+        self.cfg = SimpleNamespace(seed=0, train=SimpleNamespace(lora=None))
         self.device = next(self.model.parameters()).device
 
     def iter_split(self, role: str, batch_size: int | None = None):

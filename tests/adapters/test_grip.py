@@ -7,6 +7,7 @@ import torch
 
 from moe_unlearn.adapters.grip import Grip, GripConfig, router_rows
 from moe_unlearn.adapters.routing_io import capture
+from moe_unlearn.errors import UserError
 from moe_unlearn.models.tiny import tiny_model
 from tests.adapters.conftest import random_batches
 
@@ -73,3 +74,26 @@ def test_routers_only_training_keeps_retained_routing(arch, fake_ctx):
     assert info["projector_bytes"] > 0 and len(info["null_dim"]) == 2
     row_dim = 65 if arch == "gpt_oss" else 64  # a router with bias constrains [x; 1]
     assert info["row_dim"] == [row_dim, row_dim]
+
+
+def test_grip_state_round_trips_through_a_weights_only_checkpoint(fake_ctx, tmp_path):
+    retain = random_batches(4, seed=1, high=128)
+    forget = random_batches(2, seed=2, low=128)
+    model = tiny_model("mixtral", seed=0)
+    ctx = fake_ctx(model, retain=retain, forget=forget)
+    grip = Grip(GripConfig(mode="project", margins=True))
+    ctx.adapters = [grip]
+    grip.check(ctx)
+    grip.prepare(ctx)
+    _train_routers(ctx, grip, forget, steps=3, lr=1e-2)
+    torch.save(grip.state_dict(), tmp_path / "state.pt")
+    fresh = Grip(GripConfig(mode="project", margins=True))
+    fresh.prepare(fake_ctx(tiny_model("mixtral", seed=0), retain=retain, forget=forget))
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    for a, b in zip(grip.layers, fresh.layers):
+        assert torch.equal(a.old, b.old)
+    assert torch.equal(grip.generator.get_state(), fresh.generator.get_state())
+    assert fresh.summary()["project_ms_per_step"] == grip.summary()["project_ms_per_step"]
+    ctx.cfg.train.lora = object()
+    with pytest.raises(UserError, match="drop train.lora"):
+        grip.check(ctx)

@@ -69,7 +69,8 @@ def test_kaczmarz_enforces_margins_inside_the_null_space():
     delta = project_rows(torch.randn(e, d, generator=g), basis)
     before = int(((x @ delta.T) > bound).sum())
     assert before > 20  # the random update does violate many margins
-    fixed, left = kaczmarz_margins(delta, x, bound, basis, iters=2000, generator=torch.Generator().manual_seed(0), tol=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    fixed, left = kaczmarz_margins(delta, x, bound, basis, iters=2000, generator=gen, tol=1e-5)
     assert left == 0
     assert ((x @ fixed.T) - bound).max() <= 1e-5
     assert (x @ fixed.T)[selected].abs().max() < 1e-3  # equality constraints still hold

@@ -56,7 +56,8 @@ def test_seuf_trains_only_its_slice_and_router(adapter_run, tiny_benchmark, tmp_
     freq = {}
     for split in ("forget", "retain"):
         recs = getattr(data, split).qa[:40]
-        batch = collate([encode_qa(tok, r["question"], r["answer"], max_length=64) for r in recs], tok.pad_token_id or 0)
+        examples = [encode_qa(tok, r["question"], r["answer"], max_length=64) for r in recs]
+        batch = collate(examples, tok.pad_token_id or 0)
         freq[split] = float(capture(model, [batch]).frequencies()[layer][expert])
     assert freq["forget"] > 2 / 8
     assert freq["forget"] > freq["retain"]
@@ -92,3 +93,14 @@ def test_impossible_combinations_are_user_errors(adapter_run):
         adapter_run("ga-trace", "adapters=[trace]", method="ga")
     with pytest.raises(UserError, match="seuf keeps all routers except its target layers frozen"):
         adapter_run("seuf-grip", "adapters=[seuf,grip]")
+
+
+def test_grip_consistency_term_holds_routing_when_everything_trains(adapter_run):
+    """All parameters trained: projection alone cannot stop the upstream drift (methods.md section
+    7); the routing-consistency retain term does."""
+    plain = adapter_run("all-plain", "train.max_steps=12")
+    cons = adapter_run("all-cons", "train.max_steps=12", "adapters=[grip]", "grip.mode=project", "grip.consistency=10")
+    assert cons["routing"]["stability"]["retain"] > plain["routing"]["stability"]["retain"] + 0.1
+    assert cons["retain"]["nll"] < plain["retain"]["nll"]
+    with pytest.raises(UserError, match="grip.consistency acts on the retain forward.*'ga'"):
+        adapter_run("ga-cons", "adapters=[grip]", "grip.consistency=1", method="ga")

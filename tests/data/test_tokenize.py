@@ -7,6 +7,7 @@ import torch
 
 from moe_unlearn.benchmark.base_model import train_tokenizer
 from moe_unlearn.data import IGNORE, collate, encode_mc, encode_qa, encode_text
+from moe_unlearn.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,16 @@ def test_collate_right_pads_and_masks(tok) -> None:
     assert (batch["labels"][1, n_b:] == IGNORE).all()
     assert batch["index"].tolist() == [5, 2] and batch["index"].dtype == torch.long
     assert collate([b, b], 0)["index"].tolist() == [2, 2]
+
+
+def test_chat_template_is_used_when_asked(tok) -> None:
+    with pytest.raises(UserError, match="no chat template"):
+        encode_qa(tok, "Q?", "A", max_length=64, chat_template=True)
+    tok.chat_template = "{% for m in messages %}<user> {{ m['content'] }}{% endfor %} <bot>"
+    try:
+        e = encode_qa(tok, "Which animal?", "fruit bats", max_length=64, chat_template=True)
+    finally:
+        tok.chat_template = None
+    prompt = tok("<user> Which animal? <bot>", add_special_tokens=False)["input_ids"]
+    assert e["input_ids"][: len(prompt)] == prompt and e["labels"][: len(prompt)] == [IGNORE] * len(prompt)
+    assert tok.decode([x for x in e["labels"] if x != IGNORE], skip_special_tokens=True) == "fruit bats"

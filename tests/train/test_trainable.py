@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from moe_unlearn.config import build
 from moe_unlearn.methods.ga import GA, GAConfig
-from moe_unlearn.models import load_model, moe_layers, select_parameters, tiny_model
+from moe_unlearn.models import TINY_ARCHS, load_model, moe_layers, select_parameters, tiny_model
 from moe_unlearn.models.tiny import tiny_config
 from moe_unlearn.train import run_unlearning
 from moe_unlearn.train.config import TrainConfig
@@ -159,3 +159,23 @@ def test_lora_on_fused_experts_is_merged_into_a_plain_checkpoint(run_config, tmp
     changed = {n for n in before_p if not torch.equal(before_p[n], after_p[n])}
     assert changed and all("experts.gate_up_proj" in n for n in changed)
     assert metrics["memory"]["trainable_params"] < sum(p.numel() for p in original.parameters()) // 10
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_forward_reference_and_load_balancing_on_every_architecture(arch):
+    model = tiny_model(arch, seed=0)
+    batch = _batch()
+    ctx = _ctx(model, coef=0.01)
+    ctx.trainable = split_refs(select_parameters(model, ["routers", "expert:0:1"]))
+    ctx.trainable.keep_originals()
+    loss, _ = ctx.method.forget_loss(ctx, batch)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1))
+        with ctx.reference():
+            ref = ctx.forward(batch, role="reference").logits
+    assert float(loss.detach()) == pytest.approx(-float(ce), rel=1e-5)
+    assert torch.allclose(ref, logits, atol=1e-6)
+    assert float(ctx.forwards["forget"].aux_loss.detach()) > 0
+    loss.backward()
+    assert ctx.trainable.full and all(p.grad is not None for p in ctx.trainable.full.values())

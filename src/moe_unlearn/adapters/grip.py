@@ -64,7 +64,8 @@ class GripConfig:
     def validate(self, where: str) -> None:
         require(self.cache_tokens >= 1, f"'{where}.cache_tokens' must be >= 1, got {self.cache_tokens}")
         require(0 <= self.rel_energy < 1, f"'{where}.rel_energy' must be in [0, 1), got {self.rel_energy}")
-        require(self.max_rank is None or self.max_rank >= 1, f"'{where}.max_rank' must be >= 1 or null, got {self.max_rank}")
+        require(self.max_rank is None or self.max_rank >= 1,
+                f"'{where}.max_rank' must be >= 1 or null, got {self.max_rank}")
         require(self.margin_eps >= 0, f"'{where}.margin_eps' must be >= 0, got {self.margin_eps}")
         require(self.margin_iters >= 1, f"'{where}.margin_iters' must be >= 1, got {self.margin_iters}")
         require(self.ptc_lambda > 0, f"'{where}.ptc_lambda' must be > 0, got {self.ptc_lambda}")
@@ -73,7 +74,8 @@ class GripConfig:
         require(self.ptc_nll_tolerance >= 0, f"'{where}.ptc_nll_tolerance' must be >= 0, got {self.ptc_nll_tolerance}")
         require(self.online_every >= 1, f"'{where}.online_every' must be >= 1, got {self.online_every}")
         require(self.consistency >= 0, f"'{where}.consistency' must be >= 0, got {self.consistency}")
-        require(self.consistency_margin >= 0, f"'{where}.consistency_margin' must be >= 0, got {self.consistency_margin}")
+        require(self.consistency_margin >= 0,
+                f"'{where}.consistency_margin' must be >= 0, got {self.consistency_margin}")
 
     @property
     def project(self) -> bool:
@@ -143,6 +145,14 @@ class Grip(Adapter):
         self.original_topk: list[list[torch.Tensor]] = []  # [example][layer] -> [len, k] (consistency)
 
     def check(self, ctx: RunContext) -> None:
+        if self.cfg.consistency > 0 and not ctx.method.has_retain_term:
+            raise UserError(
+                f"grip.consistency acts on the retain forward, but method '{ctx.method.name}' has no retain "
+                "term; use a method with one (e.g. graddiff) or set grip.consistency=0"
+            )
+        if ctx.cfg.train.lora is not None:
+            raise UserError("grip edits router weights directly and cannot constrain LoRA deltas; "
+                            "drop train.lora and pick the trained parameters with train.params")
         names = {a.name for a in ctx.adapters}
         if "seuf" in names and self.cfg.refit and self.cfg.ptc_routers == "all":
             raise UserError(
@@ -230,7 +240,8 @@ class Grip(Adapter):
 
     @torch.no_grad()
     def after_training(self, ctx: RunContext) -> None:
-        if self.cfg.refit:
+        refitted_now = bool(self.ptc_runs) and self.ptc_runs[-1]["step"] == ctx.step  # online, last step
+        if self.cfg.refit and not refitted_now:
             self.correct(ctx)
 
     # -- post-training correction ----------------------------------------------------------

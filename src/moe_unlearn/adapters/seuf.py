@@ -90,6 +90,11 @@ class Seuf(Adapter):
             out.setdefault(layer, []).append(expert)
         return out
 
+    def check(self, ctx: RunContext) -> None:
+        if ctx.cfg.train.lora is not None:
+            raise UserError("seuf trains one expert slice and its router itself; drop train.lora "
+                            "(seuf replaces train.params as well)")
+
     @torch.no_grad()
     def prepare(self, ctx: RunContext) -> None:
         total = sum(layer.num_experts for layer in ctx.layers)

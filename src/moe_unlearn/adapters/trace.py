@@ -93,7 +93,10 @@ class Trace(Adapter):
             ff, fr = f_forget[layer], f_retain[layer]
             ratio = ff / (fr + self.cfg.eps)
             order = ratio.argsort(descending=True)
-            chosen = order[: self.cfg.top_m] if self.cfg.select == "top_m" else order[ratio[order] >= self.cfg.ratio_threshold]
+            if self.cfg.select == "top_m":
+                chosen = order[: self.cfg.top_m]
+            else:
+                chosen = order[ratio[order] >= self.cfg.ratio_threshold]
             weights = odds_weight(ff, fr, self.cfg.w_max)
             for e in chosen.tolist():
                 if ff[e] > fr[e]:

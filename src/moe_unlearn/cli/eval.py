@@ -67,6 +67,10 @@ def eval_command(
     from moe_unlearn.models import load_model
 
     start = time.perf_counter()
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if not model.is_dir():
         raise UserError(f"--model {model} is not a directory; pass a saved model folder (e.g. RUN/model)")
     if _inside(out, model) or (original is not None and original.is_dir() and _inside(out, original)):

@@ -152,8 +152,13 @@ def inspect_command(
     max_length: int = typer.Option(512, "--max-length", min=1, help="Truncate each text to this many tokens."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Count which experts each MoE layer selects over a text file."""
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     out_path = _outside_model_dir(model, out, "--out")
     plot_path = _outside_model_dir(model, plot, "--plot") if plot is not None else None
     texts = read_texts(data, text_field)
@@ -161,7 +166,8 @@ def inspect_command(
     sequences = encode(tokenizer, texts, max_tokens, max_length)
     if not sequences:
         raise UserError(f"{data}: the texts encode to no tokens")
-    stats = routing_stats(net, tokenizer, sequences, batch_size=batch_size, name=model)
+    stats = routing_stats(net, tokenizer, sequences, batch_size=batch_size, name=model,
+                          progress=not quiet)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(stats, indent=2) + "\n")
     if plot_path is not None:

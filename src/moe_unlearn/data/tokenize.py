@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from moe_unlearn.errors import UserError
+
 IGNORE = -100
 
 
@@ -29,6 +31,8 @@ def encode_qa(tokenizer: Any, question: str, answer: str, *, max_length: int,
     (the words nearest the answer stay).
     """
     if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError("the tokenizer has no chat template; set data.chat_template=false")
         prompt_text = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
         )

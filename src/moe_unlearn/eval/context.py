@@ -35,12 +35,12 @@ class QAPass:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """Short hash of every parameter's name, shape and first two moments (cheap, on device)."""
+    """Short hash of every parameter's name, shape and exact first two moments (cheap, on device)."""
     h = hashlib.sha1()
     with torch.no_grad():
         for name, p in model.named_parameters():
             x = p.detach().double()
-            h.update(f"{name}{tuple(p.shape)}{float(x.sum()):.10e}{float(x.square().sum()):.10e}".encode())
+            h.update(f"{name}{tuple(p.shape)}{float(x.sum()).hex()}{float(x.square().sum()).hex()}".encode())
     return h.hexdigest()[:16]
 
 
@@ -62,6 +62,8 @@ class EvalCache:
 
 @dataclass
 class EvalContext:
+    """One model under evaluation: metrics read its memoised passes and each other's results."""
+
     model: torch.nn.Module
     tokenizer: Any
     data: Any  # UnlearnData
@@ -113,12 +115,13 @@ class EvalContext:
         return list(recs[: self.cfg.max_examples] if self.cfg.max_examples else recs)
 
     def data_fingerprint(self) -> str:
-        """Hash of every eval record used and of the eval settings."""
+        """Hash of every eval record used, the eval settings and the retrained reference."""
         key = ("data_fp",)
         if key not in self._memo:
             blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc")} for s in (*SPLITS, "utility")}
             cfg = {k: v for k, v in vars(self.cfg).items() if k not in ("metrics", "relearn", "lm_eval")}
-            raw = json.dumps([blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval)], sort_keys=True, default=str)
+            parts = [blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval), self.retrained]
+            raw = json.dumps(parts, sort_keys=True, default=str)
             self._memo[key] = hashlib.sha1(raw.encode()).hexdigest()[:16]
         return self._memo[key]
 

@@ -34,9 +34,11 @@ def greedy_generate(
     batch_size: int,
     progress: bool = False,
 ) -> list[str]:
-    """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials."""
+    """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials;
+    capped so prompt + continuation fit the model's max_position_embeddings."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    limit = getattr(model.config, "max_position_embeddings", None)  # never generate past the context
     out: list[str] = []
     chunks = range(0, len(prompts), batch_size)
     with torch.no_grad():
@@ -48,10 +50,14 @@ def greedy_generate(
             for i, p in enumerate(chunk):
                 ids[i, width - len(p) :] = torch.tensor(p)
                 mask[i, width - len(p) :] = 1
+            room = max_new_tokens if limit is None else min(max_new_tokens, limit - width)
+            if room < 1:  # the prompt already fills the model's context
+                out += [""] * len(chunk)
+                continue
             gen = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=room,
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,

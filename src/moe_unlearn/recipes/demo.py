@@ -19,7 +19,7 @@ from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.config import apply_overrides
 from moe_unlearn.errors import UserError
 from moe_unlearn.report import write_report
-from moe_unlearn.train.config import _merge, build_config
+from moe_unlearn.train.config import merge_config, build_config
 from moe_unlearn.train.engine import run_unlearning
 
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
@@ -47,8 +47,8 @@ def plan(spec: dict[str, Any], *, quick: bool) -> list[DemoRun]:
 
 def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) -> dict[str, Any]:
     """The raw unlearn config of one run: common budget + the method's own settings."""
-    raw = _merge(spec["common"], spec.get("methods", {}).get(run.method, {}))
-    raw = _merge(raw, {"method": run.method, "adapters": list(run.adapters), "seed": seed,
+    raw = merge_config(spec["common"], spec.get("methods", {}).get(run.method, {}))
+    raw = merge_config(raw, {"method": run.method, "adapters": list(run.adapters), "seed": seed,
                        "data": {"manifest": str(manifest)}})
     return raw
 

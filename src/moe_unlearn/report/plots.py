@@ -208,15 +208,16 @@ def training_curves(runs: list[Run], path: Path) -> Path | None:
                        if _num(get(row, "eval", "forget", "nll")) is not None]) for r in runs]
     evals = [(n, c) for n, c in evals if c]
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6.5, 4), squeeze=False)
+    styles = run_styles(runs)
     for name, c in curves:
-        axes[0][0].plot(*zip(*c), label=name)
+        axes[0][0].plot(*zip(*c), label=name, color=styles[name]["color"], linestyle=styles[name]["linestyle"])
     axes[0][0].set_title("training loss")
     axes[0][0].set_xlabel("step")
     axes[0][0].grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     if evals:
         for name, c in evals:
-            axes[0][1].plot(*zip(*c), marker="o", label=name)
+            axes[0][1].plot(*zip(*c), label=name, **styles[name])
         axes[0][1].set_title("forget answer NLL (periodic eval)")
         axes[0][1].set_xlabel("step")
         axes[0][1].grid(alpha=0.3)
@@ -229,9 +230,11 @@ def relearn_curves(runs: list[Run], path: Path) -> Path | None:
     curves = [(n, c) for n, c in curves if c]
     if not curves:
         return None
+    styles = run_styles([r for r in runs if get(r.metrics, "relearn", "curve")])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, c in curves:
-        ax.plot([p["step"] for p in c], [p["token_acc"] for p in c], marker="o", label=name)
+        ax.plot([p["step"] for p in c], [p["token_acc"] for p in c], label=name, **styles[name])
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("relearning step (fine-tune on part of the forget set)")
     ax.set_ylabel("forget answer-token accuracy")

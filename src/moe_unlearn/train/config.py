@@ -127,12 +127,12 @@ class UnlearnConfig:
         return out
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings merge key by key, anything else in `top` replaces `base`."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_config(out[key], value)
         else:
             out[key] = value
     return out
@@ -151,8 +151,8 @@ def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, An
         raise UserError(f"'base' in {p} must be a path or a list of paths")
     merged: dict[str, Any] = {}
     for b in bases:
-        merged = _merge(merged, resolve_yaml(p.parent / b, (*_seen, p)))
-    return _merge(merged, raw)
+        merged = merge_config(merged, resolve_yaml(p.parent / b, (*_seen, p)))
+    return merge_config(merged, raw)
 
 
 def _registries() -> tuple[Any, Any]:

@@ -78,13 +78,14 @@ class RunContext:
         lb = self.cfg.train.load_balancing_coef > 0 and role != "reference"
         capture = role != "reference" and role in self.capture_roles()
         cm = capture_routing(self.model, keep_grad=True) if capture else contextlib.nullcontext()
+        extra = {"output_router_logits": True} if lb else {}  # not every MoE class takes the flag
         with cm as routing, self.autocast():
             out = self.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 output_hidden_states=output_hidden_states,
-                output_router_logits=lb,
                 use_cache=False,
+                **extra,
             )
         aux = self._load_balancing(out, batch) if lb and torch.is_grad_enabled() else None
         weights = self._retain_weights(batch, routing) if role == "retain" else None

@@ -29,7 +29,7 @@ from moe_unlearn.adapters import ADAPTERS
 from moe_unlearn.data import UnlearnData, load_data, paired_batches
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.methods import METHODS
-from moe_unlearn.models import load_model, moe_layers
+from moe_unlearn.models import load_model, moe_layers, resolve_device
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
 from moe_unlearn.train.context import RunContext, to_device
@@ -40,14 +40,6 @@ OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
 
 
 # ---- setup --------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device is cuda but no CUDA device is available; use model.device=auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def check_out_dir(out_dir: Path, model_dir: Path | None, *, overwrite: bool, resume: bool) -> None:
     """Refuse an output dir inside (or holding) the input model, or a used one without overwrite/resume."""
     if overwrite and resume:
@@ -230,6 +222,7 @@ class Trainer:
             for k, v in {"loss": float(loss.detach()), **out.logs,
                          **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
+        ctx.forwards.clear()  # release the last micro-batch's logits
         self.trainable.collect_slice_grads()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
         if not _finite(norm):

@@ -59,12 +59,6 @@ class Trainable:
         for s in self.slices:
             s.param.data[s.expert].copy_(s.leaf)
 
-    @torch.no_grad()
-    def refresh_leaves(self) -> None:
-        """leaf = param.data[e] (after a checkpoint restored the fused tensors)."""
-        for s in self.slices:
-            s.leaf.copy_(s.param.data[s.expert])
-
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Trained values for a checkpoint: whole params by name, slices as NAME@expert."""
         out = {name: p.detach() for name, p in self.full.items()}
