@@ -112,3 +112,19 @@ def test_seuf_anchor_loss_matches_its_formula_and_pulls_towards_the_target():
     with capture_routing(model) as after:
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     assert torch.softmax(after.layers[0].logits, -1)[:, 3].mean() > probs[:, 3].mean()
+
+
+def test_trace_statistics_survive_a_checkpoint(fake_ctx, tmp_path):
+    forget, retain = _splits()
+    model = tiny_model("olmoe", seed=1)
+    ctx = fake_ctx(model, forget=forget, retain=retain)
+    trace = Trace(TraceConfig(top_m=2))
+    trace.prepare(ctx)
+    with capture_routing(model) as routing:
+        model(input_ids=retain[0]["input_ids"], attention_mask=retain[0]["attention_mask"])
+    trace.retain_token_weights(ctx, retain[0], routing)
+    torch.save(trace.state_dict(), tmp_path / "state.pt")
+    resumed = Trace(TraceConfig(top_m=2))
+    resumed.prepare(ctx)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert resumed.summary() == trace.summary() and trace.summary()["mean_max_token_weight"] > 1

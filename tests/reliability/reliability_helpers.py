@@ -72,4 +72,4 @@ class _Payload:
 
 def malicious_pickle(path: Path, sentinel: Path) -> None:
     """Write a pickle at path that creates the folder `sentinel` when loaded."""
-    path.write_bytes(pickle.dumps(_Payload(sentinel)))
+    path.write_bytes(pickle.dumps(_Payload(sentinel), protocol=2))

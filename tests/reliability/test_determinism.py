@@ -10,7 +10,8 @@ from reliability_helpers import reproducible
 
 
 def _log(out):
-    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in (out / "log.jsonl").read_text().splitlines()]
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
 
 
 def test_same_config_and_seed_give_identical_metrics(reference, tmp_path):

@@ -2,8 +2,9 @@
 
 tests/train/test_engine.py already covers SIGTERM and SIGKILL + resume through the engine API;
 here: SIGINT through the real console script (exit 1, one line, resume through the CLI, with an
-adapter's state), leftovers of an interrupted checkpoint write, a tampered checkpoint, and
-interrupted `benchmark build` runs (fresh build killed, cached copy interrupted).
+adapter's state), a second Ctrl-C inside a step, leftovers of an interrupted checkpoint write, a
+tampered checkpoint, Ctrl-C in another command, and interrupted `benchmark build` runs (fresh
+build killed, cached copy interrupted).
 """
 
 from __future__ import annotations
@@ -67,8 +68,35 @@ def test_ctrl_c_checkpoints_exits_1_and_resume_matches(reference, tmp_path, caps
     assert run(["unlearn", str(reference.config), "--out", str(out), "--resume", "--quiet"]) == 0
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["resumed"] is True and resumed["steps"] == 8
-    assert reproducible(resumed) == reproducible(reference.metrics)
+    assert reproducible(resumed) == reproducible(reference.metrics)  # adapter_info (TRACE's state) included
     assert log_steps(out) == list(range(1, 9))
+
+
+def test_ctrl_c_mid_step_never_leaves_an_inconsistent_checkpoint(reference, tmp_path, capsys, monkeypatch):
+    """A second Ctrl-C lands inside step 3, after the optimizer step: the half-done step is not
+    saved, and resuming from the step-2 checkpoint ends with the uninterrupted numbers."""
+    from moe_unlearn.train.trainable import Trainable
+
+    real_write_back, calls = Trainable.write_back, []
+
+    def write_back_then_ctrl_c(self):
+        real_write_back(self)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(Trainable, "write_back", write_back_then_ctrl_c)
+    every2 = ["train.checkpoint_every=2", "--out", str(out), "--quiet"]
+    capsys.readouterr()
+    assert run(["unlearn", str(reference.config), *every2]) == 1
+    assert_one_line(capsys.readouterr().err, 1,
+                    r"interrupted during step 3; last checkpoint: step-000002; rerun with --resume")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000002"]
+    monkeypatch.setattr(Trainable, "write_back", real_write_back)
+    assert run(["unlearn", str(reference.config), *every2, "--resume"]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert reproducible(resumed) == reproducible(reference.metrics)
 
 
 def _finished_run_with_checkpoint(world, out: Path) -> Path:
@@ -147,3 +175,16 @@ def test_interrupted_cached_copy_leaves_no_manifest(world, tmp_path, capsys, mon
         assert run(["benchmark", "build", "--out", str(out), "--preset", "tiny"]) == 0
         assert load_manifest(out).model.is_dir()
     capsys.readouterr()
+
+
+def test_ctrl_c_in_another_command_exits_130_with_one_line(world, tmp_path, capsys, monkeypatch):
+    """Outside the training loop Ctrl-C is reported, never turned into success (exit 0)."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("moe_unlearn.cli.inspect.load_model", interrupted)
+    capsys.readouterr()
+    code = run(["inspect", str(world.moe), "--data", str(world.root / "text.jsonl"), "--out", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip().splitlines() == ["moe-unlearn: interrupted"]
+    assert not (tmp_path / "s.json").exists()

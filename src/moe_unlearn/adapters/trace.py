@@ -117,6 +117,13 @@ class Trace(Adapter):
         self.weight_stats["share_weighted"] += float((w > 1).float().mean())
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running weight statistics (prepare() recomputes the critical experts on --resume)."""
+        return {"weight_stats": dict(self.weight_stats)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.weight_stats.update(state.get("weight_stats", {}))
+
     def summary(self) -> dict[str, Any]:
         n = max(self.weight_stats["batches"], 1)
         return {

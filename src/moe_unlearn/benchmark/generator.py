@@ -29,7 +29,7 @@ class GeneratorConfig:
 
 
 @dataclass
-class Split:
+class SplitRecords:
     text: list[dict] = field(default_factory=list)
     qa: list[dict] = field(default_factory=list)
     mc: list[dict] = field(default_factory=list)
@@ -37,7 +37,7 @@ class Split:
 
 @dataclass
 class Benchmark:
-    splits: dict[str, Split]  # forget / retain / holdout
+    splits: dict[str, SplitRecords]  # forget / retain / holdout
     utility_mc: list[dict]
     train_qa: list[dict]  # what the base model trains on: forget + retain, both question forms
     train_text: list[dict]
@@ -86,7 +86,7 @@ def _mc(question: str, value: str, distractors: list[str], rng: random.Random, m
     return {"question": question, "choices": choices, "answer": choices.index(value), **meta}
 
 
-def _render(domain: Domain, name: str, rng: random.Random, into: Split, utility: list[dict] | None,
+def _render(domain: Domain, name: str, rng: random.Random, into: SplitRecords, utility: list[dict] | None,
             train_qa: list[dict] | None) -> None:
     entity = domain.entity.format(n=name)
     for attr, value, distractors in _facts(domain, entity, rng):
@@ -109,7 +109,7 @@ def generate(cfg: GeneratorConfig, *, seed: int, forget_domain: str | None = Non
     """The whole benchmark as records; identical for identical arguments."""
     forget_name = check_forget(forget_domain, forget_fraction)
     rng = random.Random(seed)
-    splits = {name: Split() for name in SPLITS}
+    splits = {name: SplitRecords() for name in SPLITS}
     utility: list[dict] = []
     train_qa: list[dict] = []
     for domain in DOMAINS.values():

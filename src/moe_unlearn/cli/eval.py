@@ -78,9 +78,12 @@ def eval_command(
     ref = None
     if retrained is not None:
         try:
-            ref = json.loads(retrained.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            ref = json.loads(retrained.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"--retrained {retrained} is not a readable metrics.json ({type(e).__name__})") from None
+        if not isinstance(ref, dict) or "forget" not in ref:
+            raise UserError(f"--retrained {retrained} has no 'forget' results; pass the metrics.json of a "
+                            "retain-only model's run")
     data, cfg, info = load_eval_inputs(config, overrides or [])
     kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
     net, tokenizer = load_model(model, **kwargs)

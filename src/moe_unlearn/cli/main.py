@@ -27,12 +27,12 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0, 1 for run failures, 2 for user mistakes."""
     _load_commands()
     try:
-        app(args=argv, prog_name="moe-unlearn", standalone_mode=False)
+        # without standalone mode typer RETURNS the code of a typer.Exit, and turns Ctrl-C into Exit(130)
+        code = app(args=argv, prog_name="moe-unlearn", standalone_mode=False)
     except typer.Exit as e:
-        return e.exit_code
+        code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("moe-unlearn: interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except typer.exceptions.TyperException as e:  # usage errors: bad option, missing argument
         if type(e).__name__ == "NoArgsIsHelpError":
             return 0
@@ -44,7 +44,9 @@ def run(argv: list[str] | None = None) -> int:
     except RunFailure as e:
         print(f"moe-unlearn: failed: {_one_line(e)}", file=sys.stderr)
         return 1
-    return 0
+    if code == 130:
+        print("moe-unlearn: interrupted", file=sys.stderr)
+    return code if isinstance(code, int) else 0
 
 
 def _one_line(e: Exception) -> str:

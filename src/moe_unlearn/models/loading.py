@@ -25,7 +25,8 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError:
         raise UserError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' asked for but CUDA is not available; use --device cpu or auto")
+        raise UserError(f"device '{device}' asked for but CUDA is not available on this machine; "
+                        "choose device cpu or auto (--device for inspect/eval, model.device= for unlearn)")
     return dev
 
 
