@@ -1,8 +1,8 @@
 """A ready-to-step Trainer for one (method, adapters) on the embedded benchmark.
 
-Mirrors `run_unlearning` up to the first step (check -> method and adapter prepare on the
-original model -> trainable -> Trainer) and stops there: the bench times single steps, not
-whole runs, and skips the evaluation routing capture that a step never reads.
+Uses the engine's own `prepare_trainer` (the setup half of `run_unlearning`), so the bench
+times exactly the Trainer a run trains with; it skips the evaluation routing capture that a
+step never reads.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 import torch
 
 from moe_unlearn.config import apply_overrides
-from moe_unlearn.data import load_data
 from moe_unlearn.train import build_config
-from moe_unlearn.train.engine import Trainer, build_trainable, model_path_of, setup
+from moe_unlearn.train.engine import Trainer, prepare_trainer
 
 
 def bench_config(manifest: Path, method: str, adapters: list[str], overrides: list[str] | None = None) -> dict[str, Any]:
@@ -33,20 +32,8 @@ def trainer_for(manifest: Path, out_dir: Path, method: str, adapters: list[str],
                 overrides: list[str] | None = None) -> Trainer:
     """A Trainer whose `.step()` runs one optimizer step (model in train mode)."""
     cfg = build_config(bench_config(manifest, method, adapters, overrides))
-    data = load_data(cfg.data)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ctx, pairs = setup(cfg, out_dir, data, model_path_of(cfg, data))
-    ctx.model.eval()
-    for a in ctx.adapters:
-        a.check(ctx)
-    ctx.method.prepare(ctx)
-    for a in ctx.adapters:
-        a.prepare(ctx)
-    trainable = ctx.trainable = build_trainable(ctx)
-    if ctx.method.uses_reference() or any(getattr(a, "needs_reference", False) for a in ctx.adapters):
-        trainable.keep_originals()
-    trainer = Trainer(ctx, trainable, pairs, progress=False)
-    ctx.model.train()
+    trainer = prepare_trainer(cfg, out_dir, progress=False, overwrite=True, eval_routing=False)
+    trainer.ctx.model.train()
     return trainer
 
 

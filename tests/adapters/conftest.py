@@ -34,12 +34,13 @@ class FakeCtx:
     splits: dict[str, list[dict[str, torch.Tensor]]]
     out_dir: Path
     adapters: list[Any] = field(default_factory=list)
-    method: Any = field(default_factory=lambda: SimpleNamespace(name="graddiff", has_retain_term=True))
+    method: Any = field(default_factory=lambda: SimpleNamespace(name="graddiff", has_retain_term=True,
+                                                                select_params=lambda ctx, specs: None))
     step: int = 0
 
     def __post_init__(self) -> None:
         self.layers = moe_layers(self.model)
-        self.cfg = SimpleNamespace(seed=0, train=SimpleNamespace(lora=None))
+        self.cfg = SimpleNamespace(seed=0, train=SimpleNamespace(lora=None, params=["all"]))
         self.device = next(self.model.parameters()).device
 
     def iter_split(self, role: str, batch_size: int | None = None):

@@ -116,8 +116,6 @@ def test_tampered_checkpoint_never_runs_code(world, tmp_path, capsys):
     assert not sentinel.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="train/checkpoint.py load() lets UnpicklingError/RuntimeError through as a "
-                                       "traceback; fix requested from the engine owner (see docs/reliability.md)")
 @pytest.mark.parametrize("damage", ["pickle", "truncated"])
 def test_unreadable_checkpoint_is_one_line(world, tmp_path, capsys, damage):
     ckpt = _finished_run_with_checkpoint(world, tmp_path / "run")
@@ -151,8 +149,6 @@ def test_killed_benchmark_build_leaves_no_entry(world, tmp_path, capsys):
         sorted(p.relative_to(world.manifest.parent) for p in world.manifest.parent.rglob("*"))
 
 
-@pytest.mark.xfail(strict=True, reason="benchmark/cache.py cached_benchmark() copies the entry straight into --out "
-                                       "with shutil.copytree; fix requested from the benchmark owner")
 def test_interrupted_cached_copy_leaves_no_manifest(world, tmp_path, capsys, monkeypatch):
     """Ctrl-C while `benchmark build` copies from the cache, at every file in turn: --out never holds a
     manifest.json without all its files, and the same command run again succeeds."""

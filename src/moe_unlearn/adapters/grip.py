@@ -1,10 +1,15 @@
 """GRIP (arXiv 2601.16905): keep the expert selections of retained tokens, let routers move elsewhere.
 
-prepare: ONE pass of the original model over a retained cache (`cache_tokens` tokens of the
-retain split) records router inputs X_l [T, d] and the original top-k per MoE layer. Layer by
-layer (one E x d' x d' Gram stack alive at a time) each router row j gets an orthonormal basis
-U_j of span{x_i : j in top-k(x_i)}; the row's update is then projected onto the null space of
-that span, so Delta theta_j . x_i = 0 and the scores of selected experts stay put. Routers with a
+prepare: passes of the original model over a retained cache (`cache_tokens` tokens of the
+retain split), batch by batch, stream each router's inputs X_l [T, d] and original top-k into
+per-expert Gram matrices; only a group of layers whose Gram stacks fit `prep_gram_mib` is
+accumulated per pass (one pass for small models, one layer per pass at Qwen3-30B size), and
+the inputs themselves are never held for the whole cache. Each router row j then gets an
+orthonormal basis U_j of span{x_i : j in top-k(x_i)} (eigh, `eigh_chunk` experts at a time);
+the row's update is projected onto the null space of that span, so Delta theta_j . x_i = 0
+and the scores of selected experts stay put. What later hooks need is cached instead of X:
+PTC's targets, the OLD scores Theta X ([T, E] per layer), and, with `margins`, X and the
+margin bounds of the protected layers only. Routers with a
 trainable bias use [x; 1] and the update [Delta theta; Delta b]. Optional margins keep unselected
 experts below the smallest selected score (randomised Kaczmarz, `nullspace.kaczmarz_margins`).
 
@@ -29,9 +34,10 @@ import torch
 
 from moe_unlearn.adapters import nullspace as ns
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
-from moe_unlearn.adapters.routing_io import capture, capture_inputs, retain_batches, retain_nll
+from moe_unlearn.adapters.routing_io import capture, layer_inputs, retain_batches, retain_nll
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
+from moe_unlearn.models import select_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.models.layout import MoELayer
@@ -55,6 +61,12 @@ class GripConfig:
     ptc_nll_tolerance: float = 0.0  # relative retain-NLL rise a refit may cause
     ptc_routers: Literal["all", "trainable"] = "all"
     online_every: int = 10
+    # memory bounds of preparation and of the stored projectors (docs/adapters.md, "Memory")
+    protect: Literal["all", "trainable"] = "all"  # trainable: only routers train.params selects
+    prep_gram_mib: float = 1024  # float64 Gram stacks alive per pass over the cache (>= 1 layer)
+    eigh_chunk: int | None = 32  # experts per eigendecomposition (None: all E at once)
+    eigh_dtype: Literal["float64", "float32"] = "float64"  # float32: half the workspace, rel_energy >= 1e-5
+    basis_dtype: Literal["router", "bfloat16"] = "router"  # bfloat16: half the projector bytes
     # weight of a routing-consistency retain term (0: off): a hinge keeping each retained token's
     # original top-k ahead of the other experts by `consistency_margin` logits; unlike the
     # projection it acts on the upstream layers whose drift moves the router inputs
@@ -72,6 +84,9 @@ class GripConfig:
         require(-1 <= self.ptc_min_cos <= 1, f"'{where}.ptc_min_cos' must be in [-1, 1], got {self.ptc_min_cos}")
         require(self.ptc_check_batches >= 1, f"'{where}.ptc_check_batches' must be >= 1, got {self.ptc_check_batches}")
         require(self.ptc_nll_tolerance >= 0, f"'{where}.ptc_nll_tolerance' must be >= 0, got {self.ptc_nll_tolerance}")
+        require(self.prep_gram_mib > 0, f"'{where}.prep_gram_mib' must be > 0, got {self.prep_gram_mib}")
+        require(self.eigh_chunk is None or self.eigh_chunk >= 1,
+                f"'{where}.eigh_chunk' must be >= 1 or null, got {self.eigh_chunk}")
         require(self.online_every >= 1, f"'{where}.online_every' must be >= 1, got {self.online_every}")
         require(self.consistency >= 0, f"'{where}.consistency' must be >= 0, got {self.consistency}")
         require(self.consistency_margin >= 0,
@@ -115,8 +130,9 @@ def router_features(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LayerState:
-    """What GRIP keeps per MoE layer: bases, reference rows and (for margins / PTC) the cache."""
+    """What GRIP keeps per protected MoE layer: bases, reference rows and (for margins) the cache."""
 
+    index: int  # MoE layer index
     bases: ns.SpanBases
     orig: torch.Tensor  # [E, d'] router rows of the original model
     old: torch.Tensor  # [E, d'] router rows after the previous projected step
@@ -131,8 +147,9 @@ class Grip(Adapter):
 
     def __init__(self, cfg: GripConfig) -> None:
         super().__init__(cfg)
-        self.layers: list[LayerState] = []
-        self.targets: list[torch.Tensor] = []  # [T, E] original scores on the cache, per layer
+        self.layers: list[LayerState] = []  # protected layers, forward order
+        self.targets: dict[int, torch.Tensor] = {}  # layer index -> [T, E] original scores on the cache (PTC)
+        self.prep_passes = 0
         self.cache: list[dict[str, torch.Tensor]] = []
         self.check_batches: list[dict[str, torch.Tensor]] = []
         self.check_heldout = False
@@ -159,6 +176,9 @@ class Grip(Adapter):
                 f"grip mode '{self.cfg.mode}' refits every router, but seuf keeps all routers except its "
                 "target layers frozen; set grip.ptc_routers=trainable or grip.mode=project"
             )
+        if "seuf" in names and self.cfg.protect == "trainable":
+            raise UserError("grip.protect=trainable reads train.params, but seuf chooses the trained routers "
+                            "itself; set grip.protect=all")
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -168,27 +188,77 @@ class Grip(Adapter):
         self.cache, self.check_batches, self.check_heldout = retain_batches(
             ctx, self.cfg.cache_tokens, self.cfg.ptc_check_batches if self.cfg.refit else 0
         )
-        inputs, indices = capture_inputs(ctx.model, ctx.layers, self.cache)  # ONE pass, all layers
         self.generator = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed)
-        self.layers, self.targets = [], []
-        for layer in ctx.layers:  # one layer's Gram stack at a time
-            x = router_features(layer, inputs[layer.index])
-            sel = _selection_mask(indices[layer.index], layer.num_experts)
-            rows = router_rows(layer)
-            gram = torch.zeros(layer.num_experts, x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-            ns.accumulate_gram(gram, x, sel)
-            bases = ns.span_bases(gram, rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=rows.dtype)
-            del gram
-            scores = x @ rows.T  # [T, E]
-            state = LayerState(bases=bases, orig=rows, old=rows.clone())
-            if self.cfg.margins:
-                state.margin_x, state.margin_bound = x, _margin_bound(scores, sel, self.cfg.margin_eps)
-            self.layers.append(state)
-            self.targets.append(scores.float() if self.cfg.refit else scores.new_zeros(0))
-            inputs[layer.index] = None  # release the layer's inputs unless margins keep them
+        protected = self._protected(ctx)
+        needed = [layer for layer in ctx.layers if self.cfg.refit or layer.index in protected]
+        self.layers, self.targets, self.prep_passes = [], {}, 0
+        for group in self._groups(needed):
+            self._prepare_group(ctx, group, protected)
         if self.cfg.consistency > 0:
             self.original_topk = original_selections(ctx)
         self.prep_seconds = time.perf_counter() - t0
+
+    def _protected(self, ctx: RunContext) -> set[int]:
+        """MoE layer indices whose routers get bases (none without projection): all, or those train.params trains."""
+        if not self.cfg.project:
+            return set()
+        if self.cfg.protect == "all":
+            return {layer.index for layer in ctx.layers}
+        specs = ctx.method.select_params(ctx, ctx.cfg.train.params) or ctx.cfg.train.params
+        trained = {id(ref.param) for ref in select_parameters(ctx.model, specs)}
+        return {layer.index for layer in ctx.layers if id(layer.router_weight) in trained
+                or (layer.router_bias is not None and id(layer.router_bias) in trained)}
+
+    def _groups(self, layers: list[MoELayer]) -> list[list[MoELayer]]:
+        """Consecutive layers whose float64 Gram stacks (E x d' x d' each) fit prep_gram_mib together."""
+        budget, groups, used = self.cfg.prep_gram_mib * 2**20, [], 0
+        for layer in layers:
+            d = router_rows(layer).shape[1]
+            size = layer.num_experts * d * d * 8
+            if not groups or used + size > budget:
+                groups.append([])
+                used = 0
+            groups[-1].append(layer)
+            used += size
+        return groups
+
+    def _prepare_group(self, ctx: RunContext, group: list[MoELayer], protected: set[int]) -> None:
+        """One pass over the cache for `group`: stream Gram stacks, cache targets / margins, build bases."""
+        rows = {layer.index: router_rows(layer) for layer in group}
+        grams = {i: torch.zeros(layer.num_experts, r.shape[1], r.shape[1], dtype=torch.float64, device=r.device)
+                 for layer in group if (i := layer.index) in protected for r in (rows[i],)}
+        targets: dict[int, list[torch.Tensor]] = {layer.index: [] for layer in group}
+        margin_x: dict[int, list[torch.Tensor]] = {i: [] for i in grams}
+        margin_bound: dict[int, list[torch.Tensor]] = {i: [] for i in grams}
+        for batch in self.cache:
+            captured = layer_inputs(ctx.model, group, batch)
+            for layer in group:
+                i = layer.index
+                inputs, indices = captured[i]
+                x = router_features(layer, inputs)
+                scores = x @ rows[i].T  # [T, E]
+                if self.cfg.refit:
+                    targets[i].append(scores.float())
+                if i in grams:
+                    sel = _selection_mask(indices, layer.num_experts)
+                    ns.accumulate_gram(grams[i], x, sel)
+                    if self.cfg.margins:
+                        margin_x[i].append(x)
+                        margin_bound[i].append(_margin_bound(scores, sel, self.cfg.margin_eps))
+        self.prep_passes += 1
+        for layer in group:
+            i = layer.index
+            if self.cfg.refit:
+                self.targets[i] = torch.cat(targets.pop(i))
+            if i not in grams:
+                continue
+            dtype = torch.bfloat16 if self.cfg.basis_dtype == "bfloat16" else rows[i].dtype
+            bases = ns.span_bases(grams.pop(i), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank,
+                                  dtype=dtype, chunk=self.cfg.eigh_chunk, eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
+            state = LayerState(index=i, bases=bases, orig=rows[i], old=rows[i].clone())
+            if self.cfg.margins:
+                state.margin_x, state.margin_bound = torch.cat(margin_x.pop(i)), torch.cat(margin_bound.pop(i))
+            self.layers.append(state)
 
     # -- training hooks --------------------------------------------------------------------
 
@@ -215,8 +285,8 @@ class Grip(Adapter):
     def after_step(self, ctx: RunContext) -> None:
         if self.cfg.project:
             t0 = time.perf_counter()
-            for layer, state in zip(ctx.layers, self.layers):
-                self._project(layer, state)
+            for state in self.layers:
+                self._project(ctx.layers[state.index], state)
             self.project_seconds += time.perf_counter() - t0
             self.project_calls += 1
         if self.cfg.online and ctx.step % self.cfg.online_every == 0:
@@ -254,15 +324,16 @@ class Grip(Adapter):
         was_training = model.training
         model.eval()
         nll = retain_nll(model, self.check_batches)
+        states = {state.index: state for state in self.layers}
         report = []
-        for layer, state, target in zip(ctx.layers, self.layers, self.targets):
+        for layer in ctx.layers:
             if self.cfg.ptc_routers == "trainable" and not layer.router_weight.requires_grad:
                 continue
-            stats = ns.RidgeStats(state.orig.shape[1], layer.num_experts, state.orig.device)
+            target = self.targets[layer.index]
+            stats = ns.RidgeStats(router_rows(layer).shape[1], layer.num_experts, target.device)
             start = 0
             for batch in self.cache:
-                x = capture_inputs(model, [layer], [batch])[0][layer.index]
-                x = router_features(layer, x)
+                x = router_features(layer, layer_inputs(model, [layer], batch)[layer.index][0])
                 stats.add(x, target[start : start + x.shape[0]])
                 start += x.shape[0]
             current = router_rows(layer)
@@ -279,7 +350,8 @@ class Grip(Adapter):
                 else:
                     set_router_rows(layer, current)
             entry["accepted"] = accepted
-            state.old = router_rows(layer)
+            if layer.index in states:
+                states[layer.index].old = router_rows(layer)
             report.append(entry)
         model.train(was_training)
         self.ptc_runs.append({"step": ctx.step, "seconds": round(time.perf_counter() - t0, 3), "layers": report})
@@ -309,19 +381,26 @@ class Grip(Adapter):
         return {
             "mode": self.cfg.mode,
             "cache_tokens": sum(int(b["attention_mask"].sum()) for b in self.cache),
-            "null_dim": [s.bases.null_dim.tolist() for s in self.layers],  # [layer][expert]
+            "protected_layers": [s.index for s in self.layers],
+            "null_dim": [s.bases.null_dim.tolist() for s in self.layers],  # [protected layer][expert]
             "row_dim": [int(s.orig.shape[1]) for s in self.layers],
+            # share of each row's retained input energy inside its protected span (1 - what a cap gives up)
+            "protected_energy": [[round(e, 5) for e in s.bases.energy.tolist()] for s in self.layers],
             "projector_bytes": sum(s.bases.nbytes for s in self.layers),
-            "margin_cache_bytes": sum(
-                s.margin_x.numel() * s.margin_x.element_size() + s.margin_bound.numel() * s.margin_bound.element_size()
-                for s in self.layers if s.margin_x is not None
-            ),
+            "ptc_target_bytes": sum(_nbytes(t) for t in self.targets.values()),
+            "margin_cache_bytes": sum(_nbytes(s.margin_x) + _nbytes(s.margin_bound)
+                                      for s in self.layers if s.margin_x is not None),
             "margin_rows_backtracked": self.margin_backtracks,
+            "prep_passes": self.prep_passes,
             "prep_seconds": round(self.prep_seconds, 3),
             "project_ms_per_step": round(1000 * self.project_seconds / max(self.project_calls, 1), 3),
             "ptc_check_heldout": self.check_heldout,
             "ptc": self.ptc_runs,
         }
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 
 Shapes: a router has E rows of width d' (d, or d + 1 for a router with a trainable bias, whose
 inputs are augmented to [x; 1]). Everything here is batched over the E rows; nothing loops over
-tokens in Python. Eigen-decompositions and ridge solves run in float64 for accuracy; the
-results come back in the dtype of the inputs.
+tokens in Python. Ridge solves run in float64; eigen-decompositions in float64 unless asked
+for float32 (span_bases); the results come back in the dtype of the inputs.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, selected: torch.Tensor)
 class SpanBases:
     """Orthonormal bases of each row's protected span, zero-padded to a common rank r.
 
-    basis [E, d', r] (columns past rank[e] are zero), rank [E], null_dim [E] = d' - rank.
+    basis [E, d', r] (columns past rank[e] are zero), rank [E], null_dim [E] = d' - rank,
+    energy [E] = share of the row's retained input energy (trace of its Gram) inside the kept
+    span (1 for a row no token selected: nothing to protect).
     """
 
     basis: torch.Tensor
     rank: torch.Tensor
+    energy: torch.Tensor
 
     @property
     def null_dim(self) -> torch.Tensor:
@@ -49,23 +52,35 @@ class SpanBases:
         return self.basis.numel() * self.basis.element_size()
 
 
-def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, dtype: torch.dtype) -> SpanBases:
+def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, dtype: torch.dtype,
+               chunk: int | None = None, eigh_dtype: torch.dtype = torch.float64) -> SpanBases:
     """Eigen-directions of each Gram [E, d', d'] with eigenvalue >= rel_energy * the largest.
 
     At most max_rank directions per row (the strongest). A row no retained token selected
-    gets rank 0: it is unconstrained.
+    gets rank 0: it is unconstrained. `chunk` experts are decomposed at a time (None: all), so
+    the eigh workspace is chunk x d' x d', not E x d' x d'; `eigh_dtype` float32 halves it.
     """
-    evals, evecs = torch.linalg.eigh(gram.double())  # ascending
-    evals, evecs = evals.flip(-1), evecs.flip(-1)
-    top = evals[:, :1].clamp_min(0)
-    keep = (evals > 0) & (evals >= rel_energy * top)
+    parts = [_chunk_bases(g, rel_energy, max_rank, dtype, eigh_dtype)
+             for g in gram.split(chunk or gram.shape[0])]
+    r = max(p[0].shape[2] for p in parts)
+    # contiguous: the batched matmuls in project_rows are ~8x faster on it than on a strided view
+    basis = torch.cat([torch.nn.functional.pad(b, (0, r - b.shape[2])) for b, _, _ in parts]).contiguous()
+    return SpanBases(basis=basis, rank=torch.cat([p[1] for p in parts]), energy=torch.cat([p[2] for p in parts]))
+
+
+def _chunk_bases(gram: torch.Tensor, rel_energy: float, max_rank: int | None, dtype: torch.dtype,
+                 eigh_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(basis [C, d', r_c], rank [C], energy [C]) of a chunk of C Gram matrices."""
+    evals, evecs = torch.linalg.eigh(gram.to(eigh_dtype))  # ascending
+    evals, evecs = evals.flip(-1).double().clamp_min(0), evecs.flip(-1)
+    keep = (evals > 0) & (evals >= rel_energy * evals[:, :1])
     if max_rank is not None:
         keep[:, max_rank:] = False
     rank = keep.sum(dim=1)
+    total = evals.sum(dim=1)
+    energy = torch.where(total > 0, (evals * keep).sum(dim=1) / total.clamp_min(1e-300), torch.ones_like(total))
     r = max(int(rank.max()), 1)
-    # contiguous: the batched matmuls in project_rows are ~8x faster on it than on a strided view
-    basis = (evecs[:, :, :r] * keep[:, None, :r]).to(dtype).contiguous()
-    return SpanBases(basis=basis, rank=rank)
+    return (evecs[:, :, :r] * keep[:, None, :r]).to(dtype), rank, energy.float()
 
 
 def project_rows(delta: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -73,8 +88,9 @@ def project_rows(delta: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
     Afterwards delta[e] . x = 0 for every x in that span (the GRIP equality constraint).
     """
-    coef = torch.bmm(delta[:, None, :], basis)  # [E, 1, r]
-    return delta - torch.bmm(basis, coef.transpose(1, 2)).squeeze(-1)
+    d = delta.to(basis.dtype)  # a bf16 basis projects in bf16 (fp32 accumulation): ~1e-2 leak
+    coef = torch.bmm(d[:, None, :], basis)  # [E, 1, r]
+    return delta - torch.bmm(basis, coef.transpose(1, 2)).squeeze(-1).to(delta.dtype)
 
 
 def kaczmarz_margins(

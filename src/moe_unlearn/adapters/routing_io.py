@@ -46,20 +46,42 @@ def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch
     return cache, (batches[-check:] if check else []), heldout
 
 
+class _Stop(Exception):
+    """Raised by a hook once the last layer a pass needs has run: the rest of the forward is skipped."""
+
+
 @torch.no_grad()
-def capture_inputs(
-    model: nn.Module, layers: list[MoELayer], batches: Iterable[Batch]
-) -> tuple[dict[int, torch.Tensor | None], dict[int, torch.Tensor]]:
-    """({layer index: router inputs [T, d]}, {layer index: top-k indices [T, k]}) over the batches."""
-    with capture_routing(model, router_inputs=True) as cap:
-        for batch in batches:
-            run(model, batch)
-    inputs: dict[int, torch.Tensor | None] = {}
-    indices: dict[int, torch.Tensor] = {}
+def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer index: (router inputs [T, d], top-k indices [T, k])} of ONE batch, listed layers only.
+
+    T = the batch's non-padding tokens. Only the listed layers' inputs are kept (not every
+    layer's, as `capture_routing(router_inputs=True)` would), and the forward stops after the
+    last listed MoE block, so a pass for early layers costs a fraction of a forward.
+    """
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [layer.router.register_forward_pre_hook(
+        lambda m, a, i=layer.index: inputs.setdefault(i, a[0].reshape(-1, a[0].shape[-1]))) for layer in layers]
+    last = max(layers, key=lambda layer: layer.index)
+    handles.append(last.block.register_forward_hook(lambda m, a, o: _raise_stop()))
+    try:
+        with capture_routing(model) as cap:
+            try:
+                run(model, batch)
+            except _Stop:
+                pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    mask = cap.calls[0].mask
+    out = {}
     for layer in layers:
-        routing = cap.layers[layer.index]
-        inputs[layer.index], indices[layer.index] = routing.inputs, routing.indices
-    return inputs, indices
+        x = inputs[layer.index]
+        out[layer.index] = (x if mask is None else x[mask.to(x.device)], cap.call_routing(0, layer.index).indices)
+    return out
+
+
+def _raise_stop() -> None:
+    raise _Stop
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
-from moe_unlearn.benchmark.build import build_benchmark, check_out_dir
+from moe_unlearn.benchmark.build import build_benchmark, check_out_dir, move_into_place, temp_sibling
 from moe_unlearn.benchmark.generator import check_forget
 from moe_unlearn.benchmark.presets import PRESETS
 
@@ -76,5 +76,14 @@ def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str 
                                 forget_fraction=forget_fraction, progress=progress)
     if out_dir is None:
         return entry / "manifest.json"
-    shutil.copytree(entry, out_dir, dirs_exist_ok=True)
-    return Path(out_dir) / "manifest.json"
+    # copy next to out_dir, then rename: an interrupted copy never leaves a manifest without its files
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out)
+    try:
+        shutil.copytree(entry, tmp)
+        move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out / "manifest.json"

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from moe_unlearn.errors import UserError
+
 PREFIX = "step-"
 
 
@@ -77,6 +79,11 @@ def latest(folder: Path) -> Path | None:
 
 
 def load(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = load_file(str(path / "trainable.safetensors"), device=str(device))
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    """Read a checkpoint; a damaged or tampered one is a UserError, never an unpickled object."""
+    try:
+        tensors = load_file(str(path / "trainable.safetensors"), device=str(device))
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # OSError, SafetensorError, RuntimeError, UnpicklingError (weights_only refusal)
+        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}); it changed after it was written: "
+                        f"delete {path.name} to resume from an earlier one, or start again with --overwrite") from None
     return tensors, state

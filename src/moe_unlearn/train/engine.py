@@ -162,6 +162,8 @@ class Trainer:
         self.step_seconds: list[float] = []
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
+        self.reference_bytes = 0  # kept original values (methods/adapters with a reference)
+        self.resumed = False  # state loaded from the latest checkpoint
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
@@ -292,12 +294,14 @@ class Trainer:
 
 
 # ---- public API ---------------------------------------------------------------------------
-def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
-                   resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one unlearning job into out_dir and return its metrics (also metrics.json)."""
-    from moe_unlearn.eval import capture_eval_routing, evaluate_model
+def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
+                    resume: bool = False, eval_routing: bool = True) -> Trainer:
+    """Everything before the first step: out dir, model, method and adapter prepare on the ORIGINAL
+    model, trainable set, optimizer, and (resume) the latest checkpoint. The one setup path of
+    `run_unlearning` and the bench; eval_routing=False skips the original-routing capture that
+    only the final evaluation reads."""
+    from moe_unlearn.eval import capture_eval_routing
 
-    t_start = time.perf_counter()
     out = Path(out_dir)
     data = load_data(cfg.data)
     model_path = model_path_of(cfg, data)
@@ -314,16 +318,30 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     ctx.method.prepare(ctx)
     for a in ctx.adapters:
         a.prepare(ctx)
-    ctx.original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval)
+    if eval_routing:
+        ctx.original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval)
     trainable = ctx.trainable = build_trainable(ctx)
     needs_ref = ctx.method.uses_reference() or any(getattr(a, "needs_reference", False) for a in ctx.adapters)
     reference_bytes = trainable.keep_originals() if needs_ref and not ctx.lora else 0
 
     trainer = Trainer(ctx, trainable, pairs, progress)
-    resumed = resume and trainer.load_checkpoint()
-    if not resumed:
+    trainer.reference_bytes = reference_bytes
+    trainer.resumed = resume and trainer.load_checkpoint()
+    if not trainer.resumed:
         trainer.log_path.write_text("")
         set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
+    return trainer
+
+
+def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
+                   resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run one unlearning job into out_dir and return its metrics (also metrics.json)."""
+    from moe_unlearn.eval import evaluate_model
+
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    trainer = prepare_trainer(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
+    ctx, trainable = trainer.ctx, trainer.trainable
     trainer.train()
 
     for a in ctx.adapters:
@@ -344,12 +362,12 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
         },
         "memory": {
             "trainable_params": trainable.numel(),
-            "reference_bytes": reference_bytes,
+            "reference_bytes": trainer.reference_bytes,
             "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
         },
         "adapter_info": {a.name: a.summary() for a in ctx.adapters},
         "early_stop": trainer.stopped_early,
-        "resumed": bool(resumed),
+        "resumed": bool(trainer.resumed),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     return metrics
@@ -380,4 +398,4 @@ def _write_config(cfg: UnlearnConfig, out: Path, *, resume: bool) -> None:
     path.write_text(text)
 
 
-__all__ = ["run_unlearning", "setup", "build_trainable", "check_out_dir"]
+__all__ = ["run_unlearning", "prepare_trainer", "setup", "build_trainable", "check_out_dir"]
