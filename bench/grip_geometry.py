@@ -9,6 +9,8 @@ random router on those inputs. GRIP's own code builds the bases (`nullspace.accu
 experts (the experts are exchangeable here); GRIP stores one [E, d, r_max] basis per protected
 layer (float32, or bfloat16 with `basis_dtype`), so a layer costs E * d * r_max * bytes, and the
 model that times the number of protected layers. Also timed: the float32 vs float64 eigh.
+"""
+
 from __future__ import annotations
 
 import math

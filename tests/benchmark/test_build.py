@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from moe_unlearn.benchmark import build as build_mod
 from moe_unlearn.benchmark import build_benchmark, cached_benchmark
-from moe_unlearn.benchmark.base_model import answer_accuracy, mc_accuracy
 from moe_unlearn.benchmark.cache import entry_name
 from moe_unlearn.cli.main import run
 from moe_unlearn.data import UnlearnData, collate, encode_qa, load_manifest
 from moe_unlearn.errors import UserError
+from moe_unlearn.eval import EvalConfig, EvalContext
 
 MANIFEST_KEYS = {"model", "forget", "retain", "holdout", "utility_mc", "seed", "forget_domain", "forget_fraction",
                  "preset", "domains", "base_model_report"}
@@ -48,11 +49,11 @@ def test_tiny_model_knows_its_facts_and_not_the_holdout(tiny_benchmark: Path) ->
     data = UnlearnData.from_manifest(tiny_benchmark)
     assert sum(1 for _ in model.modules() if type(_).__name__.endswith("SparseMoeBlock")) >= 4
     assert model.config.num_experts >= 8
-    forget = answer_accuracy(model, tok, data.forget.qa, 48)["exact"]
-    retain = answer_accuracy(model, tok, data.retain.qa[:80], 48)["exact"]
-    holdout = answer_accuracy(model, tok, data.holdout.qa, 48)["exact"]
+    ctx = EvalContext(model, tok, replace(data, retain=data.retain.head(80)),
+                      EvalConfig(metrics=["exact_match", "mc_acc"], batch_size=64, max_examples=None, max_length=48))
+    forget, retain, holdout = (ctx.result("exact_match", s).value for s in ("forget", "retain", "holdout"))
     assert forget >= 0.8 and retain >= 0.8 and holdout <= 0.4
-    assert mc_accuracy(model, tok, data.forget.mc, 48) >= 0.8
+    assert ctx.result("mc_acc", "forget").value >= 0.8
 
 
 def test_gradient_ascent_visibly_raises_forget_nll(tiny_benchmark: Path) -> None:

@@ -225,8 +225,9 @@ class Grip(Adapter):
     def _prepare_group(self, ctx: RunContext, group: list[MoELayer], protected: set[int]) -> None:
         """One pass over the cache for `group`: stream Gram stacks, cache targets / margins, build bases."""
         rows = {layer.index: router_rows(layer) for layer in group}
-        grams = {i: torch.zeros(layer.num_experts, r.shape[1], r.shape[1], dtype=torch.float64, device=r.device)
-                 for layer in group if (i := layer.index) in protected for r in (rows[i],)}
+        grams = {i: torch.zeros(layer.num_experts, rows[i].shape[1], rows[i].shape[1], dtype=torch.float64,
+                                device=rows[i].device)
+                 for layer in group if (i := layer.index) in protected}
         targets: dict[int, list[torch.Tensor]] = {layer.index: [] for layer in group}
         margin_x: dict[int, list[torch.Tensor]] = {i: [] for i in grams}
         margin_bound: dict[int, list[torch.Tensor]] = {i: [] for i in grams}
@@ -253,8 +254,8 @@ class Grip(Adapter):
             if i not in grams:
                 continue
             dtype = torch.bfloat16 if self.cfg.basis_dtype == "bfloat16" else rows[i].dtype
-            bases = ns.span_bases(grams.pop(i), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank,
-                                  dtype=dtype, chunk=self.cfg.eigh_chunk, eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
+            bases = ns.span_bases(grams.pop(i), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
+                                  chunk=self.cfg.eigh_chunk, eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
             state = LayerState(index=i, bases=bases, orig=rows[i], old=rows[i].clone())
             if self.cfg.margins:
                 state.margin_x, state.margin_bound = torch.cat(margin_x.pop(i)), torch.cat(margin_bound.pop(i))

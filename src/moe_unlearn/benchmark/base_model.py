@@ -1,7 +1,8 @@
 """Train the demo base model: a BPE tokenizer and a tiny MoE, from scratch, on the benchmark.
 
-The model memorises forget + retain facts (holdout excluded); `knowledge_report` then measures
-what it knows (teacher-forced answer accuracy, MC accuracy) and how much the forget domain
+The model memorises forget + retain facts (holdout excluded); `knowledge_report` then measures,
+with the eval suite's metrics and the models layer's routing capture, what it knows
+(teacher-forced answer accuracy, exact answers, MC accuracy) and how much the forget domain
 leans on particular experts (per-layer max of f_e(forget) / f_e(retain)).
 """
 
@@ -18,7 +19,11 @@ from tqdm.auto import tqdm
 from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
 from moe_unlearn.benchmark.generator import Benchmark
-from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text
+from moe_unlearn.data import Split, UnlearnData
+from moe_unlearn.data.tokenize import collate, encode_qa, encode_text
+from moe_unlearn.eval.config import EvalConfig
+from moe_unlearn.eval.context import EvalContext, eval_mode
+from moe_unlearn.models import capture_routing
 from moe_unlearn.registry import Registry
 
 PAD, EOS = "<pad>", "<eos>"
@@ -138,86 +143,40 @@ def train_model(model: torch.nn.Module, examples: list[dict], pad_id: int, t: Tr
     return losses
 
 
-def _batches(examples: list[dict], size: int, pad_id: int, device: torch.device):
-    for i in range(0, len(examples), size):
-        b = collate(examples[i:i + size], pad_id)
-        yield {k: v.to(device) for k, v in b.items()}
+REPORT_METRICS = ["token_acc", "exact_match", "mc_acc", "utility_mc"]
 
 
-@torch.no_grad()
-def answer_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerFast, qa: list[dict],
-                    max_length: int) -> dict[str, float]:
-    """Teacher-forced answer-token accuracy and share of answers with every token right."""
-    device = next(model.parameters()).device
-    ex = [encode_qa(tok, r["question"], r["answer"], max_length=max_length) for r in qa]
-    right = total = exact = 0
-    for b in _batches(ex, 64, tok.pad_token_id, device):
-        pred = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].argmax(-1)
-        labels = b["labels"][:, 1:]
-        on = labels != -100
-        ok = (pred == labels) & on
-        right += int(ok.sum())
-        total += int(on.sum())
-        exact += int((ok.sum(1) == on.sum(1)).sum())
-    return {"token_acc": right / max(1, total), "exact": exact / max(1, len(ex))}
+def eval_data(bench: Benchmark) -> UnlearnData:
+    """The benchmark's splits in the shape the eval suite reads."""
+    split = {name: Split(s.qa, s.text, s.mc) for name, s in bench.splits.items()}
+    return UnlearnData(split["forget"], split["retain"], split["holdout"], bench.utility_mc)
 
 
-@torch.no_grad()
-def mc_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerFast, mc: list[dict], max_length: int) -> float:
-    """Share of MC questions whose true choice has the highest summed log-likelihood."""
-    device = next(model.parameters()).device
-    ex = [e for r in mc for e in encode_mc(tok, r, max_length=max_length)]
-    scores = []
-    for b in _batches(ex, 64, tok.pad_token_id, device):
-        logp = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].log_softmax(-1)
-        labels = b["labels"][:, 1:]
-        on = labels != -100
-        tok_lp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores.append((tok_lp * on).sum(1))
-    per_choice = torch.cat(scores).view(len(mc), -1)
-    answers = torch.tensor([r["answer"] for r in mc], device=per_choice.device)
-    return float((per_choice.argmax(1) == answers).float().mean())
+def _expert_shares(ctx: EvalContext, split: str) -> torch.Tensor:
+    """[L, E] share of the split's text + QA tokens whose top-k contains each expert.
 
-
-@torch.no_grad()
-def expert_load(model: torch.nn.Module, examples: list[dict], pad_id: int, top_k: int) -> torch.Tensor:
-    """[L, E] share of non-padding tokens whose top-k contains each expert."""
-    device = next(model.parameters()).device
-    counts: torch.Tensor | None = None
-    tokens = 0
-    for b in _batches(examples, 64, pad_id, device):
-        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_router_logits=True)
-        keep = b["attention_mask"].reshape(-1).bool()
-        per_layer = []
-        for logits in out.router_logits:
-            chosen = logits[keep].topk(top_k, dim=-1).indices
-            per_layer.append(torch.bincount(chosen.reshape(-1), minlength=logits.shape[-1]).float())
-        c = torch.stack(per_layer).cpu()
-        counts = c if counts is None else counts + c
-        tokens += int(keep.sum())
-    assert counts is not None
-    return counts / tokens
+    Must run before anything else reads these passes of `ctx`: they are memoised, so their
+    forwards run (and are captured) only on first use.
+    """
+    with capture_routing(ctx.model) as cap:
+        ctx.text_stats(split)
+        ctx.qa_pass(split)
+    return torch.stack(cap.frequencies())
 
 
 def knowledge_report(model: torch.nn.Module, tok: PreTrainedTokenizerFast, bench: Benchmark, m: ModelConfig,
                      t: TrainConfig) -> dict[str, Any]:
-    """Accuracies per split and the forget domain's expert load ratios per layer."""
-    n = t.eval_size
+    """Accuracies per split and the forget domain's expert load ratios per layer (eval suite metrics)."""
+    cfg = EvalConfig(metrics=REPORT_METRICS, batch_size=64, max_examples=t.eval_size, max_length=t.max_length)
+    ctx = EvalContext(model, tok, eval_data(bench), cfg)
     report: dict[str, Any] = {}
-    for name, split in bench.splits.items():
-        acc = answer_accuracy(model, tok, split.qa[:n], t.max_length)
-        report[f"{name}_answer_token_acc"] = round(acc["token_acc"], 4)
-        report[f"{name}_answer_exact"] = round(acc["exact"], 4)
-        report[f"{name}_mc_acc"] = round(mc_accuracy(model, tok, split.mc[:n], t.max_length), 4)
-    report["utility_mc_acc"] = round(mc_accuracy(model, tok, bench.utility_mc[:n], t.max_length), 4)
-
-    def routed(split_name: str) -> list[dict]:
-        s = bench.splits[split_name]
-        return ([encode_text(tok, r["text"], max_length=t.max_length) for r in s.text[:n]]
-                + [encode_qa(tok, r["question"], r["answer"], max_length=t.max_length) for r in s.qa[:n]])
-
-    f_forget = expert_load(model, routed("forget"), tok.pad_token_id, m.top_k)
-    f_retain = expert_load(model, routed("retain"), tok.pad_token_id, m.top_k)
+    with eval_mode(model):
+        f_forget, f_retain = _expert_shares(ctx, "forget"), _expert_shares(ctx, "retain")
+        for name in bench.splits:
+            report[f"{name}_answer_token_acc"] = round(ctx.result("token_acc", name).value, 4)
+            report[f"{name}_answer_exact"] = round(ctx.result("exact_match", name).value, 4)
+            report[f"{name}_mc_acc"] = round(ctx.result("mc_acc", name).value, 4)
+        report["utility_mc_acc"] = round(ctx.result("utility_mc").value, 4)
     ratio = f_forget / (f_retain + 1e-6)
     best = ratio.argmax(1)
     report["expert_load_ratio_by_layer"] = [round(float(r), 3) for r in ratio.max(1).values]

@@ -1,9 +1,10 @@
-"""Knowledge metrics: answer NLL, probability, teacher-forced accuracy, MC accuracy.
+"""Knowledge metrics: answer NLL, probability, teacher-forced accuracy and exact match, MC accuracy.
 
 Per example i with answer tokens a_1..a_n: nll_i = -(1/n) sum_t log p(a_t | q, a_<t),
 prob_i = exp(-nll_i) (length-normalised, TOFU's probability), token_acc_i = share of answer
-tokens that are the argmax. MC (WMDP style): the choice with the largest SUMMED log-likelihood
-of its tokens wins (sum, as lm-evaluation-harness `acc`; used everywhere here).
+tokens that are the argmax, exact_match_i = 1 if all of them are, else 0. MC (WMDP style):
+the choice with the largest SUMMED log-likelihood of its tokens wins (sum, as
+lm-evaluation-harness `acc`; used everywhere here).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def answer_prob(stats: TokenStats) -> list[float]:
 def token_accuracy(stats: TokenStats) -> list[float]:
     """Per-example share of answer tokens predicted exactly by the argmax."""
     return [float(c.float().mean()) if c.numel() else float("nan") for c in stats.correct]
+
+
+def exact_answers(stats: TokenStats) -> list[float]:
+    """Per example 1.0 if every answer token is the argmax, else 0.0 (nan without answer tokens)."""
+    return [float(bool(c.all())) if c.numel() else float("nan") for c in stats.correct]
 
 
 def mc_correct(choice_logliks: list[torch.Tensor], answers: list[int]) -> list[float]:
@@ -59,6 +65,12 @@ def prob(ctx: EvalContext, split: str) -> MetricResult | None:
 def token_acc(ctx: EvalContext, split: str) -> MetricResult | None:
     """Teacher-forced answer-token accuracy."""
     return _from_qa(ctx, split, token_accuracy)
+
+
+@metric("exact_match", higher_is_better=True)
+def exact_match(ctx: EvalContext, split: str) -> MetricResult | None:
+    """Share of answers with every token predicted by the argmax (teacher-forced)."""
+    return _from_qa(ctx, split, exact_answers)
 
 
 def _mc(ctx: EvalContext, split: str) -> MetricResult | None:
