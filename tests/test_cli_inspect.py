@@ -65,8 +65,8 @@ def test_max_tokens_cuts_exactly(setup):
 
 
 @pytest.mark.parametrize("lines, message", [
-    ('{"text": "ok"}\n{"text": "broken"\n', "bad.jsonl:2: not valid JSON"),
-    ('{"text": "ok"}\n\n{"body": "x"}\n', "bad.jsonl:3: missing string field 'text'"),
+    ('{"text": "ok"}\n{"text": "broken"\n', "bad.jsonl: line 2: not valid JSON"),
+    ('{"text": "ok"}\n\n{"body": "x"}\n', "bad.jsonl: line 3: missing field 'text'"),
     ("\n", "no records"),
 ])
 def test_bad_data_lines(setup, capsys, lines, message):
@@ -102,4 +102,4 @@ def test_non_utf8_data(setup, capsys):
     bad = root / "latin1.jsonl"
     bad.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
     assert run(["inspect", str(root / "model"), "--data", str(bad), "--out", str(root / "z.json")]) == 2
-    assert "not UTF-8" in capsys.readouterr().err
+    assert "not readable as UTF-8" in capsys.readouterr().err

@@ -10,10 +10,10 @@ from rich.console import Console
 
 from moe_unlearn.cli.app import app
 
-console = Console(stderr=False)
+console = Console(width=140)
 
 COLUMNS = ("run", "forget MC", "forget NLL", "retain MC", "retain NLL", "stab F", "stab R",
-           "replay MC", "steps", "seconds")
+           "replay +acc", "steps", "seconds")
 
 
 def _cell(x: Any) -> str:
@@ -23,10 +23,10 @@ def _cell(x: Any) -> str:
 def summary_row(label: str, m: dict[str, Any]) -> list[str]:
     """One table row from a run's metrics.json."""
     stab = m.get("routing", {}).get("stability", {})
-    replay = m.get("replay", {}).get("forget", {}) if isinstance(m.get("replay"), dict) else {}
+    replay = m.get("replay", {}).get("recovery", {}) if isinstance(m.get("replay"), dict) else {}
     return [label, _cell(m["forget"].get("mc_acc")), _cell(m["forget"].get("nll")),
             _cell(m["retain"].get("mc_acc")), _cell(m["retain"].get("nll")),
-            _cell(stab.get("forget")), _cell(stab.get("retain")), _cell(replay.get("mc_acc")),
+            _cell(stab.get("forget")), _cell(stab.get("retain")), _cell(replay.get("token_acc")),
             _cell(m.get("steps")), _cell(m.get("timing", {}).get("total_seconds"))]
 
 
@@ -39,7 +39,11 @@ def demo(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides of the demo spec, e.g. common.train.max_steps=10."),
 ) -> None:
     """Build or reuse the embedded benchmark, run base methods x adapters, write the report."""
+    import transformers
+
     from moe_unlearn.recipes.demo import run_demo
+
+    transformers.utils.logging.disable_progress_bar()  # one summary row per run is the progress
 
     widths = [max(len(c), 18 if i == 0 else 9) for i, c in enumerate(COLUMNS)]
     console.print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), style="bold")

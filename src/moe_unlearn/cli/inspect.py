@@ -17,32 +17,8 @@ from tqdm.auto import tqdm
 
 from moe_unlearn.cli.app import app
 from moe_unlearn.errors import UserError
+from moe_unlearn.data import load_records
 from moe_unlearn.models import capture_routing, load_model, moe_layers
-
-
-def read_texts(path: Path, field: str) -> list[str]:
-    """The `field` string of every non-blank JSONL line; UserError naming file, line and field."""
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    texts = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); write one JSON object per line") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-            raise UserError(f"{path}:{lineno}: missing string field '{field}'; pass --text-field NAME if the "
-                            "text lives under another key")
-        texts.append(obj[field])
-    if not texts:
-        raise UserError(f"{path}: no records; write one JSON object per line with a '{field}' field")
-    return texts
 
 
 def encode(tokenizer, texts: list[str], max_tokens: int | None, max_length: int) -> list[list[int]]:
@@ -143,9 +119,9 @@ def _outside_model_dir(model: str, path: Path, flag: str) -> Path:
 @app.command("inspect")
 def inspect_command(
     model: str = typer.Argument(..., help="Model directory or hub id."),
-    data: Path = typer.Option(..., "--data", help="JSONL file, one object per line with a text field."),
+    data: Path = typer.Option(..., "--data", help="JSONL (one object per line), Parquet or CSV file with a text field."),
     out: Path = typer.Option(..., "--out", help="Where to write stats.json."),
-    text_field: str = typer.Option("text", "--text-field", help="Key of the text in each JSONL object."),
+    text_field: str = typer.Option("text", "--text-field", help="Name of the text field in each record."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Stop after this many tokens."),
     plot: Path | None = typer.Option(None, "--plot", help="Also write a layer x expert heatmap (PNG)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -161,7 +137,7 @@ def inspect_command(
         hf_logging.disable_progress_bar()
     out_path = _outside_model_dir(model, out, "--out")
     plot_path = _outside_model_dir(model, plot, "--plot") if plot is not None else None
-    texts = read_texts(data, text_field)
+    texts = [r["text"] for r in load_records(data, kind="text", fields={"text": text_field})]
     net, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code)
     sequences = encode(tokenizer, texts, max_tokens, max_length)
     if not sequences:

@@ -49,8 +49,11 @@ def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) ->
     """The raw unlearn config of one run: common budget + the method's own settings."""
     raw = merge_config(spec["common"], spec.get("methods", {}).get(run.method, {}))
     raw = merge_config(raw, {"method": run.method, "adapters": list(run.adapters), "seed": seed,
-                       "data": {"manifest": str(manifest)}})
-    return raw
+                             "data": {"manifest": str(manifest)}})
+    lr = float(raw["train"]["lr"])
+    for name in run.adapters:
+        lr *= spec.get("adapter_lr_scale", {}).get(name, 1)
+    return merge_config(raw, {"train": {"lr": lr}})
 
 
 def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_domain: str | None = None,
@@ -63,7 +66,9 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_
     out.mkdir(parents=True, exist_ok=True)
     spec = load_spec(overrides)
     t0 = time.perf_counter()
-    manifest = cached_benchmark(preset=spec.get("preset", "default"), seed=seed, forget_domain=forget_domain)
+    # the first call builds the benchmark (minutes): always show its progress bars
+    manifest = cached_benchmark(preset=spec.get("preset", "default"), seed=seed, forget_domain=forget_domain,
+                                progress=True)
     bench_seconds = time.perf_counter() - t0
 
     results: list[dict[str, Any]] = []
