@@ -188,6 +188,14 @@ def test_bad_input_is_one_line_and_writes_nothing_outside_out(case, world, tmp_p
     assert not world.sentinel.exists()
 
 
+def test_refused_adapter_combination_leaves_no_output_dir(world, tmp_path, capsys):
+    """Adapter checks run before anything is written, so the corrected command needs no --overwrite."""
+    case = next(c for c in CASES if c.id == "trace-with-ga")
+    argv, out = materialise(case, world, tmp_path)
+    assert run(argv) == 2
+    assert not out.exists()
+
+
 def test_table_covers_the_issue():
     """The issue asks for at least 20 bad inputs, across every command that takes user input."""
     assert len(CASES) >= 20

@@ -5,7 +5,7 @@ Order in a run (engine, `moe_unlearn.train.engine`):
   prepare(ctx)                    once, on the ORIGINAL model, before training
   select_trainable(ctx, params)   narrow or replace the trainable parameter list
   capture_roles()                 forward roles ("forget", "retain") whose routing the adapter
-                                  needs during training (captured with gradients kept)
+                                  needs during training (with gradients when capture_grad)
   retain_token_weights(ctx, batch, routing)  [B, S] weights for the retain loss, or None
   loss_terms(ctx, forwards)       extra loss terms added to the method's loss
   after_step(ctx)                 after every optimizer step (e.g. GRIP's projection)
@@ -35,6 +35,9 @@ class Adapter:
     config_cls: ClassVar[type]
     # adapters this one cannot be combined with (checked in both directions)
     conflicts: ClassVar[frozenset[str]] = frozenset()
+    # whether the captured router logits/weights keep their autograd graph (loss terms on them);
+    # an adapter that only reads the selections sets False and saves the backward bookkeeping
+    capture_grad: ClassVar[bool] = True
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

@@ -68,6 +68,7 @@ class Critical:
 class Trace(Adapter):
     name = "trace"
     config_cls = TraceConfig
+    capture_grad = False  # the weights only read which experts each token chose
 
     def __init__(self, cfg: TraceConfig) -> None:
         super().__init__(cfg)

@@ -77,7 +77,9 @@ class RunContext:
         """Run the model on batch (no labels); record routing and retain token weights as needed."""
         lb = self.cfg.train.load_balancing_coef > 0 and role != "reference"
         capture = role != "reference" and role in self.capture_roles()
-        cm = capture_routing(self.model, keep_grad=True) if capture else contextlib.nullcontext()
+        # gradients through the captured logits only when an adapter puts a loss on them
+        keep_grad = any(a.capture_grad and role in a.capture_roles() for a in self.adapters)
+        cm = capture_routing(self.model, keep_grad=keep_grad) if capture else contextlib.nullcontext()
         extra = {"output_router_logits": True} if lb else {}  # not every MoE class takes the flag
         with cm as routing, self.autocast():
             out = self.model(

@@ -306,14 +306,15 @@ def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool =
     data = load_data(cfg.data)
     model_path = model_path_of(cfg, data)
     check_out_dir(out, model_path, overwrite=overwrite, resume=resume)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_config(cfg, out, resume=resume)
     set_seed(cfg.seed)
 
     ctx, pairs = setup(cfg, out, data, model_path)
     ctx.model.eval()
     for a in ctx.adapters:
         a.check(ctx)
+    # only now, so a combination the checks refuse leaves no output directory behind
+    out.mkdir(parents=True, exist_ok=True)
+    _write_config(cfg, out, resume=resume)
     # everything below until load_checkpoint sees the ORIGINAL model, also on resume
     ctx.method.prepare(ctx)
     for a in ctx.adapters:
