@@ -50,7 +50,8 @@ def demo(
 
     def show(run: Any, metrics: dict[str, Any] | None, skipped: str | None) -> None:
         if metrics is None:
-            console.print(f"{run.label.ljust(widths[0])}  skipped: {skipped}", style="dim")
+            reason = (skipped or "").split(";")[0]  # the full message is in demo.json
+            console.print(f"{run.label.ljust(widths[0])}  skipped: {reason}", style="dim")
         else:
             console.print("  ".join(c.ljust(w) for c, w in zip(summary_row(run.label, metrics), widths)))
 
