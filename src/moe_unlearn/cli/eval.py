@@ -19,6 +19,7 @@ import typer
 from moe_unlearn.cli.app import app
 from moe_unlearn.config import apply_overrides, build, load_yaml
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import is_inside
 
 
 def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[str, Any]]:
@@ -42,11 +43,6 @@ def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[s
     data = load_data(build(DataConfig, raw.get("data"), "data"))
     cfg = build(EvalConfig, raw.get("eval"), "eval")
     return data, cfg, {"method": raw.get("method"), "adapters": list(raw.get("adapters") or [])}
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
 
 
 @app.command("eval")
@@ -73,7 +69,7 @@ def eval_command(
         hf_logging.disable_progress_bar()
     if not model.is_dir():
         raise UserError(f"--model {model} is not a directory; pass a saved model folder (e.g. RUN/model)")
-    if _inside(out, model) or (original is not None and original.is_dir() and _inside(out, original)):
+    if is_inside(out, model) or (original is not None and original.is_dir() and is_inside(out, original)):
         raise UserError(f"--out {out} is inside a model directory; write metrics.json somewhere else")
     ref = None
     if retrained is not None:

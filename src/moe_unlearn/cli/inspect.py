@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from moe_unlearn.cli.app import app
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import is_inside
 from moe_unlearn.data import load_records
+from moe_unlearn.data.tokenize import pad_id
 from moe_unlearn.models import capture_routing, load_model, moe_layers
 
 
@@ -52,13 +54,13 @@ def routing_stats(model, tokenizer, sequences: list[list[int]], *, batch_size: i
     """Run every sequence under no_grad and count expert selections per MoE layer."""
     layers = moe_layers(model)
     counts = [torch.zeros(layer.num_experts, dtype=torch.long) for layer in layers]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = pad_id(tokenizer)
     device = next(model.parameters()).device
     tokens = 0
     starts = range(0, len(sequences), batch_size)
     with torch.no_grad():
         for start in tqdm(starts, desc="inspect", unit="batch", disable=not progress):
-            input_ids, mask = _pad(sequences[start : start + batch_size], pad_id, device)
+            input_ids, mask = _pad(sequences[start : start + batch_size], pad, device)
             with capture_routing(model) as cap:  # one capture per batch keeps memory flat
                 model(input_ids=input_ids, attention_mask=mask)
             tokens += cap.tokens
@@ -110,10 +112,9 @@ def plot_heatmap(stats: dict, path: Path) -> None:
 
 def _outside_model_dir(model: str, path: Path, flag: str) -> Path:
     model_dir = Path(model).expanduser()
-    resolved = path.expanduser().resolve()
-    if model_dir.is_dir() and resolved.is_relative_to(model_dir.resolve()):
+    if model_dir.is_dir() and is_inside(path, model_dir):
         raise UserError(f"{flag} {path} is inside the model directory; write it somewhere else")
-    return resolved
+    return path.expanduser().resolve()
 
 
 @app.command("inspect")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from moe_unlearn.config import require
 from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.data.splits import PairedBatches, UnlearnData, encode_records
+from moe_unlearn.data.tokenize import pad_id
 
 
 @dataclass
@@ -73,6 +74,5 @@ def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: 
     retain_records = getattr(data.retain, fmt)
     retain = None if not retain_records else encode_records(
         tokenizer, retain_records, kind=fmt, max_length=cfg.max_length, chat_template=cfg.chat_template)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return PairedBatches(forget, retain, batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                         seed=seed, pad_id=pad if pad is not None else 0)
+                         seed=seed, pad_id=pad_id(tokenizer))

@@ -59,6 +59,17 @@ def encode_mc(tokenizer: Any, record: dict, *, max_length: int) -> list[dict[str
             for c in record["choices"]]
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, falling back to EOS, then 0 (many causal LMs have no pad token)."""
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pid if pid is not None else 0)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move a collated batch's tensors to device (other values pass through)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example.
 

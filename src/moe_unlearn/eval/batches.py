@@ -10,16 +10,10 @@ from typing import Any
 
 import torch
 
-from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text
+from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text, pad_id, to_device
 from moe_unlearn.eval.config import EvalConfig
 
 Batch = dict[str, torch.Tensor]
-
-
-def pad_id(tokenizer: Any) -> int:
-    """The tokenizer's pad id, falling back to EOS (many causal LMs have no pad token)."""
-    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return int(pid if pid is not None else 0)
 
 
 def qa_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig, *, answer: str = "answer") -> list[dict]:
@@ -59,6 +53,3 @@ def batches(examples: list[dict], batch_size: int, pad: int) -> list[Batch]:
         out.append(collate(chunk, pad))
     return out
 
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -13,6 +13,7 @@ import torch
 from rouge_score import rouge_scorer
 from tqdm.auto import tqdm
 
+from moe_unlearn.data.tokenize import pad_id
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
@@ -37,7 +38,7 @@ def greedy_generate(
     """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials;
     capped so prompt + continuation fit the model's max_position_embeddings."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     limit = getattr(model.config, "max_position_embeddings", None)  # never generate past the context
     out: list[str] = []
     chunks = range(0, len(prompts), batch_size)

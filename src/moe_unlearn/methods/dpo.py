@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_unlearn.config import require
+from moe_unlearn.data.tokenize import pad_id
 from moe_unlearn.methods import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method, RetainConfig, reference_logps
 
@@ -83,8 +84,7 @@ class DPO(Method):
             tok.encode(space + self.cfg.refusals[int(i) % len(self.cfg.refusals)], add_special_tokens=False)
             for i in batch["index"]
         ]
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return replace_answers(batch, answers, pad, tok.eos_token_id)
+        return replace_answers(batch, answers, pad_id(tok), tok.eos_token_id)
 
     @staticmethod
     def _leading_space(tok, batch: Batch) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from moe_unlearn.data.tokenize import pad_id, to_device
 from moe_unlearn.methods.base import Method
 from moe_unlearn.methods.losses import answer_mask
 from moe_unlearn.models import capture_routing
@@ -158,9 +159,4 @@ class RunContext:
 
     @property
     def pad_id(self) -> int:
-        tok = self.tokenizer
-        return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return pad_id(self.tokenizer)

@@ -32,7 +32,9 @@ from moe_unlearn.methods import METHODS
 from moe_unlearn.models import load_model, moe_layers, resolve_device
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
-from moe_unlearn.train.context import RunContext, to_device
+from moe_unlearn.data.tokenize import to_device
+from moe_unlearn.paths import is_inside
+from moe_unlearn.train.context import RunContext
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
 from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
 
@@ -46,10 +48,9 @@ def check_out_dir(out_dir: Path, model_dir: Path | None, *, overwrite: bool, res
         raise UserError("use either --overwrite (start again) or --resume (continue), not both")
     out = out_dir.resolve()
     if model_dir is not None and model_dir.is_dir():
-        src = model_dir.resolve()
-        if out == src or src in out.parents:
+        if is_inside(out, model_dir):
             raise UserError(f"output dir {out_dir} is the input model dir {model_dir} or inside it; choose another --out")
-        if out in src.parents:  # --overwrite would delete OUT/model
+        if is_inside(model_dir, out):  # --overwrite would delete OUT/model
             raise UserError(f"output dir {out_dir} contains the input model dir {model_dir}; choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out_dir} is a file; choose a directory for --out")
