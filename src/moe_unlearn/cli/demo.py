@@ -12,22 +12,9 @@ from moe_unlearn.cli.app import app
 
 console = Console(width=140)
 
-COLUMNS = ("run", "forget MC", "forget NLL", "retain MC", "retain NLL", "stab F", "stab R",
-           "replay +acc", "steps", "seconds")
-
-
-def _cell(x: Any) -> str:
-    return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def summary_row(label: str, m: dict[str, Any]) -> list[str]:
-    """One table row from a run's metrics.json."""
-    stab = m.get("routing", {}).get("stability", {})
-    replay = m.get("replay", {}).get("recovery", {}) if isinstance(m.get("replay"), dict) else {}
-    return [label, _cell(m["forget"].get("mc_acc")), _cell(m["forget"].get("nll")),
-            _cell(m["retain"].get("mc_acc")), _cell(m["retain"].get("nll")),
-            _cell(stab.get("forget")), _cell(stab.get("retain")), _cell(replay.get("token_acc")),
-            _cell(m.get("steps")), _cell(m.get("timing", {}).get("total_seconds"))]
+# the report's own columns (moe_unlearn.report.render.COLUMNS), a subset that fits a terminal
+SUMMARY = ("forget MC ↓", "forget NLL ↑", "retain MC ↑", "retain NLL ↓", "stab F", "stab R ↑",
+           "replay Δacc ↓", "steps", "seconds")
 
 
 @app.command()
@@ -42,18 +29,21 @@ def demo(
     import transformers
 
     from moe_unlearn.recipes.demo import run_demo
+    from moe_unlearn.report.render import COLUMNS, row
 
     transformers.utils.logging.disable_progress_bar()  # one summary row per run is the progress
 
-    widths = [max(len(c), 18 if i == 0 else 9) for i, c in enumerate(COLUMNS)]
-    console.print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), style="bold")
+    columns = [c for c in COLUMNS if c[0] in SUMMARY]
+    headers = ["run", *(name for name, _ in columns)]
+    widths = [max(len(c), 18 if i == 0 else 9) for i, c in enumerate(headers)]
+    console.print("  ".join(c.ljust(w) for c, w in zip(headers, widths)), style="bold")
 
     def show(run: Any, metrics: dict[str, Any] | None, skipped: str | None) -> None:
         if metrics is None:
             reason = (skipped or "").split(";")[0]  # the full message is in demo.json
             console.print(f"{run.label.ljust(widths[0])}  skipped: {reason}", style="dim")
         else:
-            console.print("  ".join(c.ljust(w) for c, w in zip(summary_row(run.label, metrics), widths)))
+            console.print("  ".join(c.ljust(w) for c, w in zip(row(run.label, metrics, columns), widths)))
 
     results = run_demo(out, quick=quick, seed=seed, forget_domain=forget_domain, overrides=overrides or [],
                        progress=False, on_result=show)

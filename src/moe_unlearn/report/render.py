@@ -55,9 +55,14 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def row(name: str, metrics: dict[str, Any], columns: list[tuple[str, Callable]] = COLUMNS) -> list[str]:
+    """Formatted cells of one run: the name, then each column's value."""
+    return [name, *(_fmt(fn(metrics)) for _, fn in columns)]
+
+
 def table_rows(runs: list[Run]) -> list[list[str]]:
     """One row of formatted cells per run: the name, then COLUMNS."""
-    return [[r.name, *(_fmt(fn(r.metrics)) for _, fn in COLUMNS)] for r in runs]
+    return [row(r.name, r.metrics) for r in runs]
 
 
 def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:

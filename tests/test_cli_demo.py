@@ -1,0 +1,37 @@
+"""The demo end to end on the tiny benchmark: results.json contract, skipped runs, the report."""
+
+import json
+
+from moe_unlearn.cli.main import run
+
+SMALL = ["preset=tiny", "common.train.max_steps=2", "common.train.eval_every=0", "common.train.early_stop={}",
+         "common.eval.max_examples=8", "quick.methods=[ga, graddiff]", "quick.adapters=[[], [trace]]"]
+
+
+def test_demo_writes_results_report_and_lists_skipped_runs(tiny_benchmark, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run(["demo", "--quick", "--out", str(out), *SMALL]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["adapters"]) for r in results] == [("ga", []), ("graddiff", []), ("graddiff", ["trace"])]
+    for r in results:
+        assert r["steps"] == 2
+        assert {"forget", "retain", "holdout", "routing", "timing"} <= set(r)
+        assert 0.0 <= r["routing"]["stability"]["retain"] <= 1.0
+        assert json.loads((out / "runs" / r["run"] / "metrics.json").read_text())["forget"] == r["forget"]
+
+    demo = json.loads((out / "demo.json").read_text())
+    assert [s["run"] for s in demo["skipped"]] == ["ga+trace"]
+    assert "no retain term" in demo["skipped"][0]["reason"]
+    assert (out / "report" / "report.html").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "graddiff+trace" in printed and "skipped" in printed
+
+
+def test_demo_refuses_a_foreign_non_empty_out_dir(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert run(["demo", "--out", str(out), "preset=tiny"]) == 2
+    assert "holds no demo results" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
