@@ -81,7 +81,7 @@ def test_bad_data_lines(setup, capsys, lines, message):
 @pytest.mark.parametrize("case, message", [
     ("missing_model", "does not exist"),
     ("missing_data", "data file not found"),
-    ("out_in_model", "inside the model directory"),
+    ("out_in_model", "is inside the input model dir"),
 ])
 def test_usage_errors(setup, capsys, case, message):
     root, _, _ = setup

@@ -6,7 +6,9 @@ UserError naming the dotted key, so a typo never silently falls back to a defaul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,17 +20,89 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.registry import suggest
 
 T = TypeVar("T")
+ALIAS_BUDGET = 10_000  # nodes that aliases may add; an "alias bomb" of a few kB adds billions
+INT_LIMIT = 2**63  # every integer must fit int64 (torch, numpy and the OS take no more)
+FLOAT_LIMIT = 3.4028234663852886e38  # every number must fit float32: the tensors it meets
+
+
+class StrictYAMLError(yaml.YAMLError):
+    """YAML that parses but is refused: a key given twice, or aliases beyond the budget."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no tags that run code) that also refuses duplicate keys and alias bombs."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        added = _expanded_size(node, {}) - _unique_size(node, set())
+        if added > ALIAS_BUDGET:
+            raise StrictYAMLError(f"aliases expand to over {ALIAS_BUDGET} extra values (an alias bomb?); "
+                                  "write the values out instead")
+        return node
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise StrictYAMLError(f"key '{key}' is given twice (lines {seen[key]} and {line}); keep one")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None]) -> int:
+    """Values the node stands for once every alias is copied out (a cycle is refused)."""
+    key = id(node)
+    if key in memo:
+        if memo[key] is None:
+            raise StrictYAMLError("an alias refers to the value that contains it (a cycle)")
+        return memo[key]  # type: ignore[return-value]
+    memo[key] = None
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
+def _unique_size(node: yaml.Node, seen: set[int]) -> int:
+    if id(node) in seen:
+        return 0
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        return 1 + sum(_unique_size(child, seen) for child in node.value)
+    if isinstance(node, yaml.MappingNode):
+        return 1 + sum(_unique_size(k, seen) + _unique_size(v, seen) for k, v in node.value)
+    return 1
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML with StrictLoader; raises yaml.YAMLError (StrictYAMLError for refusals) or ValueError."""
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise StrictYAMLError("nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with yaml.safe_load (never executes tags)."""
+    """Read a YAML mapping: safe tags only, no duplicate keys, no alias bombs."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0]
+        data = parse_yaml(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"config file {p} is not valid YAML: {first}") from None
     if data is None:
         return {}
@@ -47,7 +121,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if not key or any(not part for part in key.split(".")):
             raise UserError(f"override '{item}' has an empty key part")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = parse_yaml(raw) if raw != "" else ""
+        except (StrictYAMLError, ValueError) as e:
+            raise UserError(f"override '{key}': {' '.join(str(e).split())}") from None
         except yaml.YAMLError:
             value = raw
         node = out
@@ -114,46 +190,70 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
                 return _coerce(arg, value, dotted)
             except UserError as e:
                 errors.append(str(e))
-        raise UserError(errors[0] if errors else f"'{dotted}' has an invalid value {value!r}")
+        raise UserError(errors[0] if errors else f"'{dotted}' has an invalid value {_short(value)}")
     if origin is typing.Literal:
         if value not in args:
             choices = ", ".join(map(str, args))
-            raise UserError(f"'{dotted}' must be one of {choices}, got {value!r}{suggest(str(value), [str(a) for a in args])}")
+            raise UserError(f"'{dotted}' must be one of {choices}, got {_short(value)}{suggest(str(value), [str(a) for a in args])}")
         return value
     if dataclasses.is_dataclass(tp):
         return build(tp, value, dotted)
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise UserError(f"'{dotted}' must be a list, got {value!r}")
+            raise UserError(f"'{dotted}' must be a list, got {_short(value)}")
         inner = args[0] if args else Any
         return [_coerce(inner, v, f"{dotted}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"'{dotted}' must be a mapping, got {value!r}")
+            raise UserError(f"'{dotted}' must be a mapping, got {_short(value)}")
         inner = args[1] if len(args) == 2 else Any
         return {k: _coerce(inner, v, f"{dotted}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"'{dotted}' must be true or false, got {value!r}")
+        raise UserError(f"'{dotted}' must be true or false, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT <= value < INT_LIMIT:
+                raise UserError(f"'{dotted}' is out of range: integers must lie within ±2**63, got {_short(value)}")
             return value
-        raise UserError(f"'{dotted}' must be an integer, got {value!r}")
+        raise UserError(f"'{dotted}' must be an integer, got {_short(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"'{dotted}' must be a number, got {value!r}")
+            number = value
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise UserError(f"'{dotted}' must be a number, got {_short(value)}")
+        try:
+            number = float(number)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise UserError(f"'{dotted}' must be a finite number, got {_short(value)}")
+        if abs(number) > FLOAT_LIMIT:
+            raise UserError(f"'{dotted}' is out of range: numbers must lie within float32's ±3.4e38, got {_short(value)}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"'{dotted}' must be a string, got {value!r}")
+            text = str(value)
+            if "\x00" in text:
+                raise UserError(f"'{dotted}' contains a NUL character")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise UserError(f"'{dotted}' holds invalid Unicode ({text[e.start]!r} at character {e.start})") from None
+            return text
+        raise UserError(f"'{dotted}' must be a string, got {_short(value)}")
     return value
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut to one readable line (values from files can be huge)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def to_dict(obj: Any) -> Any:

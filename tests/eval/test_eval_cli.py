@@ -72,7 +72,7 @@ def test_eval_with_unlearn_yaml_uses_its_data_and_eval_sections(bench, tmp_path)
 def test_eval_user_errors_are_one_line_exit_2(bench, tmp_path, capsys):
     manifest, base, _ = bench
     cases = [
-        (["--model", str(base), "--out", str(base / "metrics.json")], "inside a model directory"),
+        (["--model", str(base), "--out", str(base / "metrics.json")], "is inside the input --model dir"),
         (["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "m.json")], "not a directory"),
     ]
     for extra, message in cases:

@@ -111,16 +111,41 @@ def test_resume_after_kill_9_matches_uninterrupted(run_config, tmp_path):
     assert [x["step"] for x in read_log(out)] == list(range(1, 31))
 
 
+def _finite_checkpoint(path: Path) -> bool:
+    from safetensors.torch import load_file
+
+    return all(bool(torch.isfinite(t).all()) for t in load_file(path / "trainable.safetensors").values())
+
+
 def test_divergence_stops_cleanly_and_keeps_last_checkpoint(run_config, tmp_path):
-    _, cfg = run_config("train.lr=1e6", "train.max_steps=30", "train.checkpoint_every=1", "train.max_grad_norm=null",
-                        method="ga")
+    """lr 1e19 with weight decay 1 multiplies every weight by -1e19 per step: finite after step 1
+    (|w| ~ 1e19), and past float32's 3.4e38 by step 3 on any CPU, so the run must stop at step 2
+    or 3 (loss, gradient or the update check) with the step before it kept, finite."""
+    _, cfg = run_config("train.lr=1e19", "train.weight_decay=1.0", "train.max_steps=30", "train.checkpoint_every=1",
+                        "train.max_grad_norm=null", method="ga")
     out = tmp_path / "div"
     with pytest.raises(RunFailure, match=r"at step (\d+): training diverged; the last good checkpoint") as err:
         run_unlearning(cfg, out_dir=out, progress=False)
     step = int(str(err.value).split("at step ")[1].split(":")[0])
+    assert step in (2, 3)
     kept = [p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")]
     assert kept == [f"step-{step - 1:06d}"]
+    assert _finite_checkpoint(out / "checkpoints" / kept[0])
     assert not (out / "metrics.json").exists() and not (out / "model").exists()
+
+
+def test_non_finite_last_update_is_never_saved(run_config, tmp_path):
+    """Weight decay lr x wd = 1e60 (beyond float32) turns every trained weight into inf/NaN in the
+    only step; that step's loss and gradient were finite, so only the check of the last update
+    can stop the save."""
+    _, cfg = run_config("train.lr=1e30", "train.weight_decay=1e30", "train.max_steps=1", "train.checkpoint_every=0",
+                        method="ga")
+    out = tmp_path / "last"
+    with pytest.raises(RunFailure, match=r"parameter '.*' is not finite after the update at step 1: training "
+                                         r"diverged; no checkpoint was written yet"):
+        run_unlearning(cfg, out_dir=out, progress=False)
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+    assert not list(out.glob(".model*"))
 
 
 def test_injected_nan_stops_at_that_step(run_config, tmp_path, monkeypatch):

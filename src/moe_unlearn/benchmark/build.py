@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from moe_unlearn.benchmark.base_model import build_base_model
 from moe_unlearn.benchmark.generator import check_forget, generate
 from moe_unlearn.benchmark.presets import PRESETS
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import Inputs, check_destination, temp_sibling
 
 KINDS = ("text", "qa", "mc")
 
@@ -30,15 +30,16 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """An output directory must be absent or empty (never overwrite a user's files)."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+def check_out_dir(out_dir: Path, inputs: Inputs = ()) -> Path:
+    """The resolved output directory, which must be absent or empty (never overwrite a user's
+    files), not the current directory (the build replaces it), and apart from every input."""
+    out = check_destination(out_dir, inputs, kind="dir")
+    if out.exists() and any(out.iterdir()):
         raise UserError(f"output directory {out_dir} is not empty; choose a new or empty directory")
-
-
-def temp_sibling(path: Path) -> Path:
-    """A unique hidden directory next to path, on the same filesystem (so rename is atomic)."""
-    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if out == Path.cwd().resolve():
+        raise UserError(f"--out {out_dir} is the current directory, which the build would replace; "
+                        "name a new directory, e.g. --out bench")
+    return out
 
 
 def move_into_place(tmp: Path, out_dir: Path) -> bool:
@@ -58,10 +59,9 @@ def move_into_place(tmp: Path, out_dir: Path) -> bool:
 def build_benchmark(out_dir: str | Path, *, preset: str = "default", seed: int = 0, forget_domain: str | None = None,
                     forget_fraction: float = 1.0, progress: bool = True) -> Path:
     """Build the benchmark into out_dir (absent or empty); returns the manifest path."""
-    out_dir = Path(out_dir)
     cfg = PRESETS.get(preset)
     forget_name = check_forget(forget_domain, forget_fraction)
-    check_out_dir(out_dir)
+    out_dir = check_out_dir(Path(out_dir))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     tmp = temp_sibling(out_dir)

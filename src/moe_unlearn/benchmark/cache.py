@@ -66,7 +66,7 @@ def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str 
     name = entry_name(preset, seed, forget_domain, forget_fraction)
     entry = root / name
     if out_dir is not None:
-        check_out_dir(Path(out_dir))
+        out_dir = check_out_dir(Path(out_dir), [("benchmark cache entry", entry)])
     if not (entry / "manifest.json").is_file():
         with _locked(root / f"{name}.lock"):
             for stale in root.glob(f".{name}.tmp-*"):

@@ -14,7 +14,7 @@ from moe_unlearn.cli.app import benchmark_app
 @benchmark_app.command("build")
 def build(
     out: Path = typer.Option(..., "--out", help="Output directory (absent or empty)."),
-    seed: int = typer.Option(0, help="Seed of the generator and of training."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of the generator and of training."),
     forget_domain: Optional[str] = typer.Option(None, help="Domain to forget (default: pathogens)."),
     forget_fraction: float = typer.Option(1.0, help="Share of the forget domain's entities to forget, in (0, 1]."),
     preset: str = typer.Option("default", help="Build preset: default (demo model) or tiny (tests)."),

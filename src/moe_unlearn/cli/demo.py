@@ -21,7 +21,7 @@ SUMMARY = ("forget MC ↓", "forget NLL ↑", "retain MC ↑", "retain NLL ↓",
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory (runs/, report/, results.json)."),
     quick: bool = typer.Option(False, "--quick", help="A smaller matrix (GA, GradDiff x none, GRIP, SEUF)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the benchmark and of every run."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the benchmark and of every run."),
     forget_domain: Optional[str] = typer.Option(None, "--forget-domain", help="Domain to forget (default: the hazardous one)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides of the demo spec, e.g. common.train.max_steps=10."),
 ) -> None:

@@ -19,14 +19,16 @@ import typer
 from moe_unlearn.cli.app import app
 from moe_unlearn.config import apply_overrides, build, load_yaml
 from moe_unlearn.errors import UserError
-from moe_unlearn.paths import is_inside
+from moe_unlearn.paths import atomic_write, check_destination
 
 
-def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[str, Any]]:
-    """(UnlearnData, EvalConfig, {"method", "adapters"}) from an unlearn YAML or a manifest."""
+def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[str, Any], list[tuple[str, Any]]]:
+    """(UnlearnData, EvalConfig, {"method", "adapters"}, the files read: (what, path)) from an
+    unlearn YAML or a manifest."""
     from moe_unlearn.data import DataConfig, UnlearnData, load_data
     from moe_unlearn.eval import EvalConfig
     from moe_unlearn.train.config import resolve_yaml
+    from moe_unlearn.train.rundir import run_inputs
 
     if path.is_dir() and (path / "manifest.json").is_file():
         path = path / "manifest.json"
@@ -37,12 +39,18 @@ def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[s
         unknown = sorted(set(raw) - {"eval"})
         if unknown:
             raise UserError(f"with a manifest only eval.* overrides apply, got '{unknown[0]}'")
-        return UnlearnData.from_manifest(path), build(EvalConfig, raw["eval"], "eval"), {"method": None, "adapters": []}
+        data = UnlearnData.from_manifest(path)
+        return (data, build(EvalConfig, raw["eval"], "eval"), {"method": None, "adapters": []},
+                [("benchmark dir", path.parent)])
     load_yaml(path)  # a clear error for a file that is not YAML
-    raw = apply_overrides(resolve_yaml(path), overrides)
-    data = load_data(build(DataConfig, raw.get("data"), "data"))
+    files: list[str] = []
+    raw = apply_overrides(resolve_yaml(path, files=files), overrides)
+    data_cfg = build(DataConfig, raw.get("data"), "data")
+    data = load_data(data_cfg)
     cfg = build(EvalConfig, raw.get("eval"), "eval")
-    return data, cfg, {"method": raw.get("method"), "adapters": list(raw.get("adapters") or [])}
+    read = run_inputs(files, data.model, (data_cfg.forget, data_cfg.retain, data_cfg.holdout, data_cfg.utility_mc),
+                      data.manifest)
+    return data, cfg, {"method": raw.get("method"), "adapters": list(raw.get("adapters") or [])}, read
 
 
 @app.command("eval")
@@ -56,6 +64,8 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub."),
+    allow_missing_weights: bool = typer.Option(False, "--allow-missing-weights",
+                                               help="Accept weight files that lack tensors (left at random values)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
@@ -69,19 +79,21 @@ def eval_command(
         hf_logging.disable_progress_bar()
     if not model.is_dir():
         raise UserError(f"--model {model} is not a directory; pass a saved model folder (e.g. RUN/model)")
-    if is_inside(out, model) or (original is not None and original.is_dir() and is_inside(out, original)):
-        raise UserError(f"--out {out} is inside a model directory; write metrics.json somewhere else")
+    given = [("--model dir", model), ("--original dir", original), ("--retrained file", retrained), ("config", config)]
+    check_destination(out, given)  # before the slow part; again below with the data files
     ref = None
     if retrained is not None:
         try:
             ref = json.loads(retrained.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise UserError(f"--retrained {retrained} is not a readable metrics.json ({type(e).__name__})") from None
         if not isinstance(ref, dict) or "forget" not in ref:
             raise UserError(f"--retrained {retrained} has no 'forget' results; pass the metrics.json of a "
                             "retain-only model's run")
-    data, cfg, info = load_eval_inputs(config, overrides or [])
-    kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
+    data, cfg, info, read = load_eval_inputs(config, overrides or [])
+    check_destination(out, [*given, *read])
+    kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code,
+              "allow_missing": allow_missing_weights}
     net, tokenizer = load_model(model, **kwargs)
     orig_net = load_model(original, **kwargs)[0] if original is not None else None
     results = evaluate_model(net, tokenizer, data, cfg, original_model=orig_net, retrained=ref, progress=not quiet)
@@ -93,8 +105,7 @@ def eval_command(
         **results,
         "timing": {"total_seconds": time.perf_counter() - start},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2))
+    atomic_write(out, json.dumps(metrics, indent=2))
     f, r, stab = metrics["forget"], metrics["retain"], metrics["routing"]["stability"]
     typer.echo(
         f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; retain nll {_fmt(r.get('nll'))} "

@@ -17,15 +17,15 @@ from tqdm.auto import tqdm
 
 from moe_unlearn.cli.app import app
 from moe_unlearn.errors import UserError
-from moe_unlearn.paths import is_inside
+from moe_unlearn.paths import atomic_path, atomic_write, check_destination
 from moe_unlearn.data import load_records
-from moe_unlearn.data.tokenize import pad_id
+from moe_unlearn.data.tokenize import clip, pad_id
 from moe_unlearn.models import capture_routing, load_model, moe_layers
 
 
 def encode(tokenizer, texts: list[str], max_tokens: int | None, max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to max_length and, overall, to the first max_tokens tokens."""
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    encoded = tokenizer([clip(t, max_length) for t in texts], truncation=True, max_length=max_length)["input_ids"]
     kept, budget = [], max_tokens
     for ids in encoded:
         if budget is not None:
@@ -106,15 +106,9 @@ def plot_heatmap(stats: dict, path: Path) -> None:
     ax.set_title(f"Expert activation frequency ({stats['tokens']} tokens, top-{k}; rows sum to k)")
     fig.colorbar(image, ax=ax, label="fraction of tokens")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-
-
-def _outside_model_dir(model: str, path: Path, flag: str) -> Path:
-    model_dir = Path(model).expanduser()
-    if model_dir.is_dir() and is_inside(path, model_dir):
-        raise UserError(f"{flag} {path} is inside the model directory; write it somewhere else")
-    return path.expanduser().resolve()
 
 
 @app.command("inspect")
@@ -129,6 +123,8 @@ def inspect_command(
     max_length: int = typer.Option(512, "--max-length", min=1, help="Truncate each text to this many tokens."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code."),
+    allow_missing_weights: bool = typer.Option(False, "--allow-missing-weights",
+                                               help="Accept weight files that lack tensors (left at random values)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Count which experts each MoE layer selects over a text file."""
@@ -136,18 +132,20 @@ def inspect_command(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    out_path = _outside_model_dir(model, out, "--out")
-    plot_path = _outside_model_dir(model, plot, "--plot") if plot is not None else None
+    inputs = [("model dir", model), ("--data file", data)]
+    out_path = check_destination(out, inputs)
+    plot_path = check_destination(plot, inputs, what="--plot") if plot is not None else None
+    if plot_path == out_path:
+        raise UserError(f"--plot {plot} and --out {out} name the same file; give the heatmap its own .png")
     texts = [r["text"] for r in load_records(data, kind="text", fields={"text": text_field})]
-    net, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code)
+    net, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code,
+                                allow_missing=allow_missing_weights)
     sequences = encode(tokenizer, texts, max_tokens, max_length)
     if not sequences:
         raise UserError(f"{data}: the texts encode to no tokens")
     stats = routing_stats(net, tokenizer, sequences, batch_size=batch_size, name=model,
                           progress=not quiet)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(stats, indent=2) + "\n")
+    atomic_write(out_path, json.dumps(stats, indent=2) + "\n")
     if plot_path is not None:
-        plot_path.parent.mkdir(parents=True, exist_ok=True)
         plot_heatmap(stats, plot_path)
     typer.echo(f"{stats['tokens']} tokens, {len(stats['layers'])} MoE layers -> {out_path}")

@@ -44,6 +44,10 @@ def run(argv: list[str] | None = None) -> int:
     except RunFailure as e:
         print(f"moe-unlearn: failed: {_one_line(e)}", file=sys.stderr)
         return 1
+    except OSError as e:  # the machine said no: disk full, permission denied, read-only filesystem
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"moe-unlearn: failed: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
+        return 1
     if code == 130:
         print("moe-unlearn: interrupted", file=sys.stderr)
     return code if isinstance(code, int) else 0

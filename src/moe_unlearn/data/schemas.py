@@ -32,6 +32,15 @@ def _text(v: Any) -> str:
         raise ValueError(f"must be a string, got {type(v).__name__}")
     if not v.strip():
         raise ValueError("must not be empty")
+    return _unicode(v)
+
+
+def _unicode(v: str) -> str:
+    """v, if it is valid Unicode text: JSON escapes can produce lone surrogates no tokenizer takes."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"holds invalid Unicode (a lone surrogate {v[e.start]!r} at character {e.start})") from None
     return v
 
 
@@ -47,14 +56,14 @@ def _text_list(v: Any) -> list[str]:
     for item in v:
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise ValueError(f"must be a list of strings, has a {type(item).__name__}")
-        out.append(str(item))
+        out.append(_unicode(str(item)))
     return out
 
 
 def _index(v: Any) -> int:
     if isinstance(v, str):
         s = v.strip()
-        if s.isdigit():
+        if s.isdecimal():
             return int(s)
         if len(s) == 1 and s.upper() in string.ascii_uppercase:
             return string.ascii_uppercase.index(s.upper())

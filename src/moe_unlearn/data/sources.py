@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -19,6 +20,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.registry import Registry
 
 Rows = Iterator[tuple[str, Any]]  # (location such as "line 3", raw row)
+CSV_FIELD_LIMIT = 64 * 2**20  # characters per CSV field (the csv module's default is 128 Ki)
 READERS: Registry[Callable[[Path], Rows]] = Registry("file format")
 
 
@@ -49,9 +51,12 @@ def _jsonl(path: Path) -> Rows:
             if not line.strip():
                 continue
             try:
-                yield f"line {n}", json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}: line {n}: not valid JSON ({e.msg}); fix or delete the line") from None
+            except RecursionError:
+                raise UserError(f"{path}: line {n}: JSON nested too deeply; a record is a flat object") from None
+            yield f"line {n}", row
 
 
 @READERS.register(".json")
@@ -60,6 +65,8 @@ def _json(path: Path) -> Rows:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply; a .json source is a list of flat records") from None
     if not isinstance(data, list):
         raise UserError(f"{path}: a .json source must hold a list of records (or use .jsonl)")
     for n, row in enumerate(data, 1):
@@ -68,10 +75,21 @@ def _json(path: Path) -> Rows:
 
 @READERS.register(".csv")
 def _csv(path: Path) -> Rows:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            yield f"line {reader.line_num}", {k: v for k, v in row.items() if k is not None and v != ""}
+    limit = csv.field_size_limit(min(CSV_FIELD_LIMIT, sys.maxsize))  # long texts are real data
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    hint = " (an unclosed quote?)" if "field larger" in str(e) else ""
+                    raise UserError(f"{path}: line {reader.line_num}: not valid CSV: {e}{hint}") from None
+                yield f"line {reader.line_num}", {k: v for k, v in row.items() if k is not None and v != ""}
+    finally:
+        csv.field_size_limit(limit)
 
 
 @READERS.register(".parquet")

@@ -13,10 +13,22 @@ import torch
 from moe_unlearn.errors import UserError
 
 IGNORE = -100
+# A token spans at most this many characters in any tokenizer we know (runs of spaces are the
+# longest), so the first N tokens of a text are those of its first N * CHARS_PER_TOKEN characters.
+CHARS_PER_TOKEN = 32
 
 
-def _ids(tokenizer: Any, text: str, *, special: bool) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+def clip(text: str, max_tokens: int, *, keep: str = "head") -> str:
+    """The part of text that can hold its first (keep="head") or last ("tail") max_tokens tokens:
+    a multi-megabyte line is cut before the tokenizer sees it, so memory follows max_length."""
+    n = max_tokens * CHARS_PER_TOKEN
+    if len(text) <= n:
+        return text
+    return text[:n] if keep == "head" else text[-n:]
+
+
+def _ids(tokenizer: Any, text: str, *, special: bool, max_tokens: int, keep: str = "head") -> list[int]:
+    return list(tokenizer(clip(text, max_tokens, keep=keep), add_special_tokens=special)["input_ids"])
 
 
 def _eos(tokenizer: Any) -> list[int]:
@@ -34,13 +46,14 @@ def encode_qa(tokenizer: Any, question: str, answer: str, *, max_length: int,
         if not getattr(tokenizer, "chat_template", None):
             raise UserError("the tokenizer has no chat template; set data.chat_template=false")
         prompt_text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": clip(question, max_length, keep="tail")}], tokenize=False,
+            add_generation_prompt=True,
         )
-        prompt = _ids(tokenizer, prompt_text, special=False)
-        answer_ids = _ids(tokenizer, answer, special=False) + _eos(tokenizer)
+        prompt = _ids(tokenizer, prompt_text, special=False, max_tokens=2 * max_length, keep="tail")
+        answer_ids = _ids(tokenizer, answer, special=False, max_tokens=max_length) + _eos(tokenizer)
     else:
-        prompt = _ids(tokenizer, question, special=True)
-        answer_ids = _ids(tokenizer, " " + answer, special=False) + _eos(tokenizer)
+        prompt = _ids(tokenizer, question, special=True, max_tokens=max_length, keep="tail")
+        answer_ids = _ids(tokenizer, " " + answer, special=False, max_tokens=max_length) + _eos(tokenizer)
     answer_ids = answer_ids[: max(1, max_length - 1)]
     keep = max_length - len(answer_ids)
     prompt = prompt[-keep:] if keep > 0 else []
@@ -49,7 +62,7 @@ def encode_qa(tokenizer: Any, question: str, answer: str, *, max_length: int,
 
 def encode_text(tokenizer: Any, text: str, *, max_length: int) -> dict[str, list[int]]:
     """Text + EOS, truncated to max_length; labels on every token."""
-    ids = (_ids(tokenizer, text, special=True) + _eos(tokenizer))[:max_length]
+    ids = (_ids(tokenizer, text, special=True, max_tokens=max_length) + _eos(tokenizer))[:max_length]
     return {"input_ids": ids, "labels": list(ids)}
 
 

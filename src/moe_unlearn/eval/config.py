@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from moe_unlearn.config import require
+from moe_unlearn.config import FLOAT_LIMIT, require
 
 # Cheap enough to run at the end of every unlearning run on CPU; relearn and lm_eval are opt-in.
 DEFAULT_METRICS = [
@@ -38,6 +38,8 @@ class RelearnConfig:
     def validate(self, where: str) -> None:
         require(self.steps >= 1, f"'{where}.steps' must be >= 1, got {self.steps}")
         require(self.lr > 0, f"'{where}.lr' must be > 0, got {self.lr}")
+        require(self.lr <= FLOAT_LIMIT * (1 - 0.9), f"'{where}.lr' is too large: AdamW's first step is 10 x lr, "
+                                                    f"beyond float32 at {self.lr}")
         require(0 < self.fraction <= 1, f"'{where}.fraction' must be in (0, 1], got {self.fraction}")
         require(self.batch_size >= 1, f"'{where}.batch_size' must be >= 1, got {self.batch_size}")
         require(self.eval_every >= 1, f"'{where}.eval_every' must be >= 1, got {self.eval_every}")

@@ -13,7 +13,7 @@ import torch
 from rouge_score import rouge_scorer
 from tqdm.auto import tqdm
 
-from moe_unlearn.data.tokenize import pad_id
+from moe_unlearn.data.tokenize import clip, pad_id
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
@@ -96,7 +96,8 @@ def rouge_text(ctx: EvalContext, split: str) -> MetricResult | None:
         return None
     prompts, refs = [], []
     for r in recs:
-        ids = ctx.tokenizer(r["text"], add_special_tokens=False)["input_ids"]
+        text = clip(r["text"], max(2 * ctx.cfg.text_prompt_tokens, ctx.cfg.text_prompt_tokens + ctx.cfg.max_new_tokens_text))
+        ids = ctx.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) < 2:
             continue
         cut = min(ctx.cfg.text_prompt_tokens, len(ids) // 2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -16,17 +18,40 @@ DTYPES: dict[str, torch.dtype | str] = {
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+_BACKENDS = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
+
+
+def _backend_count(kind: str) -> int:
+    """How many devices of `kind` this machine has (0: none, or torch cannot use them)."""
+    if kind == "cuda":
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "mps":
+        return 1 if torch.backends.mps.is_available() else 0
+    module = getattr(torch, kind, None)
+    available = getattr(module, "is_available", None)
+    return int(module.device_count()) if callable(available) and available() else 0
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; UserError for CUDA asked without CUDA."""
+    """'auto' -> cuda if available else cpu; UserError for a device this machine does not have."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, ValueError, TypeError):
         raise UserError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' asked for but CUDA is not available on this machine; "
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "meta":
+        raise UserError(f"device '{device}' holds shapes but no weights, so nothing can run on it; choose cpu, cuda or auto")
+    count = _backend_count(dev.type) if dev.type in _BACKENDS else 0
+    name = _BACKENDS.get(dev.type, dev.type)
+    if count == 0:
+        raise UserError(f"device '{device}' asked for but {name} is not available on this machine; "
                         "choose device cpu or auto (--device for inspect/eval, model.device= for unlearn)")
+    if dev.index is not None and dev.index >= count:
+        raise UserError(f"device '{device}' does not exist: this machine has {count} {name} device(s), "
+                        f"{dev.type}:0..{dev.type}:{count - 1}")
     return dev
 
 
@@ -45,9 +70,57 @@ def _check_local_dir(path: Path) -> None:
         raise UserError(f"model directory '{path}' has no *.safetensors weights; save the model with save_pretrained")
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers prints a multi-line load report for missing or mismatched tensors; we turn
+    each of those into one error line instead."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _check_loading_info(info: dict[str, Any], name: str, allow_missing: bool) -> None:
+    """Refuse tensors of the wrong shape, and tensors the weights lack unless the user opted in
+    (transformers would initialise them at random)."""
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if mismatched:
+        key, found, wanted = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise UserError(f"model '{name}': tensor '{key}' has shape {tuple(found)} in the weights but the config "
+                        f"needs {tuple(wanted)}{more}; the weights and config.json do not belong together")
+    missing = sorted(info.get("missing_keys") or [])
+    if missing and not allow_missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"model '{name}': the weights lack tensor '{missing[0]}'{more}, which would be initialised "
+                        "at random; repair the model, or accept random values with model.allow_missing_weights=true "
+                        "(unlearn) / --allow-missing-weights (inspect, eval)")
+
+
+def _check_weights(model: PreTrainedModel, name: str) -> None:
+    """Every MoE layer routes to 1..E experts and every floating tensor is finite."""
+    for i, layer in enumerate(moe_layers(model)):
+        if not 1 <= layer.top_k <= layer.num_experts:
+            raise UserError(f"model '{name}': MoE layer {i} picks top_k={layer.top_k} of {layer.num_experts} experts; "
+                            f"config.json's top-k (e.g. num_experts_per_tok) must be in 1..{layer.num_experts}")
+    with torch.no_grad():
+        for key, tensor in (*model.named_parameters(), *model.named_buffers()):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(f"model '{name}': tensor '{key}' holds NaN or inf values; the weights are damaged")
+
+
 def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu",
-               trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model in eval mode on `device`, tokenizer) from a local directory or a hub id."""
+               trust_remote_code: bool = False, allow_missing: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode on `device`, tokenizer) from a local directory or a hub id.
+
+    Damaged weights (truncated file, bad header, wrong shapes, NaN/inf), a missing tensor
+    (unless allow_missing) and an impossible top-k are UserErrors, never a model that runs on
+    random or broken values.
+    """
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
     dev = resolve_device(device)
@@ -59,12 +132,17 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
         _check_local_dir(local)
         name = str(local)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code)
+        with _quiet_loading():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                name, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code,
+                output_loading_info=True, ignore_mismatched_sizes=True)
+        _check_loading_info(info, name, allow_missing)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load model '{name}': {first}") from None
+    except UserError:
+        raise
+    except Exception as e:  # a damaged file reaches many loaders (safetensors, json, tokenizers, torch)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot load model '{name}' ({type(e).__name__}): {first[:300]}") from None
     try:
         moe_layers(model)
     except UserError:
@@ -72,7 +150,9 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
                         "Mixture-of-Experts model") from None
     if dev.type == "cpu" and getattr(model.config, "_experts_implementation", None) == "batched_mm":
         model.set_experts_implementation("grouped_mm")  # batched_mm is ~40x slower on CPU
-    return model.to(dev).eval(), tokenizer
+    model = model.to(dev).eval()
+    _check_weights(model, name)
+    return model, tokenizer
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, out_dir: str | Path) -> Path:

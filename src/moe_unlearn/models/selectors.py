@@ -74,29 +74,44 @@ def _embeddings(model: nn.Module, layers: list[MoELayer], arg: str) -> Picked:
     return _module_params([m for m in (g() for g in getters if g is not None) if isinstance(m, nn.Module)])
 
 
-def _parse_indices(arg: str, spec: str) -> list[int]:
-    indices: list[int] = []
-    try:
-        for part in arg.split(","):
-            lo, _, hi = part.partition("-")
-            indices.extend(range(int(lo), int(hi if hi else lo) + 1))
-    except ValueError:
-        raise UserError(f"bad parameter spec '{spec}': write layers:0-3 or layers:1,3") from None
-    return indices
+MAX_INDEX = 100_000  # no model has this many layers or experts; bounds what a spec may name
+
+
+def _parse_ranges(arg: str, spec: str) -> list[tuple[int, int]]:
+    """'0-3,5' -> [(0, 3), (5, 5)]: inclusive ranges, never expanded here (a range may be huge)."""
+    ranges = []
+    for part in arg.split(","):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdecimal() or (dash and not hi.isdecimal()):
+            raise UserError(f"bad parameter spec '{spec}': write layers:0-3 or layers:1,3")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if a > b:
+            raise UserError(f"bad parameter spec '{spec}': range {a}-{b} runs backwards; write {b}-{a}")
+        if b >= MAX_INDEX:
+            raise UserError(f"bad parameter spec '{spec}': layer {b} is out of any model's range")
+        ranges.append((a, b))
+    return ranges
 
 
 def _layers(model: nn.Module, layers: list[MoELayer], arg: str) -> Picked:
-    wanted = set(_parse_indices(arg, f"layers:{arg}"))
     found = {int(m.group(3)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
+    top = max(found, default=-1)
+    wanted: set[int] = set()
+    for lo, hi in _parse_ranges(arg, f"layers:{arg}"):
+        if hi > top:
+            first = max(lo, top + 1)
+            shown = list(range(first, hi + 1)) if hi - first < 8 else f"{first}..{hi}"
+            raise UserError(f"layers:{arg}: decoder layer(s) {shown} do not exist; valid 0..{top}")
+        wanted.update(range(lo, hi + 1))
     missing = sorted(wanted - found)
     if missing:
-        raise UserError(f"layers:{arg}: decoder layer(s) {missing} do not exist; valid 0..{max(found, default=-1)}")
+        raise UserError(f"layers:{arg}: decoder layer(s) {missing} do not exist; valid 0..{top}")
     return [(p, None) for n, p in model.named_parameters() if (m := _LAYER.search(n)) and int(m.group(3)) in wanted]
 
 
 def _expert(model: nn.Module, layers: list[MoELayer], arg: str) -> Picked:
     parts = arg.split(":")
-    if len(parts) != 2 or not all(s.isdigit() for s in parts):
+    if len(parts) != 2 or not all(s.isdecimal() for s in parts):
         raise UserError(f"bad parameter spec 'expert:{arg}': write expert:L:E (MoE layer L, expert E), e.g. expert:0:3")
     li, ei = int(parts[0]), int(parts[1])
     if li >= len(layers):
@@ -131,6 +146,23 @@ _SELECTORS: dict[str, Callable[[nn.Module, list[MoELayer], str], Picked]] = {
     "expert:": _expert,
     "regex:": _regex,
 }
+
+
+def check_specs(specs: list[str], where: str) -> None:
+    """Refuse a malformed spec at config load, before any model is read (bounds are checked
+    against the model by select_parameters)."""
+    for spec in specs:
+        head, sep, arg = spec.partition(":")
+        if _SELECTORS.get(head + sep) is None or (sep and not arg):
+            raise UserError(f"'{where}': unknown parameter spec '{spec}'; valid forms: {SPEC_FORMS}")
+        if head == "layers":
+            _parse_ranges(arg, spec)
+        elif head == "expert":
+            parts = arg.split(":")
+            if len(parts) != 2 or not all(p.isdecimal() and int(p) < MAX_INDEX for p in parts):
+                raise UserError(f"'{where}': bad parameter spec '{spec}': write expert:L:E (MoE layer L, expert E)")
+        elif head == "regex":
+            _regex(nn.Module(), [], arg)
 
 
 def select_parameters(model: nn.Module, specs: list[str]) -> list[ParamRef]:

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from moe_unlearn.benchmark import cached_benchmark
-from moe_unlearn.config import apply_overrides
+from moe_unlearn.benchmark.cache import cache_root, entry_name
+from moe_unlearn.config import apply_overrides, load_yaml, require
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import atomic_write, check_destination
+from moe_unlearn.registry import suggest
 from moe_unlearn.report import write_report
-from moe_unlearn.train.config import merge_config, build_config
+from moe_unlearn.train.config import TrainConfig, build_config, merge_config
 from moe_unlearn.train.engine import run_unlearning
+from moe_unlearn.train.rundir import LOCK_NAME, DirLock
 
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
+SPEC_KEYS = ("preset", "matrix", "quick", "common", "adapter_lr_scale", "methods")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,52 @@ class DemoRun:
 
 def load_spec(overrides: list[str] | None = None) -> dict[str, Any]:
     """The packaged demo spec with dotted overrides applied."""
-    return apply_overrides(yaml.safe_load(DEMO_SPEC.read_text()), overrides or [])
+    return apply_overrides(load_yaml(DEMO_SPEC), overrides or [])
+
+
+def check_spec(spec: dict[str, Any], *, quick: bool) -> None:
+    """Every key of the spec, so every override, must be known and valid before anything runs,
+    as `unlearn` checks its own: a typo (comon.train.lr=...) is an error, never ignored."""
+    from moe_unlearn.adapters import ADAPTERS
+    from moe_unlearn.benchmark.presets import PRESETS
+    from moe_unlearn.methods import METHODS
+
+    for key in spec:
+        require(key in SPEC_KEYS, f"unknown demo key '{key}'{suggest(str(key), list(SPEC_KEYS))}")
+    PRESETS.get(str(spec.get("preset", "default")))
+    for name in ("matrix", "quick"):
+        grid = spec.get(name)
+        require(isinstance(grid, dict), f"demo '{name}' must map methods and adapters")
+        for key in grid:
+            require(key in ("methods", "adapters"), f"unknown demo key '{name}.{key}'"
+                                                    f"{suggest(str(key), ['methods', 'adapters'])}")
+        methods, combos = grid.get("methods"), grid.get("adapters")
+        require(isinstance(methods, list) and bool(methods), f"demo '{name}.methods' must be a list of methods")
+        require(isinstance(combos, list) and bool(combos) and all(isinstance(c, list) for c in combos),
+                f"demo '{name}.adapters' must be a list of adapter lists, e.g. [[], [grip]]")
+        for m in methods:
+            METHODS.get(str(m))
+        for combo in combos:
+            for a in combo:
+                ADAPTERS.get(str(a))
+    scales = spec.get("adapter_lr_scale", {})
+    require(isinstance(scales, dict), "demo 'adapter_lr_scale' must map adapters to numbers")
+    for a, factor in scales.items():
+        ADAPTERS.get(str(a))
+        require(isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor < 1e6,
+                f"demo 'adapter_lr_scale.{a}' must be a positive number, got {factor!r}")
+    per_method = spec.get("methods", {})
+    require(isinstance(per_method, dict), "demo 'methods' must map methods to their settings")
+    require(isinstance(spec.get("common"), dict), "demo 'common' must be an unlearn config mapping")
+    first = spec["quick" if quick else "matrix"]["methods"][0]
+    sections = [("common", str(first), {})] + [(f"methods.{m}", str(m), extra) for m, extra in per_method.items()]
+    for where, method, extra in sections:
+        METHODS.get(method)
+        require(isinstance(extra, dict), f"demo '{where}' must be a mapping")
+        try:
+            build_config(merge_config(merge_config(spec["common"], extra), {"method": method}))
+        except UserError as e:
+            raise UserError(f"demo '{where}': {e}") from None
 
 
 def plan(spec: dict[str, Any], *, quick: bool) -> list[DemoRun]:
@@ -50,7 +98,7 @@ def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) ->
     raw = merge_config(spec["common"], spec.get("methods", {}).get(run.method, {}))
     raw = merge_config(raw, {"method": run.method, "adapters": list(run.adapters), "seed": seed,
                              "data": {"manifest": str(manifest)}})
-    lr = float(raw["train"]["lr"])
+    lr = float(raw.get("train", {}).get("lr", TrainConfig.lr))
     for name in run.adapters:
         lr *= spec.get("adapter_lr_scale", {}).get(name, 1)
     return merge_config(raw, {"train": {"lr": lr}})
@@ -60,11 +108,24 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_
              overrides: list[str] | None = None, progress: bool = True,
              on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None = None) -> list[dict[str, Any]]:
     """Run the demo matrix into out_dir; returns results.json's list (one metrics dict per run)."""
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "results.json").exists():
-        raise UserError(f"output directory {out} is not empty and holds no demo results; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     spec = load_spec(overrides)
+    check_spec(spec, quick=quick)
+    entry = cache_root() / entry_name(spec.get("preset", "default"), seed, forget_domain, 1.0)
+    out = check_destination(out_dir, [("benchmark cache entry", entry)], kind="dir")
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / "results.json").exists():
+        raise UserError(f"output directory {out_dir} is not empty and holds no demo results; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = DirLock.acquire(out, "demo dir")
+    try:
+        return _run_demo(out, spec, quick=quick, seed=seed, forget_domain=forget_domain, progress=progress,
+                         on_result=on_result)
+    finally:
+        lock.release()
+
+
+def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, forget_domain: str | None,
+              progress: bool, on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None
+              ) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     # the first call builds the benchmark (minutes): always show its progress bars
     manifest = cached_benchmark(preset=spec.get("preset", "default"), seed=seed, forget_domain=forget_domain,
@@ -97,6 +158,4 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(obj, indent=2, default=str))

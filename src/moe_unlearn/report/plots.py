@@ -199,13 +199,14 @@ def replay_recovery(runs: list[Run], path: Path) -> Path | None:
 
 def training_curves(runs: list[Run], path: Path) -> Path | None:
     """Training loss per step and, where logged, the periodic forget NLL."""
-    curves = [(r.name, [(row["step"], row["loss"]) for row in r.log if _num(row.get("loss")) is not None and "step" in row])
-              for r in runs]
+    curves = [(r.name, [(row["step"], row["loss"]) for row in r.log
+                        if _num(row.get("loss")) is not None and _num(row.get("step")) is not None]) for r in runs]
     curves = [(n, c) for n, c in curves if c]
     if not curves:
         return None
     evals = [(r.name, [(row["step"], row["eval"]["forget"]["nll"]) for row in r.log
-                       if _num(get(row, "eval", "forget", "nll")) is not None]) for r in runs]
+                       if _num(get(row, "eval", "forget", "nll")) is not None and _num(row.get("step")) is not None])
+             for r in runs]
     evals = [(n, c) for n, c in evals if c]
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6.5, 4), squeeze=False)
     styles = run_styles(runs)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from moe_unlearn.errors import UserError
+from moe_unlearn.paths import check_destination, publish, temp_sibling
 from moe_unlearn.report import plots
 from moe_unlearn.report.plots import get
 from moe_unlearn.report.runs import Run, load_runs
@@ -113,12 +114,16 @@ def render_html(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
 def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
     """Read the runs, draw the figures and write out_dir/report.md and out_dir/report.html."""
     runs = load_runs(paths)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; pass a directory for the report")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures = _figures(runs, out_dir)
-    md, page = out_dir / "report.md", out_dir / "report.html"
-    md.write_text(render_markdown(runs, figures))
-    page.write_text(render_html(runs, figures))
-    return {"markdown": md, "html": page, **{p.stem: p for _, p in figures}}
+    out_dir = check_destination(out_dir, [("run", p) for p in paths], kind="dir")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_sibling(out_dir)  # everything is drawn here, then each file renamed into place
+    staging.mkdir()
+    try:
+        figures = _figures(runs, staging)
+        (staging / "report.md").write_text(render_markdown(runs, figures), encoding="utf-8")
+        (staging / "report.html").write_text(render_html(runs, figures), encoding="utf-8")
+        publish(staging, out_dir, last=("report.md", "report.html"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"markdown": out_dir / "report.md", "html": out_dir / "report.html",
+            **{p.stem: out_dir / p.name for _, p in figures}}

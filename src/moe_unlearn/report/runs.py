@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import UserError
+
+SPLITS = ("forget", "retain", "holdout")
+GROUPS = (*SPLITS, "utility_mc", "routing", "replay", "privacy", "timing", "relearn")
 
 
 @dataclass
@@ -28,13 +32,13 @@ def run_label(metrics: dict[str, Any], fallback: str) -> str:
     if not method:
         return fallback
     adapters = [a for a in metrics.get("adapters") or [] if a]
-    return "+".join([str(method), *map(str, adapters)])
+    return " ".join("+".join([str(method), *map(str, adapters)]).split())  # one line in any table
 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UserError(f"{path} is not a readable JSON file ({type(e).__name__}); re-run the command that wrote it") from None
 
 
@@ -42,19 +46,82 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a killed run: skip it, the rest is still a curve
+        except (ValueError, RecursionError):
+            continue  # a line cut by a killed run, or damaged: skip it, the rest is still a curve
         if isinstance(row, dict):
             rows.append(row)
     return rows
 
 
+def _read_config(path: Path) -> dict[str, Any] | None:
+    """config.yaml of a run, or None when absent or damaged (the report reads metrics only)."""
+    try:
+        cfg = parse_yaml(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(_number(x) and x is not None for x in v)
+
+
+def _matrix(v: Any) -> bool:
+    return (isinstance(v, list) and bool(v) and all(_numbers(row) and len(row) == len(v[0]) > 0 for row in v))
+
+
+def _activation(v: Any) -> bool:
+    return isinstance(v, dict) and _matrix(v.get("before")) and _matrix(v.get("after")) and \
+        (len(v["before"]), len(v["before"][0])) == (len(v["after"]), len(v["after"][0]))
+
+
+def _curve(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(p, dict) and _number(p.get("step")) and p.get("step") is not None
+                                       and _number(p.get("token_acc")) for p in v)
+
+
+# what the report reads: dotted key -> (check, what it must be)
+SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "method": (lambda v: v is None or isinstance(v, str), "a string"),
+    "adapters": (lambda v: v is None or (isinstance(v, list) and all(isinstance(a, str) for a in v)), "a list of names"),
+    "steps": (_number, "a number"),
+    **{f"{s}.{k}": (_number, "a number") for s in SPLITS for k in ("nll", "mc_acc", "token_acc")},
+    **{f"routing.stability.{s}": (_number, "a number") for s in SPLITS},
+    **{f"routing.per_layer.{s}": (lambda v: v is None or _numbers(v), "a list of numbers") for s in SPLITS},
+    **{f"routing.activation.{s}": (lambda v: v is None or _activation(v), "{before, after}: equal-shaped matrices")
+       for s in SPLITS},
+    "utility_mc.value": (_number, "a number"), "replay.value": (_number, "a number"),
+    "replay.without.token_acc": (_number, "a number"), "replay.with_replay.token_acc": (_number, "a number"),
+    "privacy.value": (_number, "a number"), "timing.total_seconds": (_number, "a number"),
+    "relearn.curve": (lambda v: v is None or _curve(v), "a list of {step, token_acc}"),
+}
+
+
 def _check_metrics(obj: Any, where: Path) -> dict[str, Any]:
+    """obj, if it is run metrics whose every value the report reads has the right type."""
     if not isinstance(obj, dict) or not any(k in obj for k in ("forget", "retain", "routing")):
         raise UserError(f"{where} does not hold run metrics (no forget/retain/routing keys); pass a run directory")
+    for key, (ok, want) in SHAPES.items():
+        node: Any = obj
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if node is None:
+                break
+            if not isinstance(node, dict):
+                raise UserError(f"{where}: '{'.'.join(parts[:depth])}' must be a mapping, got {type(node).__name__}; "
+                                "is this a moe-unlearn metrics.json?")
+            node = node.get(part)
+        else:
+            if not ok(node):
+                raise UserError(f"{where}: '{key}' must be {want}, got {json.dumps(node)[:60]}; "
+                                "is this a moe-unlearn metrics.json?")
     return obj
 
 
@@ -81,9 +148,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
             continue
         m = _check_metrics(obj, target)
         folder = target.parent
-        cfg_path = folder / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
-        runs.append(Run(run_label(m, folder.name), m, cfg if isinstance(cfg, dict) else None, _read_log(folder / "log.jsonl")))
+        runs.append(Run(run_label(m, folder.name), m, _read_config(folder / "config.yaml"), _read_log(folder / "log.jsonl")))
     seen: dict[str, int] = {}
     for r in runs:
         n = seen.get(r.name, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import RunFailure, UserError
 
 PREFIX = "step-"
+NAME = re.compile(rf"^{PREFIX}(\d+)$")  # only these folders are ours: a user's backup copy is left alone
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,8 +50,14 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-    """Write checkpoint `step` atomically; older checkpoints are removed afterwards."""
+def _ours(folder: Path) -> list[Path]:
+    return [p for p in folder.glob(f"{PREFIX}*") if NAME.match(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+         config: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint `step` atomically (meta.json holds the step and the run's config); older
+    checkpoints are removed afterwards. A failed write (disk full) leaves the previous one."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:06d}"
     if (final / "meta.json").is_file():  # same step, same state (e.g. Ctrl-C right after a checkpoint)
@@ -57,25 +65,44 @@ def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[
     for stale in folder.glob(f".tmp-{PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = folder / f".tmp-{PREFIX}{step:06d}"
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step}))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)  # an incomplete folder without meta.json
-    os.replace(tmp, final)
-    for old in folder.glob(f"{PREFIX}*"):
+    try:
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, "config": config}))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete folder without meta.json
+        os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = latest(folder)
+        raise RunFailure(f"could not write checkpoint {final.name} ({e.strerror or type(e).__name__}); "
+                         f"{'checkpoint ' + kept.name + ' is kept' if kept else 'no checkpoint is kept'}: "
+                         "free space and rerun with --resume") from None
+    for old in _ours(folder):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def latest(folder: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
-    done = [p for p in folder.glob(f"{PREFIX}*") if (p / "meta.json").is_file()]
+    """The newest complete checkpoint folder (named step-N, with meta.json), or None."""
+    done = [p for p in _ours(folder) if (p / "meta.json").is_file()]
     return max(done, key=lambda p: int(p.name[len(PREFIX):]), default=None)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint; UserError when damaged or when it names another step (a copy)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("step") != int(path.name[len(PREFIX):]):
+        raise UserError(f"checkpoint {path} has a damaged meta.json or one from another step (a renamed copy?); "
+                        f"delete {path.name} to resume from an earlier one, or start again with --overwrite")
+    return meta
 
 
 def load(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

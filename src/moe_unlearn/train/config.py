@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from moe_unlearn.config import apply_overrides, build, load_yaml, require, to_dict
+from moe_unlearn.config import FLOAT_LIMIT, apply_overrides, build, load_yaml, require, to_dict
 from moe_unlearn.data.config import DataConfig
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.registry import suggest
+
+
+def adamw_lr_fits(lr: float, beta1: float) -> bool:
+    """AdamW's first step size lr / (1 - beta1) must fit float32, or torch raises mid-step."""
+    return lr / (1 - beta1) <= FLOAT_LIMIT
 
 
 @dataclass
@@ -25,6 +30,9 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     trust_remote_code: bool = False
+    # tensors the config declares but the weight files lack are an error unless this is true
+    # (then they keep transformers' random initialisation)
+    allow_missing_weights: bool = False
 
 
 @dataclass
@@ -39,6 +47,7 @@ class LoraSettings:
 
     def validate(self, where: str) -> None:
         require(self.r >= 1, f"'{where}.r' must be >= 1, got {self.r}")
+        require(self.alpha > 0, f"'{where}.alpha' must be > 0, got {self.alpha}")
         require(0 <= self.dropout < 1, f"'{where}.dropout' must be in [0, 1), got {self.dropout}")
         require(
             bool(self.target_modules) or bool(self.target_parameters),
@@ -82,10 +91,15 @@ class TrainConfig:
     checkpoint_every: int = 10  # 0: no periodic checkpoints
 
     def validate(self, where: str) -> None:
+        from moe_unlearn.models.selectors import check_specs
+
+        check_specs(self.params, f"{where}.params")
         require(self.lr > 0, f"'{where}.lr' must be > 0, got {self.lr}")
         require(self.weight_decay >= 0, f"'{where}.weight_decay' must be >= 0, got {self.weight_decay}")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                 f"'{where}.betas' must be two numbers in [0, 1), got {self.betas}")
+        require(adamw_lr_fits(self.lr, self.betas[0]),
+                f"'{where}.lr' is too large: AdamW's first step is lr / (1 - betas[0]), beyond float32 at {self.lr}")
         require(self.grad_accum >= 1, f"'{where}.grad_accum' must be >= 1, got {self.grad_accum}")
         require(self.max_steps is None or self.max_steps >= 1, f"'{where}.max_steps' must be >= 1, got {self.max_steps}")
         require(self.epochs is None or self.epochs > 0, f"'{where}.epochs' must be > 0, got {self.epochs}")
@@ -115,6 +129,11 @@ class UnlearnConfig:
     seed: int = 0
     # validated config objects of the method/adapter sections, by name
     settings: dict[str, Any] = field(default_factory=dict)
+    # the YAML files this config was read from (inputs: a run never writes over them)
+    files: list[str] = field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        require(0 <= self.seed < 2**32, f"'seed' must be in 0..2**32-1 (numpy's range), got {self.seed}")
 
     def section(self, name: str) -> Any:
         """The config object for method/adapter `name` (defaults when its section is absent)."""
@@ -122,9 +141,12 @@ class UnlearnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Fully resolved config as plain data (what config.yaml holds)."""
-        out = {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "settings"}
+        out = {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in INTERNAL}
         out.update({name: to_dict(obj) for name, obj in self.settings.items()})
         return out
+
+
+INTERNAL = ("settings", "files")  # UnlearnConfig fields that are not config keys
 
 
 def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -138,12 +160,15 @@ def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a config and the `base:` files it extends (paths relative to it), merged."""
+def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = (), files: list[str] | None = None) -> dict[str, Any]:
+    """Read a config and the `base:` files it extends (paths relative to it), merged; each file
+    read is appended to `files`."""
     p = Path(path).resolve()
     if p in _seen:
         raise UserError(f"config {p} extends itself through 'base:' (cycle)")
     raw = load_yaml(p)
+    if files is not None:
+        files.append(str(p))
     bases = raw.pop("base", None) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -151,7 +176,7 @@ def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, An
         raise UserError(f"'base' in {p} must be a path or a list of paths")
     merged: dict[str, Any] = {}
     for b in bases:
-        merged = merge_config(merged, resolve_yaml(p.parent / b, (*_seen, p)))
+        merged = merge_config(merged, resolve_yaml(p.parent / b, (*_seen, p), files))
     return merge_config(merged, raw)
 
 
@@ -167,7 +192,7 @@ def build_config(raw: dict[str, Any]) -> UnlearnConfig:
     methods, adapters = _registries()
     raw = dict(raw)
     raw.pop("base", None)
-    fields = [f.name for f in dataclasses.fields(UnlearnConfig) if f.name != "settings"]
+    fields = [f.name for f in dataclasses.fields(UnlearnConfig) if f.name not in INTERNAL]
     names = methods.names() + adapters.names()
     sections = {}
     for key in list(raw):
@@ -195,4 +220,7 @@ def build_config(raw: dict[str, Any]) -> UnlearnConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> UnlearnConfig:
     """YAML file (+ its bases) + dotted overrides -> validated UnlearnConfig."""
-    return build_config(apply_overrides(resolve_yaml(path), overrides or []))
+    files: list[str] = []
+    cfg = build_config(apply_overrides(resolve_yaml(path, files=files), overrides or []))
+    cfg.files = files
+    return cfg

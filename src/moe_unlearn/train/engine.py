@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import statistics
 import threading
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -33,36 +31,12 @@ from moe_unlearn.models import load_model, moe_layers, resolve_device
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
 from moe_unlearn.data.tokenize import to_device
-from moe_unlearn.paths import is_inside
 from moe_unlearn.train.context import RunContext
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
+from moe_unlearn.train.rundir import RunDir, first_nonfinite, run_inputs
 from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
 
-OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
-
-
 # ---- setup --------------------------------------------------------------------------------
-def check_out_dir(out_dir: Path, model_dir: Path | None, *, overwrite: bool, resume: bool) -> None:
-    """Refuse an output dir inside (or holding) the input model, or a used one without overwrite/resume."""
-    if overwrite and resume:
-        raise UserError("use either --overwrite (start again) or --resume (continue), not both")
-    out = out_dir.resolve()
-    if model_dir is not None and model_dir.is_dir():
-        if is_inside(out, model_dir):
-            raise UserError(f"output dir {out_dir} is the input model dir {model_dir} or inside it; choose another --out")
-        if is_inside(model_dir, out):  # --overwrite would delete OUT/model
-            raise UserError(f"output dir {out_dir} contains the input model dir {model_dir}; choose another --out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out_dir} is a file; choose a directory for --out")
-    used = out.is_dir() and any(out.iterdir())
-    if used and not (overwrite or resume):
-        raise UserError(f"output dir {out_dir} is not empty; pass --overwrite to replace its results or --resume to continue")
-    if overwrite:  # only what a run writes; other files are left alone
-        for name in OUTPUTS:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-
-
 def build_trainable(ctx: RunContext) -> Trainable:
     """train.params (or the method's own specs), narrowed by adapters; LoRA through peft."""
     cfg = ctx.cfg.train
@@ -93,7 +67,8 @@ def setup(cfg: UnlearnConfig, out_dir: Path, data: UnlearnData, model_path: str 
     device = resolve_device(cfg.model.device)
     accelerator = Accelerator()  # backward; device and bf16 autocast are ours (see RunContext.autocast)
     model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
-                                  trust_remote_code=cfg.model.trust_remote_code)
+                                  trust_remote_code=cfg.model.trust_remote_code,
+                                  allow_missing=cfg.model.allow_missing_weights)
     pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed)
     method = METHODS.get(cfg.method)(cfg.section(cfg.method))
     if method.has_retain_term and pairs.retain is None:
@@ -168,6 +143,7 @@ class Trainer:
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
+        self.check_finite(self.trainable.state_tensors().items())
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -177,7 +153,8 @@ class Trainer:
             "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
             "step_seconds": list(self.step_seconds),
         }
-        self.last_checkpoint = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state)
+        self.last_checkpoint = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state,
+                                               self.ctx.cfg.to_dict())
         return self.last_checkpoint
 
     def load_checkpoint(self) -> bool:
@@ -193,15 +170,20 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         self.ctx.step = int(state["step"])
         self.step_seconds = list(state["step_seconds"])
-        with open(self.log_path, "ab") as fh:  # drop log lines written after the checkpoint
-            fh.truncate(int(state["log_offset"]))
+        self.run_dir.truncate_log(int(state["log_offset"]))  # drop log lines written after the checkpoint
         self.last_checkpoint = path
         return True
 
-    def fail(self, what: str) -> RunFailure:
+    def fail(self, what: str, step: int | None = None) -> RunFailure:
         kept = (f"the last good checkpoint ({self.last_checkpoint.name}) is kept in {self.ckpt_dir}"
                 if self.last_checkpoint else "no checkpoint was written yet (train.checkpoint_every)")
-        return RunFailure(f"{what} at step {self.ctx.step + 1}: training diverged; {kept}; lower train.lr")
+        return RunFailure(f"{what} at step {step or self.ctx.step + 1}: training diverged; {kept}; lower train.lr")
+
+    def check_finite(self, tensors: Any) -> None:
+        """Never save a non-finite checkpoint or model: checks the update of the last step."""
+        bad = first_nonfinite(tensors)
+        if bad is not None:
+            raise self.fail(f"parameter '{bad}' is not finite after the update", step=self.ctx.step)
 
     # -- one optimizer step
     def step(self) -> dict[str, Any]:
@@ -306,7 +288,10 @@ def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool =
     out = Path(out_dir)
     data = load_data(cfg.data)
     model_path = model_path_of(cfg, data)
-    check_out_dir(out, model_path, overwrite=overwrite, resume=resume)
+    run_dir = RunDir(out, run_inputs(cfg.files, model_path, (cfg.data.forget, cfg.data.retain, cfg.data.holdout,
+                                                            cfg.data.utility_mc), data.manifest),
+                     overwrite=overwrite, resume=resume)
+    run_dir.check()
     set_seed(cfg.seed)
 
     ctx, pairs = setup(cfg, out, data, model_path)
@@ -314,24 +299,25 @@ def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool =
     for a in ctx.adapters:
         a.check(ctx)
     # only now, so a combination the checks refuse leaves no output directory behind
-    out.mkdir(parents=True, exist_ok=True)
-    _write_config(cfg, out, resume=resume)
-    # everything below until load_checkpoint sees the ORIGINAL model, also on resume
-    ctx.method.prepare(ctx)
-    for a in ctx.adapters:
-        a.prepare(ctx)
-    if eval_routing:
-        ctx.original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval)
-    trainable = ctx.trainable = build_trainable(ctx)
-    needs_ref = ctx.method.uses_reference() or any(getattr(a, "needs_reference", False) for a in ctx.adapters)
-    reference_bytes = trainable.keep_originals() if needs_ref and not ctx.lora else 0
+    run_dir.claim(cfg.to_dict())  # the lock, --overwrite/--resume, config.yaml
+    with run_dir.released_on_error():
+        # everything below until load_checkpoint sees the ORIGINAL model, also on resume
+        ctx.method.prepare(ctx)
+        for a in ctx.adapters:
+            a.prepare(ctx)
+        if eval_routing:
+            ctx.original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval)
+        trainable = ctx.trainable = build_trainable(ctx)
+        needs_ref = ctx.method.uses_reference() or any(getattr(a, "needs_reference", False) for a in ctx.adapters)
+        reference_bytes = trainable.keep_originals() if needs_ref and not ctx.lora else 0
 
-    trainer = Trainer(ctx, trainable, pairs, progress)
-    trainer.reference_bytes = reference_bytes
-    trainer.resumed = resume and trainer.load_checkpoint()
-    if not trainer.resumed:
-        trainer.log_path.write_text("")
-        set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
+        trainer = Trainer(ctx, trainable, pairs, progress)
+        trainer.run_dir = run_dir
+        trainer.reference_bytes = reference_bytes
+        trainer.resumed = resume and trainer.load_checkpoint()
+        if not trainer.resumed:
+            trainer.log_path.write_text("")
+            set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
     return trainer
 
 
@@ -343,36 +329,39 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     t_start = time.perf_counter()
     out = Path(out_dir)
     trainer = prepare_trainer(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
-    ctx, trainable = trainer.ctx, trainer.trainable
-    trainer.train()
+    with trainer.run_dir.released():
+        ctx, trainable = trainer.ctx, trainer.trainable
+        trainer.train()
 
-    for a in ctx.adapters:
-        a.after_training(ctx)
-    model = ctx.model.merge_and_unload() if ctx.lora else ctx.model
-    model.save_pretrained(out / "model")
-    ctx.tokenizer.save_pretrained(out / "model")
-    results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
-                             original_routing=ctx.original_routing, progress=progress)
-    metrics = {
-        "method": cfg.method,
-        "adapters": list(cfg.adapters),
-        "steps": ctx.step,
-        **results,
-        "timing": {
-            "step_seconds_median": statistics.median(trainer.step_seconds) if trainer.step_seconds else 0.0,
-            "total_seconds": time.perf_counter() - t_start,
-        },
-        "memory": {
-            "trainable_params": trainable.numel(),
-            "reference_bytes": trainer.reference_bytes,
-            "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
-        },
-        "adapter_info": {a.name: a.summary() for a in ctx.adapters},
-        "early_stop": trainer.stopped_early,
-        "resumed": bool(trainer.resumed),
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
-    return metrics
+        for a in ctx.adapters:
+            a.after_training(ctx)
+        model = ctx.model.merge_and_unload() if ctx.lora else ctx.model
+        trainer.check_finite(model.named_parameters())
+        trainer.run_dir.save_model(lambda d: (model.save_pretrained(d), ctx.tokenizer.save_pretrained(d)),
+                                   trainer.last_checkpoint)
+        results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
+                                 original_routing=ctx.original_routing, progress=progress)
+        metrics = {
+            "method": cfg.method,
+            "adapters": list(cfg.adapters),
+            "steps": ctx.step,
+            **results,
+            "timing": {
+                "step_seconds_median": statistics.median(trainer.step_seconds) if trainer.step_seconds else 0.0,
+                "total_seconds": time.perf_counter() - t_start,
+            },
+            "memory": {
+                "trainable_params": trainable.numel(),
+                "reference_bytes": trainer.reference_bytes,
+                "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
+            },
+            "adapter_info": {a.name: a.summary() for a in ctx.adapters},
+            "early_stop": trainer.stopped_early,
+            "resumed": bool(trainer.resumed),
+        }
+        trainer.run_dir.write_metrics(metrics, _json_default)
+        return metrics
+
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -388,16 +377,4 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON-able: {type(x).__name__}")
 
 
-def _write_config(cfg: UnlearnConfig, out: Path, *, resume: bool) -> None:
-    """config.yaml holds the fully resolved config; --resume must use the same one."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    path = out / "config.yaml"
-    if resume and path.is_file():
-        old = yaml.safe_load(path.read_text())
-        if old != yaml.safe_load(text):
-            changed = sorted(k for k in set(old) | set(yaml.safe_load(text)) if old.get(k) != yaml.safe_load(text).get(k))
-            raise UserError(f"--resume needs the run's own config; these sections differ from {path}: {', '.join(changed)}")
-    path.write_text(text)
-
-
-__all__ = ["run_unlearning", "prepare_trainer", "setup", "build_trainable", "check_out_dir"]
+__all__ = ["run_unlearning", "prepare_trainer", "setup", "build_trainable"]

@@ -1,0 +1,283 @@
+"""The run directory of `unlearn`: one writer at a time, inputs never touched, atomic results.
+
+    OUT/.moe-unlearn.lock   the holder's pid, flock'ed while a process writes OUT
+    OUT/config.yaml         the resolved config (written atomically)
+    OUT/log.jsonl           one line per step; on resume cut back to the checkpoint
+    OUT/checkpoints/        step-NNNNNN/ (train/checkpoint.py)
+    OUT/model/              appears only complete (written beside it, then renamed)
+    OUT/metrics.json        written atomically, last
+
+`RunDir.check()` refuses what it can before anything heavy runs; `RunDir.claim()` takes the
+lock and prepares the directory; the engine calls `save_model`, `write_metrics` and `release`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import yaml
+
+from moe_unlearn.config import parse_yaml
+from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.paths import Inputs, atomic_dir, atomic_write, check_destination
+from moe_unlearn.train import checkpoint
+
+OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
+LOCK_NAME = ".moe-unlearn.lock"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per directory is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
+
+class DirLock:
+    """An exclusive lock on a directory: DIR/.moe-unlearn.lock, flock'ed, holding the holder's pid.
+
+    The kernel drops a flock when its process dies (even kill -9), so a lock file left by a dead
+    process is stale by definition and the next writer simply takes it over.
+    """
+
+    def __init__(self, directory: Path, fd: int | None) -> None:
+        self.directory, self.fd = directory, fd
+
+    @classmethod
+    def acquire(cls, directory: Path, what: str = "output dir") -> DirLock:
+        """Take the lock, or raise UserError naming the pid that holds it."""
+        path = directory / LOCK_NAME
+        if fcntl is None:
+            return cls(directory, None)
+        for _ in range(5):  # a releasing holder may unlink the file between our open and flock
+            fd = _open_lock(path, create=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise UserError(f"{what} {directory} is in use by another moe-unlearn process (pid {pid}); "
+                                "wait for it to finish, or choose another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return cls(directory, fd)
+            os.close(fd)
+        raise UserError(f"{what} {directory}: could not take its lock; retry")
+
+    @staticmethod
+    def check_free(directory: Path, what: str = "output dir") -> None:
+        """Refuse early when a live process holds the lock (takes and drops it at once)."""
+        path = directory / LOCK_NAME
+        if fcntl is None or not (path.exists() or path.is_symlink()):
+            return
+        fd = _open_lock(path, create=False)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise UserError(f"{what} {directory} is in use by another moe-unlearn process (pid {_read_pid(fd)}); "
+                            "wait for it to finish, or choose another --out") from None
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Unlink the lock file, then drop the lock (a waiting writer re-checks the inode)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.directory / LOCK_NAME)
+        os.close(self.fd)
+        self.fd = None
+
+    def __del__(self) -> None:  # a forgotten lock must not outlive its holder object
+        self.release()
+
+
+def _open_lock(path: Path, *, create: bool) -> int:
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symlink; remove it (moe-unlearn never writes through one)") from None
+        raise
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return str(int(os.pread(fd, 32, 0).decode().strip()))
+    return "unknown"
+
+
+def run_inputs(files: Iterable[str], model: Path | None, sources: Iterable[Any], manifest: Path | None) -> list[tuple[str, Any]]:
+    """What a run reads and must never write: model dir, data files, config files, benchmark dir."""
+    found: list[tuple[str, Any]] = [("model dir", model)]
+    found += [("data file", getattr(src, "path", None)) for src in sources if src is not None]
+    found += [("config", f) for f in files]
+    if manifest is not None:
+        found.append(("benchmark dir", Path(manifest).parent))
+    return found
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'train.lr: 0.001 -> 0.002' for each dotted key whose value differs."""
+    a, b = _flat(old), _flat(new)
+    missing = "(absent)"
+
+    def show(v: Any) -> str:
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [f"{k}: {show(a.get(k, missing))} -> {show(b.get(k, missing))}" for k in sorted(a.keys() | b.keys())
+            if a.get(k, missing) != b.get(k, missing)]
+
+
+def first_nonfinite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating tensor holding NaN or inf, or None."""
+    with torch.no_grad():
+        for name, t in tensors:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return name
+    return None
+
+
+class RunDir:
+    """OUT of one `unlearn` run; see the module docstring for its layout."""
+
+    def __init__(self, path: str | Path, inputs: Inputs, *, overwrite: bool = False, resume: bool = False) -> None:
+        self.path = Path(path)
+        self.inputs = list(inputs)
+        self.overwrite, self.resume = overwrite, resume
+        self.lock: DirLock | None = None
+        self.created = False
+
+    # -- before anything heavy
+    def check(self) -> None:
+        """Refuse a bad --out without writing anything: inputs (also through symlinks inside
+        OUT), a used dir without --overwrite/--resume, --resume with no run, a live writer."""
+        if self.overwrite and self.resume:
+            raise UserError("use either --overwrite (start again) or --resume (continue), not both")
+        check_destination(self.path, self.inputs, kind="dir")
+        if not self.path.is_dir():
+            if self.resume:
+                raise UserError(f"--resume: {self.path} holds no run to continue; drop --resume to start one")
+            return
+        for name in OUTPUTS:  # e.g. OUT/model a symlink to the input model
+            check_destination(self.path / name, self.inputs, what=f"--out {self.path}:", kind="any")
+        if self.lock is None:
+            DirLock.check_free(self.path)
+        entries = [p for p in self.path.iterdir() if p.name != LOCK_NAME]
+        if entries and not (self.overwrite or self.resume):
+            raise UserError(f"output dir {self.path} is not empty; pass --overwrite to replace its results "
+                            "or --resume to continue")
+        if self.resume and not (self.path / "config.yaml").exists() and not checkpoint.latest(self.path / "checkpoints"):
+            raise UserError(f"--resume: {self.path} holds no run to continue (no config.yaml, no checkpoint); "
+                            "drop --resume to start one")
+
+    # -- the writer
+    def claim(self, config: dict[str, Any]) -> None:
+        """Create OUT, take its lock, clear it (--overwrite) or check the run (--resume), write config.yaml."""
+        self.created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock = DirLock.acquire(self.path)
+        try:
+            self.check()  # again under the lock: another process may have written meanwhile
+            if self.overwrite:  # only what a run writes; other files are left alone
+                for name in OUTPUTS:
+                    p = self.path / name
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink(missing_ok=True)
+            elif self.resume:
+                self._check_resume(config)
+            atomic_write(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        except BaseException:
+            self.release(remove_if_created=True)
+            raise
+
+    def _check_resume(self, config: dict[str, Any]) -> None:
+        """The run's own config is the checkpoint's (else config.yaml's); refuse a different one by key."""
+        latest = checkpoint.latest(self.path / "checkpoints")
+        own = checkpoint.read_meta(latest).get("config") if latest is not None else None
+        source = latest / "meta.json" if own is not None else self.path / "config.yaml"
+        if own is None:
+            try:
+                own = parse_yaml(source.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+                own = None
+            if not isinstance(own, dict) or not own:
+                raise UserError(f"--resume: {source} is empty or damaged, so the run's config is unknown; "
+                                "restore it, or start again with --overwrite")
+        changed = config_diff(own, config)
+        if changed:
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise UserError(f"--resume needs the run's own config; these keys differ from {source}: "
+                            f"{'; '.join(changed[:3])}{more}")
+
+    def truncate_log(self, offset: int) -> None:
+        """Drop log lines written after the checkpoint; a shortened or deleted log is never padded."""
+        log = self.path / "log.jsonl"
+        size = log.stat().st_size if log.exists() else 0
+        if size > offset:
+            os.truncate(log, offset)
+
+    def save_model(self, save: Callable[[Path], None], last_checkpoint: Path | None) -> Path:
+        """save(tmp_dir) writes the model beside OUT/model; it replaces model/ only when complete."""
+        final = self.path / "model"
+        try:
+            with atomic_dir(final) as tmp:
+                save(tmp)
+        except OSError as e:
+            kept = f"checkpoint {last_checkpoint.name} is kept" if last_checkpoint else "no checkpoint was written"
+            raise RunFailure(f"could not save the model to {final} ({e.strerror or type(e).__name__}); nothing "
+                             f"half-written was left; {kept}: free space and rerun with --resume") from None
+        return final
+
+    def write_metrics(self, metrics: dict[str, Any], default: Callable[[Any], Any]) -> Path:
+        return atomic_write(self.path / "metrics.json", json.dumps(metrics, indent=2, default=default))
+
+    @contextlib.contextmanager
+    def released_on_error(self) -> Iterator[None]:
+        """Release the lock if the block fails (the caller keeps it on success)."""
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Release the lock when the block ends, however it ends."""
+        try:
+            yield
+        finally:
+            self.release()
+
+    def release(self, *, remove_if_created: bool = False) -> None:
+        """Drop the lock; remove OUT again if this run created it and left it empty."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if remove_if_created and self.created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
