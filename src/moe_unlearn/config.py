@@ -84,12 +84,14 @@ def _unique_size(node: yaml.Node, seen: set[int]) -> int:
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML with StrictLoader; raises yaml.YAMLError (StrictYAMLError for refusals) or ValueError."""
+    """Parse YAML with StrictLoader; raises yaml.YAMLError (StrictYAMLError for refusals)."""
     loader = StrictLoader(text)
     try:
         return loader.get_single_data()
     except RecursionError:
         raise StrictYAMLError("nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of 5000 digits, a date 2001-13-45
+        raise StrictYAMLError(f"a value cannot be read ({str(e).split(':')[0]})") from None
     finally:
         loader.dispose()
 
@@ -122,7 +124,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise UserError(f"override '{item}' has an empty key part")
         try:
             value = parse_yaml(raw) if raw != "" else ""
-        except (StrictYAMLError, ValueError) as e:
+        except StrictYAMLError as e:
             raise UserError(f"override '{key}': {' '.join(str(e).split())}") from None
         except yaml.YAMLError:
             value = raw

@@ -7,6 +7,7 @@ import pickle
 import re
 import sys
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -14,23 +15,27 @@ SCRIPT = Path(sys.executable).with_name("moe-unlearn")  # the console script of 
 TIMING_KEYS = ("timing", "eval_seconds", "resumed")
 
 
-def snapshot(*roots: Path, skip: Path | None = None) -> dict[str, tuple[str, bytes, int]]:
-    """Every file and folder under roots: kind, bytes (files) and mtime_ns (files), minus `skip`."""
+def snapshot(*roots: Path, skip: Path | Iterable[Path] | None = None) -> dict[str, tuple[str, bytes, int]]:
+    """Every file, folder and link under roots: kind, bytes (files), mtime_ns (files) or target
+    (links), minus the paths in `skip` (outputs a command may write)."""
+    skipped = {skip} if isinstance(skip, Path) else set(skip or ())
     seen: dict[str, tuple[str, bytes, int]] = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
-            if skip is not None and (here == skip or skip in here.parents):
+            if here in skipped or any(s in here.parents for s in skipped):
                 dirnames[:] = []
                 continue
-            for d in dirnames:
-                if skip is None or here / d != skip:
-                    seen[str(here / d)] = ("dir", b"", 0)
-            for f in filenames:
-                p = here / f
-                if skip is not None and p == skip:
+            for name in [*dirnames, *filenames]:
+                p = here / name
+                if p in skipped:
                     continue
-                seen[str(p)] = ("file", p.read_bytes(), p.stat().st_mtime_ns)
+                if p.is_symlink():
+                    seen[str(p)] = ("link", os.readlink(p).encode(), 0)
+                elif p.is_dir():
+                    seen[str(p)] = ("dir", b"", 0)
+                else:
+                    seen[str(p)] = ("file", p.read_bytes(), p.stat().st_mtime_ns)
     return seen
 
 

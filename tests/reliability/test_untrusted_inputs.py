@@ -57,8 +57,8 @@ def unsafe_calls(source: str) -> list[str]:
             why = f"{name} unpickles"
         elif short == "load" and name.split(".")[0] == "torch" and not _true(_kw(node, "weights_only")):
             why = "torch.load without weights_only=True"
-        elif name.startswith("yaml.") and short not in ("safe_load", "safe_dump", "dump"):
-            why = f"{name} (only yaml.safe_load may read YAML)"
+        elif name.startswith("yaml.") and short not in ("safe_dump", "dump"):
+            why = f"{name} (YAML is read only by moe_unlearn.config.parse_yaml: safe tags, no duplicate keys or alias bombs)"
         elif _true(_kw(node, "trust_remote_code")):
             why = "trust_remote_code=True hard-coded"
         elif _true(_kw(node, "shell")):
@@ -82,6 +82,8 @@ def unsafe_calls(source: str) -> list[str]:
     "torch.load(p, weights_only=False)",
     "yaml.load(s, Loader=yaml.Loader)",
     "yaml.unsafe_load(s)",
+    "yaml.safe_load(s)",
+    "yaml.load(s, Loader=yaml.SafeLoader)",
     "AutoModelForCausalLM.from_pretrained(p, trust_remote_code=True)",
     "AutoModelForCausalLM.from_pretrained(p)",
     "subprocess.run(cmd, shell=True)",
@@ -94,7 +96,7 @@ def test_checker_catches_each_unsafe_pattern(snippet):
 
 
 def test_checker_accepts_the_safe_forms():
-    safe = ("torch.load(p, map_location='cpu', weights_only=True)\nyaml.safe_load(s)\nyaml.safe_dump(d)\n"
+    safe = ("torch.load(p, map_location='cpu', weights_only=True)\nparse_yaml(s)\nyaml.safe_dump(d)\n"
             "model.eval()\nAutoModelForCausalLM.from_pretrained(p, use_safetensors=True, trust_remote_code=flag)\n"
             "AutoTokenizer.from_pretrained(p)\nsubprocess.run(['git', 'status'])\n")
     assert unsafe_calls(safe) == []
@@ -105,6 +107,19 @@ def test_source_tree_has_no_unsafe_calls():
     assert len(files) > 40  # the whole package, not an empty folder
     found = [f"{p.relative_to(SRC)} {why}" for p in files for why in unsafe_calls(p.read_text())]
     assert found == []
+
+
+def test_the_one_yaml_reader_is_the_strict_loader():
+    """config.parse_yaml builds on yaml.SafeLoader (no tags that run code) and is the only YAML
+    reader in the package; every other module calls it (the scan above forbids yaml.*load*)."""
+    import yaml
+
+    from moe_unlearn.config import StrictLoader
+
+    assert issubclass(StrictLoader, yaml.SafeLoader)
+    readers = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if "Loader" in p.read_text()
+               and "yaml" in p.read_text()]
+    assert readers == ["config.py"]
 
 
 def test_trust_remote_code_is_off_unless_asked():

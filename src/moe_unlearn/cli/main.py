@@ -36,7 +36,8 @@ def run(argv: list[str] | None = None) -> int:
     except typer.exceptions.TyperException as e:  # usage errors: bad option, missing argument
         if type(e).__name__ == "NoArgsIsHelpError":
             return 0
-        print(f"moe-unlearn: error: {_one_line(e)}", file=sys.stderr)
+        text = e.format_message() if hasattr(e, "format_message") else str(e)  # names the option
+        print(f"moe-unlearn: error: {' '.join(text.split())}", file=sys.stderr)
         return 2
     except UserError as e:
         print(f"moe-unlearn: error: {_one_line(e)}", file=sys.stderr)

@@ -36,7 +36,8 @@ def unlearn(
     except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
     f, r = metrics.get("forget", {}), metrics.get("retain", {})
-    typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps; "
+    how = " (resumed)" if metrics.get("resumed") else " (no checkpoint to resume: started at step 0)" if resume else ""
+    typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps{how}; "
                f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; "
                f"retain nll {_fmt(r.get('nll'))} mc {_fmt(r.get('mc_acc'))}; results in {out_dir}")
 

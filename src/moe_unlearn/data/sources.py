@@ -54,6 +54,8 @@ def _jsonl(path: Path) -> Rows:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}: line {n}: not valid JSON ({e.msg}); fix or delete the line") from None
+            except ValueError as e:  # e.g. an integer of more than 4300 digits
+                raise UserError(f"{path}: line {n}: not valid JSON ({str(e).split(':')[0]})") from None
             except RecursionError:
                 raise UserError(f"{path}: line {n}: JSON nested too deeply; a record is a flat object") from None
             yield f"line {n}", row
@@ -65,6 +67,8 @@ def _json(path: Path) -> Rows:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({str(e).split(':')[0]})") from None
     except RecursionError:
         raise UserError(f"{path}: JSON nested too deeply; a .json source is a list of flat records") from None
     if not isinstance(data, list):

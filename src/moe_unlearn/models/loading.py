@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,17 +73,33 @@ def _check_local_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """transformers prints a multi-line load report for missing or mismatched tensors; we turn
-    each of those into one error line instead."""
+def _quiet_loading() -> Iterator[list[str]]:
+    """Collect (instead of printing) transformers' multi-line load report: each problem it
+    reports becomes one error line of ours."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    root = hf_logging.get_logger("transformers")  # also configures the library's own handler
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    saved = (root.handlers[:], root.level, root.propagate)
+    root.handlers[:], root.propagate = [Keep(logging.WARNING)], False
+    root.setLevel(min(root.getEffectiveLevel(), logging.WARNING))
     try:
-        yield
+        yield seen
     finally:
-        hf_logging.set_verbosity(level)
+        root.handlers[:], root.propagate = saved[0], saved[2]
+        root.setLevel(saved[1])
+
+
+def _conversion_failure(report: list[str]) -> str:
+    """The tensor transformers could not assemble (fused experts from per-expert tensors)."""
+    keys = [m.group(1) for text in report for m in re.finditer(r"^(\S+)\s*\|\s*CONVERSION", text, re.MULTILINE)]
+    what = f"tensor '{keys[0]}'" if keys else "a tensor"
+    return f"its weights cannot be assembled into {what} (a part of it is missing or has the wrong shape)"
 
 
 def _check_loading_info(info: dict[str, Any], name: str, allow_missing: bool) -> None:
@@ -131,18 +149,22 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
             raise UserError(f"model path '{name}' does not exist; give an existing directory or a hub id")
         _check_local_dir(local)
         name = str(local)
+    what = "model"
     try:
-        with _quiet_loading():
+        with _quiet_loading() as report:
             model, info = AutoModelForCausalLM.from_pretrained(
                 name, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code,
                 output_loading_info=True, ignore_mismatched_sizes=True)
         _check_loading_info(info, name, allow_missing)
+        what = "the tokenizer of model"
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except UserError:
         raise
     except Exception as e:  # a damaged file reaches many loaders (safetensors, json, tokenizers, torch)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"cannot load model '{name}' ({type(e).__name__}): {first[:300]}") from None
+        if "CONVERSION" in first:
+            raise UserError(f"cannot load model '{name}': {_conversion_failure(report)}") from None
+        raise UserError(f"cannot load {what} '{name}' ({type(e).__name__}): {first[:300]}") from None
     try:
         moe_layers(model)
     except UserError:
