@@ -52,7 +52,7 @@ def check_destination(dest: str | Path, inputs: Inputs, *, what: str = "--out",
         if relation is not None:
             linked = Path(os.path.abspath(given)) != final or Path(os.path.abspath(source)) != real
             raise UserError(f"{what} {dest} {relation} the input {label} {raw}{' (through a link)' if linked else ''}; "
-                            f"nothing you gave is ever written: choose another {what}")
+                            f"nothing you gave is ever written: choose another {what.split()[0]}")
     if kind == "file" and final.is_dir():
         raise UserError(f"{what} {dest} is a directory; name a file")
     if kind == "dir" and final.exists() and not final.is_dir():

@@ -30,6 +30,7 @@ from moe_unlearn.paths import Inputs, atomic_dir, atomic_write, check_destinatio
 from moe_unlearn.train import checkpoint
 
 OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
+FILES = ("config.yaml", "log.jsonl", "metrics.json")  # never links (model/ and checkpoints/ may be)
 LOCK_NAME = ".moe-unlearn.lock"
 
 try:
@@ -183,6 +184,9 @@ class RunDir:
             return
         for name in OUTPUTS:  # e.g. OUT/model a symlink to the input model
             check_destination(self.path / name, self.inputs, what=f"--out {self.path}:", kind="any")
+            if self.resume and name in FILES and (self.path / name).is_symlink():
+                raise UserError(f"--resume: {self.path / name} is a symlink; the run's own files are never written "
+                                "through a link: replace it with the file, or start again with --overwrite")
         if self.lock is None:
             DirLock.check_free(self.path)
         entries = [p for p in self.path.iterdir() if p.name != LOCK_NAME]
