@@ -1,15 +1,18 @@
-"""Where commands may write, and how: one destination check and atomic writes for every writer.
+"""Where commands may write, and how: one destination check, atomic writes and a directory lock
+for every writer.
 
 `check_destination` refuses an output path that is, contains or lies inside any input (model
 directory, data file, config, benchmark directory), comparing resolved paths so symlinks count,
-and an output below a regular file. `atomic_write` / `atomic_path` / `atomic_dir` write into a
-hidden sibling and rename it into place: a reader (or a later run) sees the old file, the new
-one, or none, never half of one; a hard link to an input is replaced, never written through.
+and an output below a regular file. `atomic_write` / `atomic_path` / `atomic_dir` / `publish`
+write into a hidden sibling and rename it into place: a reader (or a later run) sees the old
+file, the new one, or none, never half of one; a hard link to an input is replaced, never
+written through. `DirLock` keeps a second process from writing the same output directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -18,7 +21,13 @@ from typing import Iterable, Iterator, Literal
 
 from moe_unlearn.errors import UserError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per directory is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
 Inputs = Iterable[tuple[str, "str | Path | None"]]  # (what it is, e.g. "model dir"; its path)
+LOCK_NAME = ".moe-unlearn.lock"
 
 
 def is_inside(path: Path, directory: Path) -> bool:
@@ -132,8 +141,91 @@ def publish(staging: Path, out_dir: Path, *, last: tuple[str, ...] = ()) -> None
     """Move each file of staging into out_dir with one rename per file (files named in `last`
     go last, e.g. the page that links the others). Other files in out_dir stay."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = sorted((f for f in staging.iterdir() if f.is_file()), key=lambda f: (f.name in last, last.index(f.name)
-                                                                                  if f.name in last else 0, f.name))
-    for f in files:
+    files = [f for f in sorted(staging.iterdir()) if f.is_file() and f.name not in last]
+    for f in [*files, *(staging / name for name in last if (staging / name).is_file())]:
         _fsync(f)
         os.replace(f, out_dir / f.name)
+
+
+class DirLock:
+    """An exclusive lock on a directory: DIR/.moe-unlearn.lock, flock'ed, holding the holder's pid.
+
+    The kernel drops a flock when its process dies (even kill -9), so a lock file left by a dead
+    process is stale by definition and the next writer simply takes it over.
+    """
+
+    def __init__(self, directory: Path, fd: int | None) -> None:
+        self.directory, self.fd = directory, fd
+
+    @classmethod
+    def acquire(cls, directory: Path, what: str = "output dir") -> DirLock:
+        """Take the lock, or raise UserError naming the pid that holds it."""
+        path = directory / LOCK_NAME
+        if fcntl is None:
+            return cls(directory, None)
+        for _ in range(5):  # a releasing holder may unlink the file between our open and flock
+            fd = _open_lock(path, create=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise _in_use(what, directory, pid) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return cls(directory, fd)
+            os.close(fd)
+        raise UserError(f"{what} {directory}: could not take its lock; retry")
+
+    @staticmethod
+    def check_free(directory: Path, what: str = "output dir") -> None:
+        """Refuse early when a live process holds the lock (takes and drops it at once)."""
+        path = directory / LOCK_NAME
+        if fcntl is None or not (path.exists() or path.is_symlink()):
+            return
+        fd = _open_lock(path, create=False)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise _in_use(what, directory, _read_pid(fd)) from None
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Unlink the lock file, then drop the lock (a waiting writer re-checks the inode)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.directory / LOCK_NAME)
+        os.close(self.fd)
+        self.fd = None
+
+    def __del__(self) -> None:  # a forgotten lock must not outlive its holder object
+        self.release()
+
+
+def _in_use(what: str, directory: Path, pid: str) -> UserError:
+    return UserError(f"{what} {directory} is in use by another moe-unlearn process (pid {pid}); "
+                     "wait for it to finish, or choose another --out")
+
+
+def _open_lock(path: Path, *, create: bool) -> int:
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symlink; remove it (moe-unlearn never writes through one)") from None
+        raise
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return str(int(os.pread(fd, 32, 0).decode().strip()))
+    return "unknown"

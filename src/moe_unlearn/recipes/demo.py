@@ -22,7 +22,7 @@ from moe_unlearn.registry import suggest
 from moe_unlearn.report import write_report
 from moe_unlearn.train.config import TrainConfig, build_config, merge_config
 from moe_unlearn.train.engine import run_unlearning
-from moe_unlearn.train.rundir import LOCK_NAME, DirLock
+from moe_unlearn.paths import LOCK_NAME, DirLock
 
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
 SPEC_KEYS = ("preset", "matrix", "quick", "common", "adapter_lr_scale", "methods")

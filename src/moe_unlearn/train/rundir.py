@@ -14,7 +14,6 @@ lock and prepares the directory; the engine calls `save_model`, `write_metrics` 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -26,99 +25,11 @@ import yaml
 
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import RunFailure, UserError
-from moe_unlearn.paths import Inputs, atomic_dir, atomic_write, check_destination
+from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination
 from moe_unlearn.train import checkpoint
 
 OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
 FILES = ("config.yaml", "log.jsonl", "metrics.json")  # never links (model/ and checkpoints/ may be)
-LOCK_NAME = ".moe-unlearn.lock"
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one writer per directory is then up to the user
-    fcntl = None  # type: ignore[assignment]
-
-
-class DirLock:
-    """An exclusive lock on a directory: DIR/.moe-unlearn.lock, flock'ed, holding the holder's pid.
-
-    The kernel drops a flock when its process dies (even kill -9), so a lock file left by a dead
-    process is stale by definition and the next writer simply takes it over.
-    """
-
-    def __init__(self, directory: Path, fd: int | None) -> None:
-        self.directory, self.fd = directory, fd
-
-    @classmethod
-    def acquire(cls, directory: Path, what: str = "output dir") -> DirLock:
-        """Take the lock, or raise UserError naming the pid that holds it."""
-        path = directory / LOCK_NAME
-        if fcntl is None:
-            return cls(directory, None)
-        for _ in range(5):  # a releasing holder may unlink the file between our open and flock
-            fd = _open_lock(path, create=True)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = _read_pid(fd)
-                os.close(fd)
-                raise UserError(f"{what} {directory} is in use by another moe-unlearn process (pid {pid}); "
-                                "wait for it to finish, or choose another --out") from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                return cls(directory, fd)
-            os.close(fd)
-        raise UserError(f"{what} {directory}: could not take its lock; retry")
-
-    @staticmethod
-    def check_free(directory: Path, what: str = "output dir") -> None:
-        """Refuse early when a live process holds the lock (takes and drops it at once)."""
-        path = directory / LOCK_NAME
-        if fcntl is None or not (path.exists() or path.is_symlink()):
-            return
-        fd = _open_lock(path, create=False)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            raise UserError(f"{what} {directory} is in use by another moe-unlearn process (pid {_read_pid(fd)}); "
-                            "wait for it to finish, or choose another --out") from None
-        finally:
-            os.close(fd)
-
-    def release(self) -> None:
-        """Unlink the lock file, then drop the lock (a waiting writer re-checks the inode)."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.directory / LOCK_NAME)
-        os.close(self.fd)
-        self.fd = None
-
-    def __del__(self) -> None:  # a forgotten lock must not outlive its holder object
-        self.release()
-
-
-def _open_lock(path: Path, *, create: bool) -> int:
-    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
-    try:
-        return os.open(path, flags, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise UserError(f"{path} is a symlink; remove it (moe-unlearn never writes through one)") from None
-        raise
-
-
-def _read_pid(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        return str(int(os.pread(fd, 32, 0).decode().strip()))
-    return "unknown"
-
 
 def run_inputs(files: Iterable[str], model: Path | None, sources: Iterable[Any], manifest: Path | None) -> list[tuple[str, Any]]:
     """What a run reads and must never write: model dir, data files, config files, benchmark dir."""
