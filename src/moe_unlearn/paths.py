@@ -55,9 +55,9 @@ def check_destination(dest: str | Path, inputs: Inputs, *, what: str = "--out",
             continue
         source = Path(raw).expanduser()
         real = source.resolve()
-        same = final == real or (final.exists() and os.path.samefile(final, real))
-        relation = ("is" if same else "is inside" if real in final.parents
-                    else "contains" if final in real.parents else None)
+        same = final == real or (final.exists() and os.path.samefile(final, real))  # also a hard link
+        relation = ("is" if same else "is inside" if is_inside(final, real)
+                    else "contains" if is_inside(real, final) else None)
         if relation is not None:
             linked = Path(os.path.abspath(given)) != final or Path(os.path.abspath(source)) != real
             raise UserError(f"{what} {dest} {relation} the input {label} {raw}{' (through a link)' if linked else ''}; "
