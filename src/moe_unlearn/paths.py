@@ -79,7 +79,8 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file, a link (never what it points to) or a folder tree; absent is fine."""
     if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
     else:
@@ -131,7 +132,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
             os.replace(final, old)
         os.replace(tmp, final)
         if old is not None:
-            _remove(old)
+            remove(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -338,3 +338,41 @@ def test_benchmark_build_through_a_symlink_to_an_empty_dir(world, tmp_path, cli)
 def test_demo_out_at_or_inside_the_benchmark_cache_entry(inside, world, cli):
     out = world.manifest.parent / "demo" if inside else world.manifest.parent
     cli(["demo", "--out", out, "preset=tiny"], phrase=r"(is|is inside) the input benchmark cache entry")
+
+
+def test_leftovers_of_a_killed_save_are_cleared_on_resume(world, hostile, copy_run, cli):
+    """kill -9 during the final save leaves `.model.tmp-*` (half written) and maybe `.model.old-*`
+    beside OUT/model: never read as a model, and removed by the next --resume or --overwrite."""
+    run = copy_run(hostile.finished)
+    (run / ".model.tmp-123-abcdef01").mkdir()
+    (run / ".model.tmp-123-abcdef01" / "model.safetensors").write_bytes(b"\0" * 100)
+    shutil.copytree(run / "model", run / ".model.old-123-abcdef02")
+    (run / ".metrics.json.tmp-123-abcdef03.json").write_text("{")
+    cli(["unlearn", world.good, "--out", run, "--resume", "--quiet"], code=0, writes=[run])
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "log.jsonl", "metrics.json", "model"]
+
+
+def test_atomic_dir_keeps_the_old_folder_when_writing_fails(tmp_path):
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "weights").write_text("old")
+    with pytest.raises(OSError):
+        with paths_module.atomic_dir(final) as tmp:
+            (tmp / "weights").write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (final / "weights").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with paths_module.atomic_dir(final) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (final / "weights").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_first_nonfinite_checks_every_chunk():
+    import torch
+
+    from moe_unlearn.models import first_nonfinite
+
+    x = torch.ones(10)
+    x[9] = float("nan")
+    named = [("ints", torch.tensor([1, 2])), ("fine", torch.ones(7, dtype=torch.bfloat16)), ("bad", x)]
+    assert first_nonfinite(named, chunk=3) == "bad"
+    assert first_nonfinite(named[:2], chunk=3) is None

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -125,10 +125,20 @@ def _check_weights(model: PreTrainedModel, name: str) -> None:
         if not 1 <= layer.top_k <= layer.num_experts:
             raise UserError(f"model '{name}': MoE layer {i} picks top_k={layer.top_k} of {layer.num_experts} experts; "
                             f"config.json's top-k (e.g. num_experts_per_tok) must be in 1..{layer.num_experts}")
+    bad = first_nonfinite([*model.named_parameters(), *model.named_buffers()])
+    if bad is not None:
+        raise UserError(f"model '{name}': tensor '{bad}' holds NaN or inf values; the weights are damaged")
+
+
+def first_nonfinite(tensors: Iterable[tuple[str, torch.Tensor]], chunk: int = 2**26) -> str | None:
+    """The name of the first floating tensor holding NaN or inf, or None. Checked in chunks, so
+    the check never needs more than `chunk` bytes of scratch memory (a full GPU stays usable)."""
     with torch.no_grad():
-        for key, tensor in (*model.named_parameters(), *model.named_buffers()):
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise UserError(f"model '{name}': tensor '{key}' holds NaN or inf values; the weights are damaged")
+        for name, t in tensors:
+            if t.is_floating_point() and not all(bool(torch.isfinite(part).all())
+                                                 for part in t.detach().reshape(-1).split(chunk)):
+                return name
+    return None
 
 
 def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu",

@@ -27,13 +27,13 @@ from moe_unlearn.adapters import ADAPTERS
 from moe_unlearn.data import UnlearnData, load_data, paired_batches
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.methods import METHODS
-from moe_unlearn.models import load_model, moe_layers, resolve_device
+from moe_unlearn.models import first_nonfinite, load_model, moe_layers, resolve_device
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.train.context import RunContext
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
-from moe_unlearn.train.rundir import RunDir, first_nonfinite, run_inputs
+from moe_unlearn.train.rundir import RunDir, run_inputs
 from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
 
 # ---- setup --------------------------------------------------------------------------------

@@ -16,20 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import torch
 import yaml
 
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import RunFailure, UserError
-from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination
+from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination, remove
 from moe_unlearn.train import checkpoint
 
 OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
 FILES = ("config.yaml", "log.jsonl", "metrics.json")  # never links (model/ and checkpoints/ may be)
+
 
 def run_inputs(files: Iterable[str], model: Path | None, sources: Iterable[Any], manifest: Path | None) -> list[tuple[str, Any]]:
     """What a run reads and must never write: model dir, data files, config files, benchmark dir."""
@@ -61,15 +60,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     return [f"{k}: {show(a.get(k, missing))} -> {show(b.get(k, missing))}" for k in sorted(a.keys() | b.keys())
             if a.get(k, missing) != b.get(k, missing)]
-
-
-def first_nonfinite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
-    """The name of the first floating tensor holding NaN or inf, or None."""
-    with torch.no_grad():
-        for name, t in tensors:
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                return name
-    return None
 
 
 class RunDir:
@@ -116,13 +106,12 @@ class RunDir:
         self.lock = DirLock.acquire(self.path)
         try:
             self.check()  # again under the lock: another process may have written meanwhile
-            if self.overwrite:  # only what a run writes; other files are left alone
+            for name in OUTPUTS:  # leftovers of atomic writes a killed run did not finish
+                for stale in [*self.path.glob(f".{name}.tmp-*"), *self.path.glob(f".{name}.old-*")]:
+                    remove(stale)
+            if self.overwrite:  # only what a run writes (links removed, never followed); other files stay
                 for name in OUTPUTS:
-                    p = self.path / name
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink(missing_ok=True)
+                    remove(self.path / name)
             elif self.resume:
                 self._check_resume(config)
             atomic_write(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
