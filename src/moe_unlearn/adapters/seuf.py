@@ -24,6 +24,7 @@ from moe_unlearn.adapters.routing_io import capture
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.selectors import select_parameters
+from moe_unlearn.paths import atomic_path, atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.models.routing import RoutingCapture
@@ -114,7 +115,7 @@ class Seuf(Adapter):
     def _write(self, ctx: RunContext) -> None:
         out = ctx.out_dir
         out.mkdir(parents=True, exist_ok=True)
-        (out / "seuf_attribution.json").write_text(json.dumps({
+        atomic_write(out / "seuf_attribution.json", json.dumps({
             "affinity": [a.tolist() for a in self.affinity],  # [layer][expert]
             "targets": [{"layer": layer, "expert": e} for layer, e in self.targets],
             "sample_tokens": self.sample_tokens,
@@ -182,5 +183,6 @@ def _heatmap(affinity: list[torch.Tensor], targets: list[tuple[int, int]], path:
     ax.set_title("SEUF affinity on the forget sample (targets in red)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
