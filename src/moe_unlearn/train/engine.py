@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -177,9 +177,10 @@ class Trainer:
     def fail(self, what: str, step: int | None = None) -> RunFailure:
         kept = (f"the last good checkpoint ({self.last_checkpoint.name}) is kept in {self.ckpt_dir}"
                 if self.last_checkpoint else "no checkpoint was written yet (train.checkpoint_every)")
-        return RunFailure(f"{what} at step {step or self.ctx.step + 1}: training diverged; {kept}; lower train.lr")
+        step = self.ctx.step + 1 if step is None else step
+        return RunFailure(f"{what} at step {step}: training diverged; {kept}; lower train.lr")
 
-    def check_finite(self, tensors: Any) -> None:
+    def check_finite(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Never save a non-finite checkpoint or model: checks the update of the last step."""
         bad = first_nonfinite(tensors)
         if bad is not None:
