@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.models.routing import capture_routing
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from moe_unlearn.core.context import RunContext
     from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
-    from moe_unlearn.train.context import RunContext
 
 Batch = dict[str, torch.Tensor]
 
@@ -46,7 +46,7 @@ def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch
     return cache, (batches[-check:] if check else []), heldout
 
 
-class _Stop(Exception):
+class _PassDone(Exception):
     """Raised by a hook once the last layer a pass needs has run: the rest of the forward is skipped."""
 
 
@@ -62,12 +62,12 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
     handles = [layer.router.register_forward_pre_hook(
         lambda m, a, i=layer.index: inputs.setdefault(i, a[0].reshape(-1, a[0].shape[-1]))) for layer in layers]
     last = max(layers, key=lambda layer: layer.index)
-    handles.append(last.block.register_forward_hook(lambda m, a, o: _raise_stop()))
+    handles.append(last.block.register_forward_hook(lambda m, a, o: _end_pass()))
     try:
         with capture_routing(model) as cap:
             try:
                 run(model, batch)
-            except _Stop:
+            except _PassDone:
                 pass
     finally:
         for handle in handles:
@@ -80,8 +80,8 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
     return out
 
 
-def _raise_stop() -> None:
-    raise _Stop
+def _end_pass() -> None:
+    raise _PassDone
 
 
 @torch.no_grad()

@@ -26,9 +26,9 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.selectors import select_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.core.context import ForwardOut, Role, RunContext
     from moe_unlearn.models.routing import RoutingCapture
     from moe_unlearn.models.selectors import ParamRef
-    from moe_unlearn.train.context import ForwardOut, RunContext
 
 
 @dataclass
@@ -75,6 +75,8 @@ def top_pairs(affinity: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
 class Seuf(Adapter):
     name = "seuf"
     config_cls = SeufConfig
+    selects_trainable = True  # its targets come from its own attribution, replacing train.params
+    supports_lora = False  # it trains one expert slice and its router itself
 
     def __init__(self, cfg: SeufConfig) -> None:
         super().__init__(cfg)
@@ -89,11 +91,6 @@ class Seuf(Adapter):
         for layer, expert in self.targets:
             out.setdefault(layer, []).append(expert)
         return out
-
-    def check(self, ctx: RunContext) -> None:
-        if ctx.cfg.train.lora is not None:
-            raise UserError("seuf trains one expert slice and its router itself; drop train.lora "
-                            "(seuf replaces train.params as well)")
 
     @torch.no_grad()
     def prepare(self, ctx: RunContext) -> None:
@@ -136,7 +133,7 @@ class Seuf(Adapter):
         self.trained_numel = sum(r.param[0].numel() if r.expert is not None else r.param.numel() for r in refs)
         return refs
 
-    def capture_roles(self) -> frozenset[str]:
+    def capture_roles(self) -> frozenset[Role]:
         return frozenset({"forget"}) if self.cfg.alpha > 0 else frozenset()
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from moe_unlearn.paths import is_inside
 
 def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[str, Any]]:
     """(UnlearnData, EvalConfig, {"method", "adapters"}) from an unlearn YAML or a manifest."""
+    from moe_unlearn.benchmark import resolve_manifest
     from moe_unlearn.data import DataConfig, UnlearnData, load_data
     from moe_unlearn.eval import EvalConfig
     from moe_unlearn.train.config import resolve_yaml
@@ -40,7 +41,7 @@ def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[s
         return UnlearnData.from_manifest(path), build(EvalConfig, raw["eval"], "eval"), {"method": None, "adapters": []}
     load_yaml(path)  # a clear error for a file that is not YAML
     raw = apply_overrides(resolve_yaml(path), overrides)
-    data = load_data(build(DataConfig, raw.get("data"), "data"))
+    data = load_data(resolve_manifest(build(DataConfig, raw.get("data"), "data")))
     cfg = build(EvalConfig, raw.get("eval"), "eval")
     return data, cfg, {"method": raw.get("method"), "adapters": list(raw.get("adapters") or [])}
 
@@ -61,6 +62,7 @@ def eval_command(
     """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
     from moe_unlearn.eval import evaluate_model
     from moe_unlearn.models import load_model
+    from moe_unlearn.report.format import format_value
 
     start = time.perf_counter()
     if quiet:
@@ -96,12 +98,8 @@ def eval_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2))
     f, r, stab = metrics["forget"], metrics["retain"], metrics["routing"]["stability"]
-    typer.echo(
-        f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; retain nll {_fmt(r.get('nll'))} "
-        f"mc {_fmt(r.get('mc_acc'))}; stability forget {_fmt(stab.get('forget'))} retain {_fmt(stab.get('retain'))}; "
-        f"wrote {out}"
-    )
+    v = format_value
+    typer.echo(f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; retain nll {v(r.get('nll'))} "
+               f"mc {v(r.get('mc_acc'))}; stability forget {v(stab.get('forget'))} retain {v(stab.get('retain'))}; "
+               f"wrote {out}")
 
-
-def _fmt(x: object) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

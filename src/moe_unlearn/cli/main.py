@@ -15,12 +15,9 @@ COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "eval", "report", "demo"]
 
 
 def _load_commands() -> None:
+    """Import every command module; a module that fails to import is a bug and raises."""
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"moe_unlearn.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"moe_unlearn.cli.{name}":
-                raise
+        importlib.import_module(f"moe_unlearn.cli.{name}")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ def unlearn(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run one unlearning job: train, save model/, evaluate, write metrics.json."""
+    from moe_unlearn.report.format import format_value
     from moe_unlearn.train import load_config, run_unlearning
 
     if quiet:
@@ -35,11 +36,8 @@ def unlearn(
         metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
-    f, r = metrics.get("forget", {}), metrics.get("retain", {})
+    f, r, v = metrics.get("forget", {}), metrics.get("retain", {}), format_value
     typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps; "
-               f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; "
-               f"retain nll {_fmt(r.get('nll'))} mc {_fmt(r.get('mc_acc'))}; results in {out_dir}")
+               f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; "
+               f"retain nll {v(r.get('nll'))} mc {v(r.get('mc_acc'))}; results in {out_dir}")
 
-
-def _fmt(x: object) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

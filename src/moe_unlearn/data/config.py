@@ -1,7 +1,8 @@
 """The `data:` section of an unlearning config, and loading it into an `UnlearnData`.
 
 Either `manifest` (a built benchmark; "auto" = the embedded default benchmark, built or taken
-from the cache) or explicit sources:
+from the cache by `moe_unlearn.benchmark.resolve_manifest`, which callers above the data layer
+apply before `load_data`) or explicit sources:
 
     data:
       forget: {path: bio_forget.jsonl, kind: text}
@@ -16,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from moe_unlearn.config import require
+from moe_unlearn.errors import UserError
 from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.data.splits import PairedBatches, UnlearnData, encode_records
 from moe_unlearn.data.tokenize import pad_id
+
+
+AUTO = "auto"  # data.manifest value naming the embedded default benchmark
 
 
 @dataclass
@@ -55,10 +60,9 @@ class DataConfig:
 
 def load_data(cfg: DataConfig) -> UnlearnData:
     """Read (and validate) every record the config names."""
-    if cfg.manifest == "auto":
-        from moe_unlearn.benchmark.cache import cached_benchmark  # lazy: benchmark sits above data
-
-        return UnlearnData.from_manifest(cached_benchmark())
+    if cfg.manifest == AUTO:
+        raise UserError("data.manifest 'auto' names the embedded benchmark: resolve it first with "
+                        "moe_unlearn.benchmark.resolve_manifest(data_config)")
     if cfg.manifest is not None:
         return UnlearnData.from_manifest(cfg.manifest)
     assert cfg.forget is not None  # validate() guarantees it

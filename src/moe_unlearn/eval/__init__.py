@@ -1,9 +1,6 @@
-"""Evaluation: metrics (one function each, registry METRICS) and the runner.
+"""Evaluation: metrics (one function each, one module per family; `METRICS` finds them on
+first use) and the runner."""
 
-Importing this package registers every metric module.
-"""
-
-from moe_unlearn.eval import generation, harness, knowledge, privacy, relearn, routing, tofu  # noqa: F401
 from moe_unlearn.eval.config import EvalConfig, LmEvalConfig, RelearnConfig
 from moe_unlearn.eval.context import EvalCache, EvalContext, model_fingerprint
 from moe_unlearn.eval.metric import METRICS, Metric, MetricResult

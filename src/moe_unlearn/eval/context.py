@@ -17,7 +17,8 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from moe_unlearn.eval import batches as B
+from moe_unlearn.data.tokenize import pad_id, to_device
+from moe_unlearn.eval.batches import Batch, make_batches, mc_examples, qa_examples, text_examples
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.metric import METRICS, MetricResult
 from moe_unlearn.eval.scores import TokenStats, token_stats
@@ -99,7 +100,7 @@ class EvalContext:
 
     @property
     def pad_id(self) -> int:
-        return B.pad_id(self.tokenizer)
+        return pad_id(self.tokenizer)
 
     # ---- data ---------------------------------------------------------------------------
     def records(self, split: str, kind: str) -> list[dict] | None:
@@ -125,20 +126,20 @@ class EvalContext:
             self._memo[key] = hashlib.sha1(raw.encode()).hexdigest()[:16]
         return self._memo[key]
 
-    def qa_batches(self, split: str) -> list[B.Batch]:
+    def qa_batches(self, split: str) -> list[Batch]:
         """The split's QA eval set in its fixed batches (what routing captures line up with)."""
         key = ("qa_batches", split)
         if key not in self._memo:
             recs = self.records(split, "qa") or []
-            self._memo[key] = B.batches(B.qa_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
+            self._memo[key] = make_batches(qa_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
         return self._memo[key]
 
     # ---- forward passes -----------------------------------------------------------------
-    def _forward(self, batch: B.Batch) -> torch.Tensor:
-        batch = B.to_device(batch, self.device)
+    def _forward(self, batch: Batch) -> torch.Tensor:
+        batch = to_device(batch, self.device)
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def score(self, batch_list: list[B.Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
+    def score(self, batch_list: list[Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
         """Token scores of every batch, in order, under no_grad."""
         out = TokenStats()
         with torch.no_grad():
@@ -168,7 +169,7 @@ class EvalContext:
             if not recs:
                 self._memo[key] = None
             else:
-                bl = B.batches(B.text_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
+                bl = make_batches(text_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
                 self._memo[key] = self.score(bl, moments=True, desc=f"eval {split} text")
         return self._memo[key]
 
@@ -180,8 +181,8 @@ class EvalContext:
             if not recs:
                 self._memo[key] = None
             else:
-                examples, sizes = B.mc_examples(self.tokenizer, recs, self.cfg)
-                bl = B.batches(examples, self.cfg.batch_size, self.pad_id)
+                examples, sizes = mc_examples(self.tokenizer, recs, self.cfg)
+                bl = make_batches(examples, self.cfg.batch_size, self.pad_id)
                 flat = self.score(bl, desc=f"eval {split} MC").sum_logp()
                 self._memo[key] = (list(torch.split(flat, sizes)), [int(r["answer"]) for r in recs])
         return self._memo[key]

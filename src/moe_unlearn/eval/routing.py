@@ -47,7 +47,7 @@ def stability_per_layer(orig, new) -> torch.Tensor:
     return torch.stack([topk_overlap(a.indices.cpu(), b.indices.cpu()) for a, b in zip(_layers(orig), _layers(new))])
 
 
-@metric("stability", higher_is_better=True, cacheable=False)
+@metric("stability", higher_is_better=True, cacheable=False, group="routing", detail_keys=("per_layer",))
 def stability(ctx: EvalContext, split: str) -> MetricResult | None:
     """Routing stability vs the original model (share of original top-k kept), per layer."""
     if not ctx.original_routing or split not in ctx.original_routing:
@@ -64,7 +64,7 @@ def stability(ctx: EvalContext, split: str) -> MetricResult | None:
     return MetricResult(float(overlap.mean()), per_example, {"per_layer": [float(x) for x in overlap.mean(1)]})
 
 
-@metric("activation", higher_is_better=False, scope="global", cacheable=False)
+@metric("activation", higher_is_better=False, scope="global", cacheable=False, group="routing", value_key="shift")
 def activation(ctx: EvalContext) -> MetricResult | None:
     """Expert activation frequencies before/after per split and layer; value = mean shift.
 

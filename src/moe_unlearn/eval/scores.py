@@ -1,6 +1,6 @@
 """Token-level scores from one forward: the numbers every knowledge and privacy metric reads.
 
-Everything is aligned with labels (see methods/losses.py): entry t scores labels[t] from the
+Everything is aligned with labels (see core/losses.py): entry t scores labels[t] from the
 logits at t - 1; only positions with labels != -100 (and t > 0) are kept.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from moe_unlearn.methods.losses import answer_mask
+from moe_unlearn.core.losses import answer_mask
 
 
 @dataclass

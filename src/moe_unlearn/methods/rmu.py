@@ -21,7 +21,7 @@ import torch
 
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method, MethodOutput
 
 
@@ -94,6 +94,6 @@ class RMU(Method):
             h_ref = self._hidden(ctx, retain, role="reference")
         out = ctx.forward(retain, role="retain", output_hidden_states=True)
         mse = token_mse(out.hidden_states[self.cfg.layer + 1], h_ref)
-        lr = losses.weighted_token_mean(mse, retain["attention_mask"].bool(), out.token_weights)
-        logs["retain_loss"] = float(lr.detach())
-        return MethodOutput(lf + self.cfg.alpha * lr, logs)
+        l_retain = losses.weighted_token_mean(mse, retain["attention_mask"].bool(), out.token_weights)
+        logs["retain_loss"] = float(l_retain.detach())
+        return MethodOutput(lf + self.cfg.alpha * l_retain, logs)

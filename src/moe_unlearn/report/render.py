@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.report import plots
+from moe_unlearn.report.format import format_value
 from moe_unlearn.report.plots import get
 from moe_unlearn.report.runs import Run, load_runs
 
@@ -45,19 +46,9 @@ HOW_TO_READ = [
 ]
 
 
-def _fmt(x: Any) -> str:
-    if isinstance(x, bool) or x is None:
-        return "n/a" if x is None else str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
-    return str(x)
-
-
 def row(name: str, metrics: dict[str, Any], columns: list[tuple[str, Callable]] = COLUMNS) -> list[str]:
     """Formatted cells of one run: the name, then each column's value."""
-    return [name, *(_fmt(fn(metrics)) for _, fn in columns)]
+    return [name, *(format_value(fn(metrics)) for _, fn in columns)]
 
 
 def table_rows(runs: list[Run]) -> list[list[str]]:

@@ -1,10 +1,14 @@
 """The unlearning loop: setup -> prepare -> train (one readable loop) -> save -> evaluate.
 
-Per optimizer step: for each micro-batch, (forget, retain) = pairs.batch(i); loss = method
-loss + adapters' loss terms + load_balancing_coef * aux; backward. Then slice grads, clip,
-optimizer step, slice write-back, scheduler, adapters.after_step, log, periodic eval,
-checkpoint. A checkpoint holds everything the next step depends on, so `resume=True` after a
-kill (even -9) ends with exactly the numbers of an uninterrupted run.
+Per optimizer step: for each micro-batch, (forget, retain) = pairs.batch(i); the method's loss
+over the forwards it runs (recorded by the context), plus the adapters' loss terms on those
+forwards, plus load_balancing_coef * aux; backward. Then slice grads, clip, optimizer step,
+slice write-back, scheduler, adapters.after_step, log, periodic eval, checkpoint. A checkpoint
+holds everything the next step depends on, so `resume=True` after a kill (even -9) ends with
+exactly the numbers of an uninterrupted run.
+
+The engine talks to adapters only through their declared capabilities and hooks
+(adapters/base.py); nothing here knows an adapter or method by name.
 """
 
 from __future__ import annotations
@@ -25,18 +29,19 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from moe_unlearn.adapters import ADAPTERS
-from moe_unlearn.data import UnlearnData, load_data, paired_batches
+from moe_unlearn.adapters import ADAPTERS, Adapter
+from moe_unlearn.benchmark import resolve_manifest
+from moe_unlearn.core.context import ForwardSpec, RunContext
+from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
+from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
+from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import RunFailure, UserError
-from moe_unlearn.methods import METHODS
-from moe_unlearn.models import load_model, moe_layers, resolve_device
+from moe_unlearn.methods import METHODS, Method
+from moe_unlearn.models import RoutingCapture, load_model, moe_layers, resolve_device
+from moe_unlearn.paths import is_inside
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
-from moe_unlearn.data.tokenize import to_device
-from moe_unlearn.paths import is_inside
-from moe_unlearn.train.context import RunContext
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
-from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
 
 OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
 
@@ -63,8 +68,18 @@ def check_out_dir(out_dir: Path, model_dir: Path | None, *, overwrite: bool, res
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def build_trainable(ctx: RunContext) -> Trainable:
-    """train.params (or the method's own specs), narrowed by adapters; LoRA through peft."""
+def model_path_of(cfg: UnlearnConfig, data: UnlearnData) -> Path:
+    """model.path, else the model the data manifest names."""
+    if cfg.model.path:
+        return Path(cfg.model.path)
+    if data.model is None:
+        raise UserError("set model.path: the data has no manifest naming a model")
+    return Path(data.model)
+
+
+def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter]) -> Trainable:
+    """train.params (or the method's own specs), narrowed by the adapters that select what trains;
+    LoRA through peft. Everything else is frozen."""
     cfg = ctx.cfg.train
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
@@ -77,10 +92,11 @@ def build_trainable(ctx: RunContext) -> Trainable:
         ctx.lora = True
         full = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
         return Trainable(full, [])
-    specs = ctx.method.select_params(ctx, cfg.params) or cfg.params
+    specs = method.select_params(ctx, cfg.params) or cfg.params
     refs = select_refs(ctx.model, specs)
-    for adapter in ctx.adapters:
-        refs = adapter.select_trainable(ctx, refs)
+    for adapter in adapters:
+        if adapter.selects_trainable:
+            refs = adapter.select_trainable(ctx, refs)
     if not refs:
         raise UserError("no parameter is left to train after the adapters narrowed train.params")
     trainable = split_refs(refs)
@@ -88,35 +104,25 @@ def build_trainable(ctx: RunContext) -> Trainable:
     return trainable
 
 
-def setup(cfg: UnlearnConfig, out_dir: Path, data: UnlearnData, model_path: str | Path) -> tuple[RunContext, Any]:
-    """Model, tokenizer, training pairs, method and adapters on the chosen device (nothing trained yet)."""
-    device = resolve_device(cfg.model.device)
-    accelerator = Accelerator()  # backward; device and bf16 autocast are ours (see RunContext.autocast)
-    model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
-                                  trust_remote_code=cfg.model.trust_remote_code)
-    pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed)
-    method = METHODS.get(cfg.method)(cfg.section(cfg.method))
-    if method.has_retain_term and pairs.retain is None:
-        raise UserError(f"method '{cfg.method}' has a retain term but the retain set has no "
-                        f"'{cfg.data.train_format}' records; provide them or set {cfg.method}.alpha=0")
-    adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
-    ctx = RunContext(model=model, tokenizer=tokenizer, layers=moe_layers(model), cfg=cfg, data=data,
-                     splits={"forget": pairs.forget, "retain": pairs.retain or []}, method=method,
-                     adapters=adapters, accelerator=accelerator, device=device, out_dir=out_dir)
-    return ctx, pairs
+def forward_spec(ctx: RunContext, adapters: list[Adapter]) -> ForwardSpec:
+    """What every training forward records, and how retain tokens are weighted: from the adapters'
+    capture_roles / capture_grad declarations and their retain_token_weights hooks (product)."""
+    capture = frozenset().union(*(a.capture_roles() for a in adapters))
+    grad = frozenset().union(*(a.capture_roles() for a in adapters if a.capture_grad))
 
+    def retain_weights(batch: dict[str, torch.Tensor], routing: RoutingCapture) -> torch.Tensor | None:
+        weights = None
+        for a in adapters:
+            w = a.retain_token_weights(ctx, batch, routing)
+            if w is not None:
+                weights = w if weights is None else weights * w
+        return weights
 
-def model_path_of(cfg: UnlearnConfig, data: UnlearnData) -> Path:
-    """model.path, else the model the data manifest names."""
-    if cfg.model.path:
-        return Path(cfg.model.path)
-    if data.model is None:
-        raise UserError("set model.path: the data has no manifest naming a model")
-    return Path(data.model)
+    return ForwardSpec(capture=capture, capture_grad=grad, retain_weights=retain_weights)
 
 
 # ---- the loop -----------------------------------------------------------------------------
-class Stop:
+class GracefulStop:
     """SIGINT/SIGTERM: the first asks for a checkpoint at the next step boundary; a second
     SIGINT interrupts at once."""
 
@@ -149,22 +155,81 @@ def _finite(x: torch.Tensor | float) -> bool:
 
 
 class Trainer:
-    """Holds the loop's state; `train()` reads top to bottom."""
+    """The loop's state; `Trainer.create` builds one from a config, `train()` reads top to bottom."""
 
-    def __init__(self, ctx: RunContext, trainable: Trainable, pairs: Any, progress: bool) -> None:
-        self.ctx, self.trainable, self.pairs, self.progress = ctx, trainable, pairs, progress
-        cfg = ctx.cfg.train
-        self.cfg = cfg
+    def __init__(self, ctx: RunContext, method: Method, adapters: list[Adapter], pairs: PairedBatches, *,
+                 progress: bool = True, reference_bytes: int = 0,
+                 original_routing: dict[str, RoutingCapture] | None = None) -> None:
+        if ctx.trainable is None:
+            raise ValueError("build ctx.trainable (build_trainable) before the Trainer")
+        self.ctx, self.method, self.adapters, self.pairs, self.progress = ctx, method, adapters, pairs, progress
+        self.trainable = ctx.trainable
+        self.cfg = cfg = ctx.cfg.train
+        # an adapter that needs a retain forward gets one even when the method runs none (GA)
+        self.retain_forward = any(a.needs_retain_forward for a in adapters)
         self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size)
-        self.optimizer = build_optimizer(cfg, trainable.leaves())
+        self.optimizer = build_optimizer(cfg, self.trainable.leaves())
         self.scheduler = build_scheduler(cfg, self.optimizer, self.total)
         self.log_path = ctx.out_dir / "log.jsonl"
         self.ckpt_dir = ctx.out_dir / "checkpoints"
         self.step_seconds: list[float] = []
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
-        self.reference_bytes = 0  # kept original values (methods/adapters with a reference)
+        self.reference_bytes = reference_bytes  # kept original values (methods/adapters with a reference)
         self.resumed = False  # state loaded from the latest checkpoint
+        self.original_routing = original_routing  # the original model's eval routing (final evaluation)
+        self.accelerator = Accelerator()  # backward; device and bf16 autocast are the context's
+
+    @classmethod
+    def create(cls, cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
+               resume: bool = False, eval_routing: bool = True) -> Trainer:
+        """Everything before the first step, in this order: out dir checks; model, data, method and
+        adapters; adapter checks; config.yaml; preparation on the ORIGINAL model (the method, then
+        adapters that select what trains, then the trained set, then the other adapters, which can
+        read it); the original routing for the final evaluation (skipped with eval_routing=False);
+        the kept originals a reference needs; optimizer; and, on resume, the latest checkpoint."""
+        from moe_unlearn.eval import capture_eval_routing
+
+        out = Path(out_dir)
+        data = load_data(resolve_manifest(cfg.data))
+        model_path = model_path_of(cfg, data)
+        check_out_dir(out, model_path, overwrite=overwrite, resume=resume)
+        set_seed(cfg.seed)
+        device = resolve_device(cfg.model.device)
+        model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
+                                      trust_remote_code=cfg.model.trust_remote_code)
+        pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed)
+        method = METHODS.get(cfg.method)(cfg.section(cfg.method))
+        adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
+        _check_retain_set(cfg, pairs, method, adapters)
+        ctx = RunContext(model=model, tokenizer=tokenizer, layers=moe_layers(model), cfg=cfg, data=data,
+                         splits={"forget": pairs.forget, "retain": pairs.retain or []}, device=device, out_dir=out)
+        ctx.spec = forward_spec(ctx, adapters)
+        ctx.model.eval()
+        for a in adapters:
+            a.check(ctx)
+        # only now, so a combination the checks refuse leaves no output directory behind
+        out.mkdir(parents=True, exist_ok=True)
+        _write_config(cfg, out, resume=resume)
+        # everything below until the checkpoint is loaded sees the ORIGINAL model, also on resume
+        method.prepare(ctx)
+        for a in adapters:
+            if a.selects_trainable:
+                a.prepare(ctx)
+        ctx.trainable = build_trainable(ctx, method, adapters)
+        for a in adapters:
+            if not a.selects_trainable:
+                a.prepare(ctx)
+        original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval) if eval_routing else None
+        needs_ref = method.uses_reference() or any(a.needs_reference for a in adapters)
+        reference_bytes = ctx.trainable.keep_originals() if needs_ref and not ctx.lora else 0
+
+        trainer = cls(ctx, method, adapters, pairs, progress=progress, reference_bytes=reference_bytes,
+                      original_routing=original_routing)
+        if not (resume and trainer.load_checkpoint()):
+            trainer.log_path.write_text("")
+            set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
+        return trainer
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
@@ -172,7 +237,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": checkpoint.rng_state(),
-            "adapters": {a.name: a.state_dict() for a in self.ctx.adapters},
+            "adapters": {a.name: a.state_dict() for a in self.adapters},
             "step": self.ctx.step,
             "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
             "step_seconds": list(self.step_seconds),
@@ -181,6 +246,7 @@ class Trainer:
         return self.last_checkpoint
 
     def load_checkpoint(self) -> bool:
+        """Restore the latest checkpoint's state; False when there is none."""
         path = checkpoint.latest(self.ckpt_dir)
         if path is None:
             return False
@@ -188,7 +254,7 @@ class Trainer:
         self.trainable.load_state_tensors(tensors)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        for a in self.ctx.adapters:
+        for a in self.adapters:
             a.load_state_dict(state["adapters"].get(a.name, {}))
         checkpoint.set_rng_state(state["rng"])
         self.ctx.step = int(state["step"])
@@ -196,6 +262,7 @@ class Trainer:
         with open(self.log_path, "ab") as fh:  # drop log lines written after the checkpoint
             fh.truncate(int(state["log_offset"]))
         self.last_checkpoint = path
+        self.resumed = True
         return True
 
     def fail(self, what: str) -> RunFailure:
@@ -204,28 +271,37 @@ class Trainer:
         return RunFailure(f"{what} at step {self.ctx.step + 1}: training diverged; {kept}; lower train.lr")
 
     # -- one optimizer step
+    def micro_step(self, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch (method + adapter terms + load balancing) and its numbers to log."""
+        ctx = self.ctx
+        with ctx.recording() as forwards:
+            out = self.method.loss(ctx, forget, retain)
+            if self.retain_forward and "retain" not in forwards and retain is not None:
+                ctx.forward(retain, role="retain")
+        terms = {"method": out.loss}
+        for a in self.adapters:
+            terms.update({f"{a.name}/{k}": v for k, v in a.loss_terms(ctx, forwards).items()})
+        aux = [f.aux_loss for f in forwards.values() if f.aux_loss is not None]
+        if aux:
+            terms["load_balancing"] = self.cfg.load_balancing_coef * torch.stack(aux).sum()
+        loss = sum(terms.values())
+        logs = {**out.logs, **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}
+        return loss, logs
+
     def step(self) -> dict[str, Any]:
         ctx, accum = self.ctx, self.cfg.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for micro in range(accum):
-            ctx.forwards.clear()
             forget, retain = self.pairs.batch(ctx.step * accum + micro)
-            out = ctx.method.loss(ctx, to_device(forget, ctx.device), to_device(retain, ctx.device))
-            terms = {"method": out.loss}
-            for a in ctx.adapters:
-                terms.update({f"{a.name}/{k}": v for k, v in a.loss_terms(ctx, ctx.forwards).items()})
-            aux = [f.aux_loss for f in ctx.forwards.values() if f.aux_loss is not None]
-            if aux:
-                terms["load_balancing"] = self.cfg.load_balancing_coef * torch.stack(aux).sum()
-            loss = sum(terms.values())
+            loss, logs = self.micro_step(to_device(forget, ctx.device),
+                                         None if retain is None else to_device(retain, ctx.device))
             if not _finite(loss.detach()):
                 raise self.fail(f"loss is {float(loss.detach())}")
-            ctx.accelerator.backward(loss / accum)
-            for k, v in {"loss": float(loss.detach()), **out.logs,
-                         **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}.items():
+            self.accelerator.backward(loss / accum)
+            for k, v in {"loss": float(loss.detach()), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
-        ctx.forwards.clear()  # release the last micro-batch's logits
         self.trainable.collect_slice_grads()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
         if not _finite(norm):
@@ -235,7 +311,7 @@ class Trainer:
         self.trainable.write_back()
         self.scheduler.step()
         ctx.step += 1
-        for a in ctx.adapters:
+        for a in self.adapters:
             a.after_step(ctx)
         return {**sums, "lr": lr, "grad_norm": float(norm)}
 
@@ -264,7 +340,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         ctx, cfg = self.ctx, self.cfg
-        stop = Stop()
+        stop = GracefulStop()
         bar = tqdm(total=self.total, initial=ctx.step, desc=f"unlearn {ctx.cfg.method}", disable=not self.progress)
         ctx.model.train()
         with stop.installed():
@@ -294,47 +370,21 @@ class Trainer:
                 ctx.model.eval()
 
 
+def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, adapters: list[Adapter]) -> None:
+    """A retain term, or an adapter that needs a retain forward, needs retain records in the train format."""
+    if pairs.retain is not None:
+        return
+    fmt = cfg.data.train_format
+    if method.has_retain_term:
+        raise UserError(f"method '{cfg.method}' has a retain term but the retain set has no '{fmt}' records; "
+                        f"provide them or set {cfg.method}.alpha=0")
+    needing = [a.name for a in adapters if a.needs_retain_forward]
+    if needing:
+        raise UserError(f"adapter '{needing[0]}' needs retain forwards but the retain set has no '{fmt}' records; "
+                        "provide them")
+
+
 # ---- public API ---------------------------------------------------------------------------
-def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
-                    resume: bool = False, eval_routing: bool = True) -> Trainer:
-    """Everything before the first step: out dir, model, method and adapter prepare on the ORIGINAL
-    model, trainable set, optimizer, and (resume) the latest checkpoint. The one setup path of
-    `run_unlearning` and the bench; eval_routing=False skips the original-routing capture that
-    only the final evaluation reads."""
-    from moe_unlearn.eval import capture_eval_routing
-
-    out = Path(out_dir)
-    data = load_data(cfg.data)
-    model_path = model_path_of(cfg, data)
-    check_out_dir(out, model_path, overwrite=overwrite, resume=resume)
-    set_seed(cfg.seed)
-
-    ctx, pairs = setup(cfg, out, data, model_path)
-    ctx.model.eval()
-    for a in ctx.adapters:
-        a.check(ctx)
-    # only now, so a combination the checks refuse leaves no output directory behind
-    out.mkdir(parents=True, exist_ok=True)
-    _write_config(cfg, out, resume=resume)
-    # everything below until load_checkpoint sees the ORIGINAL model, also on resume
-    ctx.method.prepare(ctx)
-    for a in ctx.adapters:
-        a.prepare(ctx)
-    if eval_routing:
-        ctx.original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval)
-    trainable = ctx.trainable = build_trainable(ctx)
-    needs_ref = ctx.method.uses_reference() or any(getattr(a, "needs_reference", False) for a in ctx.adapters)
-    reference_bytes = trainable.keep_originals() if needs_ref and not ctx.lora else 0
-
-    trainer = Trainer(ctx, trainable, pairs, progress)
-    trainer.reference_bytes = reference_bytes
-    trainer.resumed = resume and trainer.load_checkpoint()
-    if not trainer.resumed:
-        trainer.log_path.write_text("")
-        set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
-    return trainer
-
-
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
                    resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run one unlearning job into out_dir and return its metrics (also metrics.json)."""
@@ -342,17 +392,17 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    trainer = prepare_trainer(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
-    ctx, trainable = trainer.ctx, trainer.trainable
+    trainer = Trainer.create(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
+    ctx = trainer.ctx
     trainer.train()
 
-    for a in ctx.adapters:
+    for a in trainer.adapters:
         a.after_training(ctx)
     model = ctx.model.merge_and_unload() if ctx.lora else ctx.model
     model.save_pretrained(out / "model")
     ctx.tokenizer.save_pretrained(out / "model")
     results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
-                             original_routing=ctx.original_routing, progress=progress)
+                             original_routing=trainer.original_routing, progress=progress)
     metrics = {
         "method": cfg.method,
         "adapters": list(cfg.adapters),
@@ -363,13 +413,13 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
             "total_seconds": time.perf_counter() - t_start,
         },
         "memory": {
-            "trainable_params": trainable.numel(),
+            "trainable_params": trainer.trainable.numel(),
             "reference_bytes": trainer.reference_bytes,
             "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
         },
-        "adapter_info": {a.name: a.summary() for a in ctx.adapters},
+        "adapter_info": {a.name: a.summary() for a in trainer.adapters},
         "early_stop": trainer.stopped_early,
-        "resumed": bool(trainer.resumed),
+        "resumed": trainer.resumed,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     return metrics
@@ -400,4 +450,4 @@ def _write_config(cfg: UnlearnConfig, out: Path, *, resume: bool) -> None:
     path.write_text(text)
 
 
-__all__ = ["run_unlearning", "prepare_trainer", "setup", "build_trainable", "check_out_dir"]
+__all__ = ["Trainer", "run_unlearning", "build_trainable", "check_out_dir", "forward_spec"]

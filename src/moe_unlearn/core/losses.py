@@ -77,6 +77,12 @@ def masked_kl(
     return weighted_token_mean(token_kl(ref_logits, logits), answer_mask(labels), weights)
 
 
+def normalise_weights(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale [B, S] weights so they average 1 over the masked (answer) tokens."""
+    m = mask.to(weights.dtype)
+    return weights * (m.sum() / (weights * m).sum().clamp_min(1e-12))
+
+
 def answer_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean answer-token cross-entropy (weighted by token weights when given): the NLL loss."""
     return weighted_token_mean(token_ce(logits, labels), answer_mask(labels), weights)
