@@ -38,6 +38,8 @@ from moe_unlearn.adapters.nullspace import (
 )
 from moe_unlearn.adapters.routing_io import capture, layer_inputs, retain_batches, retain_nll
 from moe_unlearn.config import require
+from moe_unlearn.core.dist import all_reduce_sum, gather_objects, gather_rows
+from moe_unlearn.core.losses import token_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.core.context import ForwardOut, Role, RunContext
@@ -249,15 +251,16 @@ class Grip(Adapter):
         for layer in group:
             i = layer.index
             if self.cfg.refit:
-                self.targets[i] = torch.cat(targets.pop(i))
+                self.targets[i] = torch.cat(targets.pop(i))  # this process's cache tokens, in cache order
             if i not in grams:
                 continue
             dtype = torch.bfloat16 if self.cfg.basis_dtype == "bfloat16" else rows[i].dtype
-            bases = span_bases(grams.pop(i), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
+            bases = span_bases(all_reduce_sum(grams.pop(i)), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
                                   chunk=self.cfg.eigh_chunk, eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
             state = LayerState(index=i, bases=bases, orig=rows[i], old=rows[i].clone())
-            if self.cfg.margins:
-                state.margin_x, state.margin_bound = torch.cat(margin_x.pop(i)), torch.cat(margin_bound.pop(i))
+            if self.cfg.margins:  # the projection reads every process's cached tokens, in 1-process order
+                state.margin_x = gather_rows(margin_x.pop(i))
+                state.margin_bound = gather_rows(margin_bound.pop(i))
             self.layers.append(state)
 
     # -- training hooks --------------------------------------------------------------------
@@ -275,7 +278,7 @@ class Grip(Adapter):
             selected = _selection_mask(orig.to(logits.device), layer.num_experts)
             weakest = logits.masked_fill(~selected, float("inf")).min(dim=1).values
             strongest_other = logits.masked_fill(selected, float("-inf")).max(dim=1).values
-            loss = loss + torch.relu(self.cfg.consistency_margin - (weakest - strongest_other)).mean()
+            loss = loss + token_mean(torch.relu(self.cfg.consistency_margin - (weakest - strongest_other)))
         return {"consistency": self.cfg.consistency * loss / len(ctx.layers)}
 
     @torch.no_grad()
@@ -333,6 +336,7 @@ class Grip(Adapter):
                 x = router_features(layer, layer_inputs(model, [layer], batch)[layer.index][0])
                 stats.add(x, target[start : start + x.shape[0]])
                 start += x.shape[0]
+            stats.reduce_over_processes()
             current = router_rows(layer)
             refit, cos = stats.solve(current, self.cfg.ptc_lambda)
             entry: dict[str, Any] = {"layer": layer.index, "cos": round(cos, 5), "nll_before": nll}
@@ -403,14 +407,15 @@ def _nbytes(t: torch.Tensor) -> int:
 @torch.no_grad()
 def original_selections(ctx: RunContext) -> list[list[torch.Tensor]]:
     """Original top-k of every retain example, [example][layer] -> [its tokens, k] (int16, CPU)."""
-    out: list[list[torch.Tensor]] = [[] for _ in range(ctx.split_size("retain"))]
+    mine: list[tuple[int, list[torch.Tensor]]] = []
     for batch in ctx.iter_split("retain"):
         cap = capture(ctx.model, [batch])
         lengths = batch["attention_mask"].sum(dim=1).tolist()
-        for layer in range(len(ctx.layers)):
-            parts = cap.layers[layer].indices.to("cpu", torch.int16).split(lengths)
-            for i, part in zip(batch["index"].tolist(), parts):
-                out[i].append(part)
+        parts = [cap.layers[layer].indices.to("cpu", torch.int16).split(lengths) for layer in range(len(ctx.layers))]
+        mine += [(i, [p[row] for p in parts]) for row, i in enumerate(batch["index"].tolist()) if i >= 0]
+    out: list[list[torch.Tensor]] = [[] for _ in range(ctx.split_size("retain"))]
+    for i, selections in gather_objects(mine):  # every process trains on any retain example
+        out[i] = selections
     return out
 
 

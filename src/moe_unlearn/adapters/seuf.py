@@ -22,6 +22,8 @@ import torch
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.adapters.routing_io import capture
 from moe_unlearn.config import require
+from moe_unlearn.core.dist import all_reduce_sum, is_main
+from moe_unlearn.core.losses import token_mean
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.selectors import select_parameters
 
@@ -46,7 +48,8 @@ class SeufConfig:
 
 
 def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
-    """Per layer [E] float64: mean over sequences of each sequence's mean top-k-masked gate prob."""
+    """Per layer [E] float64: mean over sequences (of every process) of each sequence's mean
+    top-k-masked gate prob."""
     sums = [torch.zeros(e, dtype=torch.float64) for e in cap.num_experts]
     sequences = 0
     for c in range(len(cap.calls)):
@@ -61,7 +64,8 @@ def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
             per_seq.index_add_(0, seq_of_token.to(probs.device), gate)
             total += (per_seq[keep] / lengths[keep, None].to(per_seq)).sum(dim=0).cpu()
         sequences += int(keep.sum())
-    return [s / max(sequences, 1) for s in sums]
+    total = float(all_reduce_sum(torch.tensor(float(sequences), dtype=torch.float64)))
+    return [all_reduce_sum(s) / max(total, 1.0) for s in sums]
 
 
 def top_pairs(affinity: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
@@ -102,11 +106,12 @@ class Seuf(Adapter):
             if self.cfg.sample_tokens is not None and seen >= self.cfg.sample_tokens:
                 break
             batches.append(batch)
-            seen += int(batch["attention_mask"].sum())
+            seen += int(all_reduce_sum(batch["attention_mask"].sum()))  # every process's rows of this batch
         self.sample_tokens = seen
         self.affinity = expert_affinity(capture(ctx.model, batches))
         self.targets = top_pairs(self.affinity, self.cfg.top_m)
-        self._write(ctx)
+        if is_main():
+            self._write(ctx)
 
     def _write(self, ctx: RunContext) -> None:
         out = ctx.out_dir
@@ -146,7 +151,7 @@ class Seuf(Adapter):
             probs = torch.softmax(logits.float(), dim=-1)
             target = torch.zeros_like(probs[0])
             target[experts] = 1.0 / len(experts)
-            loss = loss + (probs - target).pow(2).sum(dim=-1).mean()
+            loss = loss + token_mean((probs - target).pow(2).sum(dim=-1))
         return {"anchor": self.cfg.alpha * loss}
 
     def summary(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
-from moe_unlearn.adapters.routing_io import capture
+from moe_unlearn.adapters.routing_io import capture, frequencies
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 
@@ -83,8 +83,8 @@ class Trace(Adapter):
 
     @torch.no_grad()
     def prepare(self, ctx: RunContext) -> None:
-        f_forget = capture(ctx.model, ctx.iter_split("forget")).frequencies()
-        f_retain = capture(ctx.model, ctx.iter_split("retain")).frequencies()
+        f_forget = frequencies(capture(ctx.model, ctx.iter_split("forget")))
+        f_retain = frequencies(capture(ctx.model, ctx.iter_split("retain")))
         self.critical = []
         for layer in self.cfg.layers if self.cfg.layers is not None else range(len(ctx.layers)):
             ff, fr = f_forget[layer], f_retain[layer]

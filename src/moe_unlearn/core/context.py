@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 from torch import nn
 
+from moe_unlearn.core.dist import shard_rows, world_size
 from moe_unlearn.core.losses import answer_mask, normalise_weights
 from moe_unlearn.core.trainable import Trainable
 from moe_unlearn.data.tokenize import collate, pad_id, to_device
@@ -155,12 +156,15 @@ class RunContext:
         return len(self.splits[role])
 
     def iter_split(self, role: str, batch_size: int | None = None) -> Iterator[Batch]:
-        """Batches of a training split in order (for reference quantities), on the device."""
+        """This process's rows of a training split, in order, on the device (for statistics and
+        reference quantities): global batches of batch_size x processes examples, each cut into
+        per-process row blocks (core.dist.shard_rows). Sums over them must be reduced with
+        core.dist.all_reduce_sum; a placeholder row carries index -1."""
         examples = self.splits[role]
-        bs = batch_size or self.cfg.data.batch_size
+        bs = (batch_size or self.cfg.data.batch_size) * world_size()
         for start in range(0, len(examples), bs):
             batch = collate(list(examples[start : start + bs]), self.pad_id)
-            yield to_device(batch, self.device)
+            yield to_device(shard_rows(batch), self.device)
 
     @property
     def pad_id(self) -> int:

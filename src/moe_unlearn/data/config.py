@@ -70,13 +70,23 @@ def load_data(cfg: DataConfig) -> UnlearnData:
                                     utility_mc=cfg.utility_mc)
 
 
-def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int) -> PairedBatches:
-    """Training pairs in cfg.train_format; retain is None when the retain set has no such records."""
+def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int,
+                   processes: int = 1) -> PairedBatches:
+    """Training pairs in cfg.train_format; retain is None when the retain set has no such records.
+
+    Batch sizes are per process (as in accelerate and the HF Trainer): the pairs hold GLOBAL
+    batches of batch_size x processes rows, which each process cuts into its own block.
+    """
     fmt = cfg.train_format
     forget = encode_records(tokenizer, data.forget.get(fmt, "forget"), kind=fmt, max_length=cfg.max_length,
                             chat_template=cfg.chat_template)
     retain_records = getattr(data.retain, fmt)
     retain = None if not retain_records else encode_records(
         tokenizer, retain_records, kind=fmt, max_length=cfg.max_length, chat_template=cfg.chat_template)
-    return PairedBatches(forget, retain, batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                         seed=seed, pad_id=pad_id(tokenizer))
+    if processes > 1:
+        for name, examples, size in (("forget", forget, cfg.batch_size), ("retain", retain, cfg.retain_batch_size)):
+            if examples is not None and len(examples) < size * processes:
+                raise UserError(f"the {name} set has {len(examples)} examples, fewer than one global batch "
+                                f"({size} per process x {processes} processes); lower data.batch_size")
+    return PairedBatches(forget, retain, batch_size=cfg.batch_size * processes,
+                         retain_batch_size=cfg.retain_batch_size * processes, seed=seed, pad_id=pad_id(tokenizer))

@@ -17,6 +17,7 @@ import torch
 from moe_unlearn.config import require
 from moe_unlearn.core import losses
 from moe_unlearn.core.context import RunContext
+from moe_unlearn.core.dist import all_reduce_sum
 from moe_unlearn.registry import Registry
 
 Batch = dict[str, torch.Tensor]
@@ -107,6 +108,7 @@ def retain_loss(ctx: RunContext, retain: Batch, kind: str) -> torch.Tensor:
 def reference_logps(ctx: RunContext, make_batch: Any = None) -> torch.Tensor:
     """log pi_ref(y|x) = -NLL_sum for every forget example [N], indexed by batch["index"].
 
+    Each process scores its own rows; the sum over processes fills every entry exactly once.
     make_batch optionally rewrites each forget batch first (IdkDPO's refusal answers).
     """
     out = torch.zeros(ctx.split_size("forget"), dtype=torch.float32, device=ctx.device)
@@ -115,8 +117,9 @@ def reference_logps(ctx: RunContext, make_batch: Any = None) -> torch.Tensor:
             batch = make_batch(ctx, batch)
         logits = ctx.forward(batch, role="reference").logits
         nll, _ = losses.sequence_nll(logits, batch["labels"])
-        out[batch["index"]] = -nll.float()
-    return out
+        real = batch["index"] >= 0  # not a placeholder row (core.dist.shard_rows)
+        out[batch["index"][real]] = -nll.float()[real]
+    return all_reduce_sum(out)
 
 
 METHODS: Registry[type[Method]] = Registry("method", package="moe_unlearn.methods")
