@@ -53,6 +53,12 @@ def encode_text(tokenizer: Any, text: str, *, max_length: int) -> dict[str, list
     return {"input_ids": ids, "labels": list(ids)}
 
 
+def chunk_text(tokenizer: Any, text: str, *, max_length: int) -> list[dict[str, list[int]]]:
+    """Text + EOS cut into consecutive pieces of max_length tokens; labels on every token."""
+    ids = _ids(tokenizer, text, special=True) + _eos(tokenizer)
+    return [{"input_ids": ids[i:i + max_length], "labels": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
+
+
 def encode_mc(tokenizer: Any, record: dict, *, max_length: int) -> list[dict[str, list[int]]]:
     """One (question, choice) QA example per choice, for log-likelihood scoring."""
     return [encode_qa(tokenizer, record["question"], str(c), max_length=max_length)
