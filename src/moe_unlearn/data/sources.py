@@ -2,7 +2,9 @@
 
 A source that exists on disk (or has a known file suffix) is a file; anything else is a hub
 name, optionally `name:config` (e.g. `cais/wmdp:wmdp-bio`), loaded only when online, from
-its `split`. A source may also name a row `transform` (data/formats.py), a `group` tag given
+its `split`. A directory holding a copy of a hub dataset repository (README.md `configs:` and
+its data files, as `huggingface-cli download --repo-type dataset` writes it) loads through
+`datasets` the same way, offline: `path/to/wmdp:wmdp-bio`. A source may also name a row `transform` (data/formats.py), a `group` tag given
 to each of its records (results broken down per group, e.g. RWKU's probe levels) and an
 `obtain` note shown when it cannot be loaded (gated data: how to get access).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -101,14 +104,19 @@ def _parquet(path: Path) -> Rows:
 
 def _hub_rows(name: str, split: str, obtain: str | None = None) -> tuple[str, Rows]:
     how = f"; {obtain}" if obtain else ""
-    if any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    dataset, _, config = name.partition(":")
+    local = Path(dataset).is_dir()  # a local copy of a hub dataset repository: no network needed
+    if not local and any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         raise UserError(f"'{name}' is neither a file nor reachable: hub datasets need network access and "
                         f"HF_HUB_OFFLINE is set; download it and point to the JSONL/Parquet/CSV file{how}")
     import datasets
 
-    dataset, _, config = name.partition(":")
     try:
-        ds = datasets.load_dataset(dataset, config or None, split=split)
+        if local:  # read into a private cache: datasets' shared cache can serve another copy of the same name
+            with tempfile.TemporaryDirectory() as tmp:
+                ds = list(datasets.load_dataset(dataset, config or None, split=split, cache_dir=tmp))
+        else:
+            ds = datasets.load_dataset(dataset, config or None, split=split)
     except Exception as e:  # the hub raises many types; all mean "cannot load this name"
         raise UserError(f"cannot load hub dataset '{name}' (split '{split}'): "
                         f"{' '.join(str(e).split())[:200]}{how}") from None
@@ -127,7 +135,9 @@ def load_records(source: str | Path, *, kind: str, fields: dict[str, str] | None
     fields = dict(fields or {})
     fn = None if transform is None else TRANSFORMS.get(transform)
     path = Path(source)
-    if path.exists() or path.suffix in READERS:
+    if not path.is_file() and Path(str(source).partition(":")[0]).is_dir():
+        label, rows = _hub_rows(str(source), split, obtain)  # a dataset repository on disk, `dir:config`
+    elif path.exists() or path.suffix in READERS:
         if not path.is_file():
             raise UserError(f"data file not found: {path}{f'; {obtain}' if obtain else ''}")
         reader = READERS.get(path.suffix)
