@@ -34,6 +34,7 @@ from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.paths import is_inside
+from moe_unlearn.report.model_card import write_model_card
 from moe_unlearn.train.context import RunContext
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
 from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
@@ -356,6 +357,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     metrics = {
         "method": cfg.method,
         "adapters": list(cfg.adapters),
+        "benchmark": cfg.benchmark,
         "steps": ctx.step,
         **results,
         "timing": {
@@ -372,6 +374,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
         "resumed": bool(trainer.resumed),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    write_model_card(out / "model", cfg, metrics, ctx.data)
     return metrics
 
 
