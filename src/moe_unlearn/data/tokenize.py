@@ -71,8 +71,11 @@ def pad_id(tokenizer: Any) -> int:
     return int(pid if pid is not None else 0)
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move a collated batch's tensors to device (other values pass through)."""
+def to_device(batch: dict[str, Any] | None, device: torch.device) -> dict[str, Any] | None:
+    """Move a collated batch's tensors to device (other values pass through; no batch stays None,
+    e.g. the retain batch of a run without retain records)."""
+    if batch is None:
+        return None
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
