@@ -28,6 +28,10 @@ Hooks, in the order the engine calls them (`moe_unlearn.train.engine`):
   after_training(ctx)             once after the last step, before saving (e.g. PTC)
   state_dict() / load_state_dict() for checkpoints and --resume
   summary()                       JSON-able facts for metrics.json["adapter_info"][name]
+
+Estimates without weights (`moe-unlearn memory`, on a meta-device model):
+  estimate_trainable(layers)      parameters an adapter that selects_trainable will train
+  estimate_bytes(layers)          memory the adapter keeps besides the model (upper bound)
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from moe_unlearn.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
     from moe_unlearn.models.selectors import ParamRef
 
@@ -102,6 +107,13 @@ class Adapter:
 
     def summary(self) -> dict[str, Any]:
         return {}
+
+    # -- estimates without weights -------------------------------------------------------
+    def estimate_trainable(self, layers: list[MoELayer]) -> int | None:
+        return None
+
+    def estimate_bytes(self, layers: list[MoELayer]) -> int:
+        return 0
 
 
 ADAPTERS: Registry[type[Adapter]] = Registry("adapter", package="moe_unlearn.adapters")

@@ -378,6 +378,13 @@ class Grip(Adapter):
         self.ptc_runs = state["ptc_runs"]
         self.project_seconds, self.project_calls, self.margin_backtracks = state["counters"]
 
+    def estimate_bytes(self, layers: list[MoELayer]) -> int:
+        """Projectors of every router row at full rank (or max_rank), float32: an upper bound."""
+        if not self.cfg.project:
+            return 0
+        d = layers[0].router_weight.shape[1]
+        return sum(layer.num_experts for layer in layers) * d * min(self.cfg.max_rank or d, d) * 4
+
     def summary(self) -> dict[str, Any]:
         return {
             "mode": self.cfg.mode,

@@ -29,6 +29,7 @@ from moe_unlearn.models.selectors import select_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
     from moe_unlearn.models.selectors import ParamRef
 
@@ -153,6 +154,12 @@ class Seuf(Adapter):
             target[experts] = 1.0 / len(experts)
             loss = loss + token_mean((probs - target).pow(2).sum(dim=-1))
         return {"anchor": self.cfg.alpha * loss}
+
+    def estimate_trainable(self, layers: list[MoELayer]) -> int:
+        """top_m expert slices and (at most) as many routers, sized on the first MoE layer."""
+        layer = layers[0]
+        expert = sum(p.numel() for p in layer.experts.parameters()) // layer.num_experts
+        return self.cfg.top_m * (expert + layer.router_weight.numel())
 
     def summary(self) -> dict[str, Any]:
         return {

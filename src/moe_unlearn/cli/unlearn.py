@@ -19,10 +19,16 @@ def unlearn(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
+                                              help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
 ) -> None:
-    """Run one unlearning job: train, save model/, evaluate, write metrics.json."""
+    """Run one unlearning job: train, save model/ (with a model card), evaluate, write metrics.json."""
     from moe_unlearn.report.format import format_value
+    from moe_unlearn.report.model_card import check_repo_id
     from moe_unlearn.train import load_config, run_unlearning
+
+    if push_to_hub is not None:
+        check_repo_id(push_to_hub)
 
     if quiet:
         from transformers.utils import logging as hf_logging
@@ -40,4 +46,8 @@ def unlearn(
     typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps; "
                f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; "
                f"retain nll {v(r.get('nll'))} mc {v(r.get('mc_acc'))}; results in {out_dir}")
+    if push_to_hub is not None:
+        from moe_unlearn.report.model_card import push_to_hub as push
+
+        typer.echo(f"pushed {out_dir / 'model'} to {push(out_dir / 'model', push_to_hub)}")
 

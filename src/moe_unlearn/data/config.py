@@ -9,6 +9,20 @@ apply before `load_data`) or explicit sources:
       retain: {path: wikitext.parquet, kind: text, fields: {text: content}}
       utility_mc: {path: mmlu.csv, kind: mc}
       train_format: text
+
+Public benchmarks evaluate on other sets than they train on: `eval` gives a split its own
+evaluation sources (a list; records of one kind are concatenated), and the split's training
+source then only trains. `select` keeps, in every source that has the field, the rows whose
+value is listed (e.g. RWKU's `subject`); `text_chunking: chunk` trains on every
+max_length-token piece of long texts instead of their start:
+
+    data:
+      forget: {path: "muse-bench/MUSE-Books:raw", split: forget, kind: text}
+      eval:
+        forget:
+          - {path: "muse-bench/MUSE-Books:knowmem", split: forget_qa, kind: qa}
+          - {path: "muse-bench/MUSE-Books:verbmem", split: forget, kind: completion, fields: {continuation: gt}}
+      text_chunking: chunk
 """
 
 from __future__ import annotations
@@ -27,13 +41,33 @@ AUTO = "auto"  # data.manifest value naming the embedded default benchmark
 
 
 @dataclass
+class EvalSources:
+    """Evaluation-only sources per split (data.eval); a split not listed is evaluated on its training source."""
+
+    forget: list[SourceConfig] | None = None
+    retain: list[SourceConfig] | None = None
+    holdout: list[SourceConfig] | None = None
+
+    def validate(self, where: str) -> None:
+        for name in ("forget", "retain", "holdout"):
+            sources = getattr(self, name)
+            require(sources is None or len(sources) > 0, f"'{where}.{name}' is an empty list; list sources or drop it")
+
+    def by_split(self) -> dict[str, list[SourceConfig]]:
+        return {name: getattr(self, name) for name in ("forget", "retain", "holdout") if getattr(self, name)}
+
+
+@dataclass
 class DataConfig:
     manifest: str | None = None  # path to manifest.json (or its directory), or "auto"
     forget: SourceConfig | None = None
     retain: SourceConfig | None = None
     holdout: SourceConfig | None = None
     utility_mc: SourceConfig | None = None
+    eval: EvalSources | None = None  # evaluation-only sources per split
+    select: dict[str, list[str]] | None = None  # keep rows whose field value is listed, in every source with the field
     train_format: Literal["qa", "text"] = "qa"
+    text_chunking: Literal["truncate", "chunk"] = "truncate"  # long training texts: keep the start, or every piece
     max_length: int = 64
     batch_size: int = 8
     retain_batch_size: int = 8
@@ -42,7 +76,7 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         w = f"{where}." if where else ""
-        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc") if getattr(self, n) is not None]
+        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc", "eval", "select") if getattr(self, n) is not None]
         require(self.manifest is not None or self.forget is not None,
                 f"set '{w}manifest' (a built benchmark, or auto) or '{w}forget' (a data file)")
         require(self.manifest is None or not explicit,
@@ -67,7 +101,8 @@ def load_data(cfg: DataConfig) -> UnlearnData:
         return UnlearnData.from_manifest(cfg.manifest)
     assert cfg.forget is not None  # validate() guarantees it
     return UnlearnData.from_sources(forget=cfg.forget, retain=cfg.retain, holdout=cfg.holdout,
-                                    utility_mc=cfg.utility_mc)
+                                    utility_mc=cfg.utility_mc, eval=cfg.eval.by_split() if cfg.eval else None,
+                                    select=cfg.select)
 
 
 def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int,
@@ -77,12 +112,12 @@ def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: 
     Batch sizes are per process (as in accelerate and the HF Trainer): the pairs hold GLOBAL
     batches of batch_size x processes rows, which each process cuts into its own block.
     """
-    fmt = cfg.train_format
-    forget = encode_records(tokenizer, data.forget.get(fmt, "forget"), kind=fmt, max_length=cfg.max_length,
-                            chat_template=cfg.chat_template)
-    retain_records = getattr(data.retain, fmt)
+    fmt, chunk = cfg.train_format, cfg.text_chunking == "chunk"
+    forget = encode_records(tokenizer, data.train_split("forget").get(fmt, "forget"), kind=fmt,
+                            max_length=cfg.max_length, chat_template=cfg.chat_template, chunk=chunk)
+    retain_records = getattr(data.train_split("retain"), fmt)
     retain = None if not retain_records else encode_records(
-        tokenizer, retain_records, kind=fmt, max_length=cfg.max_length, chat_template=cfg.chat_template)
+        tokenizer, retain_records, kind=fmt, max_length=cfg.max_length, chat_template=cfg.chat_template, chunk=chunk)
     if processes > 1:
         for name, examples, size in (("forget", forget, cfg.batch_size), ("retain", retain, cfg.retain_batch_size)):
             if examples is not None and len(examples) < size * processes:

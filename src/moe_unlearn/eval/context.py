@@ -119,7 +119,7 @@ class EvalContext:
         """Hash of every eval record used, the eval settings and the retrained reference."""
         key = ("data_fp",)
         if key not in self._memo:
-            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc")} for s in (*SPLITS, "utility")}
+            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc", "completion")} for s in (*SPLITS, "utility")}
             cfg = {k: v for k, v in vars(self.cfg).items() if k not in ("metrics", "relearn", "lm_eval")}
             parts = [blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval), self.retrained]
             raw = json.dumps(parts, sort_keys=True, default=str)

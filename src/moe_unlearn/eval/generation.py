@@ -74,23 +74,33 @@ def _rouge_result(ctx: EvalContext, prompts: list[list[int]], refs: list[str], m
     return MetricResult(nanmean(per), per, {"samples": samples})
 
 
+def qa_prompts(ctx: EvalContext, split: str) -> list[list[int]]:
+    """The question tokens (everything before the answer) of each QA eval record, in order."""
+    prompts = []
+    for b in ctx.qa_batches(split):
+        for ids, labels, m in zip(b["input_ids"], b["labels"], b["attention_mask"]):
+            first = int((labels != -100).nonzero()[0]) if (labels != -100).any() else int(m.sum())
+            prompts.append(ids[:first].tolist())
+    return prompts
+
+
 @metric("rouge_qa", higher_is_better=True, splits=("forget", "retain"))
 def rouge_qa(ctx: EvalContext, split: str) -> MetricResult | None:
     """KnowMem: ROUGE-L F1 of the greedy answer (max_new_tokens_qa) against the true answer."""
     recs = ctx.records(split, "qa")
     if not recs:
         return None
-    prompts = []
-    for b in ctx.qa_batches(split):
-        for ids, labels, m in zip(b["input_ids"], b["labels"], b["attention_mask"]):
-            first = int((labels != -100).nonzero()[0]) if (labels != -100).any() else int(m.sum())
-            prompts.append(ids[:first].tolist())
-    return _rouge_result(ctx, prompts, [str(r["answer"]) for r in recs], ctx.cfg.max_new_tokens_qa)
+    return _rouge_result(ctx, qa_prompts(ctx, split), [str(r["answer"]) for r in recs], ctx.cfg.max_new_tokens_qa)
 
 
 @metric("rouge_text", higher_is_better=True, splits=("forget",))
 def rouge_text(ctx: EvalContext, split: str) -> MetricResult | None:
-    """VerbMem: ROUGE-L F1 of the greedy continuation of each text's prefix against the rest."""
+    """VerbMem: ROUGE-L F1 of the greedy continuation of each text's prefix against the rest
+    (of each completion record's prompt against its continuation, where the split has them)."""
+    pairs = ctx.records(split, "completion")
+    if pairs:  # MUSE's verbmem set: the prompt and the true continuation are given
+        prompts = [ctx.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in pairs]
+        return _rouge_result(ctx, prompts, [r["continuation"] for r in pairs], ctx.cfg.max_new_tokens_text)
     recs = ctx.records(split, "text")
     if not recs:
         return None

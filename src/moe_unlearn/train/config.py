@@ -1,8 +1,12 @@
 """`UnlearnConfig`: one unlearning run, loaded from YAML (with `base:` inheritance) + overrides.
 
-Top-level keys: base, model, data, method, adapters, train, eval, output_dir, seed, and one
-optional section per method or adapter NAME (e.g. `npo: {beta: 0.1}`) validated with that
-entry's config class. Every mistake is a UserError naming the dotted key.
+Top-level keys: base, model, data, method, adapters, train, eval, output_dir, seed, benchmark,
+and one optional section per method or adapter NAME (e.g. `npo: {beta: 0.1}`) validated with
+that entry's config class. Every mistake is a UserError naming the dotted key.
+
+`benchmark` (wmdp | muse | tofu | rwku, default none) names the published benchmark a run
+follows (configs/benchmarks/); it is stored in config.yaml and metrics.json, and the report
+and the model card show that benchmark's columns for it.
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ class UnlearnConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str | None = None
     seed: int = 0
+    benchmark: Literal["wmdp", "muse", "tofu", "rwku"] | None = None  # the report's table for this run
     # validated config objects of the method/adapter sections, by name
     settings: dict[str, Any] = field(default_factory=dict)
 

@@ -39,6 +39,7 @@ from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import RoutingCapture, load_model, moe_layers, resolve_device
 from moe_unlearn.paths import is_inside
+from moe_unlearn.report.model_card import write_model_card
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
@@ -406,6 +407,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     metrics = {
         "method": cfg.method,
         "adapters": list(cfg.adapters),
+        "benchmark": cfg.benchmark,
         "steps": ctx.step,
         **results,
         "timing": {
@@ -422,6 +424,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
         "resumed": trainer.resumed,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    write_model_card(out / "model", cfg, metrics, ctx.data)
     return metrics
 
 
