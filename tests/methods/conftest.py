@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 from moe_unlearn.config import build
 from moe_unlearn.data import PairedBatches, encode_qa
@@ -78,7 +79,7 @@ def _run_steps(ctx: RunContext, method: Method) -> Trainer:
         ctx.trainable.keep_originals()
     pairs = PairedBatches(ctx.splits["forget"], ctx.splits["retain"], batch_size=8, retain_batch_size=8,
                           seed=0, pad_id=ctx.pad_id)
-    trainer = Trainer(ctx, method, [], pairs, progress=False)
+    trainer = Trainer(ctx, method, [], pairs, Accelerator(cpu=True), progress=False)
     trainer.log_path.write_text("")
     trainer.train()
     return trainer

@@ -63,6 +63,7 @@ def eval_command(
     from moe_unlearn.eval import evaluate_model
     from moe_unlearn.models import load_model
     from moe_unlearn.report.format import format_value
+    from moe_unlearn.train.engine import make_accelerator
 
     start = time.perf_counter()
     if quiet:
@@ -83,10 +84,16 @@ def eval_command(
             raise UserError(f"--retrained {retrained} has no 'forget' results; pass the metrics.json of a "
                             "retain-only model's run")
     data, cfg, info = load_eval_inputs(config, overrides or [])
-    kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
+    accelerator = make_accelerator(device)  # under a launcher: this process's device, eval sets split by rows
+    kwargs = {"dtype": dtype, "device": accelerator.device.type if accelerator.device.type == "cpu" else str(accelerator.device),
+              "trust_remote_code": trust_remote_code}
     net, tokenizer = load_model(model, **kwargs)
     orig_net = load_model(original, **kwargs)[0] if original is not None else None
-    results = evaluate_model(net, tokenizer, data, cfg, original_model=orig_net, retrained=ref, progress=not quiet)
+    main = accelerator.is_main_process
+    results = evaluate_model(net, tokenizer, data, cfg, original_model=orig_net, retrained=ref,
+                             progress=not quiet and main)
+    if not main:
+        return
     metrics = {
         **info,
         "steps": None,

@@ -23,6 +23,7 @@ def unlearn(
                                               help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
 ) -> None:
     """Run one unlearning job: train, save model/ (with a model card), evaluate, write metrics.json."""
+    from moe_unlearn.core.dist import is_main
     from moe_unlearn.report.format import format_value
     from moe_unlearn.report.model_card import check_repo_id
     from moe_unlearn.train import load_config, run_unlearning
@@ -42,6 +43,8 @@ def unlearn(
         metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
+    if not is_main():  # under a launcher every process ran the job; one prints
+        return
     f, r, v = metrics.get("forget", {}), metrics.get("retain", {}), format_value
     typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps; "
                f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; "

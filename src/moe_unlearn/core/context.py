@@ -127,14 +127,10 @@ class RunContext:
         return result
 
     def autocast(self) -> Any:
-        """bf16 autocast when train.precision is bf16 (parameters stay in their dtype).
-
-        Done with torch.autocast rather than Accelerator(mixed_precision=...): accelerate's
-        state is a process-wide singleton whose precision cannot change between runs, and
-        the demo runs many jobs in one process.
-        """
-        bf16 = self.cfg.train.precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        """The autocast of train.precision (bf16 / fp16) around every forward, also those run before
+        accelerate wraps the model (reference quantities must see the numbers training sees)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.train.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[None]:

@@ -4,7 +4,7 @@ first use) and the runner."""
 from moe_unlearn.eval.config import EvalConfig, LmEvalConfig, RelearnConfig
 from moe_unlearn.eval.context import EvalCache, EvalContext, model_fingerprint
 from moe_unlearn.eval.metric import METRICS, Metric, MetricResult
-from moe_unlearn.eval.runner import capture_eval_routing, evaluate_model
+from moe_unlearn.eval.runner import capture_eval_routing, check_processes, evaluate_model
 
 __all__ = [
     "METRICS",
@@ -16,6 +16,7 @@ __all__ = [
     "MetricResult",
     "RelearnConfig",
     "capture_eval_routing",
+    "check_processes",
     "evaluate_model",
     "model_fingerprint",
 ]

@@ -52,6 +52,8 @@ class Metric:
     group: str | None = None
     value_key: str = "value"
     detail_keys: tuple[str, ...] = ()  # a grouped split metric's details, placed (None when absent)
+    # False: needs the whole model in one process (refused under a multi-process launch)
+    multi_process: bool = True
 
 
 METRICS: Registry[Metric] = Registry("metric", package="moe_unlearn.eval")
@@ -67,13 +69,15 @@ def metric(
     group: str | None = None,
     value_key: str = "value",
     detail_keys: tuple[str, ...] = (),
+    multi_process: bool = True,
 ) -> Callable[[Callable[..., MetricResult | None]], Callable[..., MetricResult | None]]:
     """Decorator: register fn under `name` in METRICS (first docstring line = description)."""
 
     def add(fn: Callable[..., MetricResult | None]) -> Callable[..., MetricResult | None]:
         doc = (fn.__doc__ or "").strip().splitlines()
         METRICS.register(name)(Metric(
-            name, fn, higher_is_better, scope, cacheable, doc[0] if doc else "", splits, group, value_key, detail_keys))
+            name, fn, higher_is_better, scope, cacheable, doc[0] if doc else "", splits, group, value_key, detail_keys,
+            multi_process))
         return fn
 
     return add

@@ -19,11 +19,22 @@ from typing import Any
 
 import torch
 
+from moe_unlearn.core.dist import world_size
+from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.context import SPLITS, EvalCache, EvalContext, eval_mode
 from moe_unlearn.eval.metric import METRICS, Metric, MetricResult
 
 ALWAYS = ("nll", "mc_acc", "stability")  # the engine's metrics.json contract
+
+
+def check_processes(cfg: EvalConfig) -> None:
+    """Refuse, before any work, metrics that need the whole model in one process under a launch of several."""
+    if world_size() > 1:
+        single = [m for m in cfg.metrics if not METRICS.get(m).multi_process]
+        if single:
+            raise UserError(f"eval metric(s) {', '.join(single)} run in a single process; drop them from "
+                            "eval.metrics here and run `moe-unlearn eval` on the saved model in one process")
 
 
 def capture_eval_routing(
@@ -59,6 +70,7 @@ def evaluate_model(
     retrained: metrics.json of a retain-only model (forget quality, PrivLeak reference AUC).
     """
     start = time.perf_counter()
+    check_processes(cfg)
     if original_routing is None and original_model is not None:
         original_routing = capture_eval_routing(original_model, tokenizer, data, cfg, progress=progress)
     ctx = EvalContext(

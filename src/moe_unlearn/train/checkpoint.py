@@ -48,10 +48,14 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def name_of(step: int) -> str:
+    return f"{PREFIX}{step:06d}"
+
+
 def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
     """Write checkpoint `step` atomically; older checkpoints are removed afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{PREFIX}{step:06d}"
+    final = folder / name_of(step)
     if (final / "meta.json").is_file():  # same step, same state (e.g. Ctrl-C right after a checkpoint)
         return final
     for stale in folder.glob(f".tmp-{PREFIX}*"):

@@ -81,7 +81,7 @@ class TrainConfig:
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # mixed precision (accelerate); fp16 on CUDA only
     load_balancing_coef: float = 0.0  # + coef * load-balancing aux loss (a regulariser, never ascended)
     eval_every: int = 0  # 0: evaluate only at the end
     early_stop: EarlyStop = field(default_factory=EarlyStop)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -27,11 +28,13 @@ from typing import Any, Iterator
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.benchmark import resolve_manifest
 from moe_unlearn.core.context import ForwardSpec, RunContext
+from moe_unlearn.core.dist import all_reduce_sum, barrier, gather_objects, is_main, mean_over_processes, shard_rows, world_size
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
 from moe_unlearn.data.tokenize import to_device
@@ -122,6 +125,30 @@ def forward_spec(ctx: RunContext, adapters: list[Adapter]) -> ForwardSpec:
     return ForwardSpec(capture=capture, capture_grad=grad, retain_weights=retain_weights)
 
 
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # train.precision -> accelerate's mixed_precision
+
+
+def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1) -> Accelerator:
+    """The run's Accelerator: device, mixed precision (train.precision) and gradient accumulation.
+
+    accelerate keeps one process-wide state; in a single process (the demo runs many jobs, with
+    any precision) each run starts from a fresh state, while under a launcher (torchrun,
+    accelerate launch) the launcher's state is the run's.
+    """
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        raise UserError("train.precision=fp16 needs a CUDA device (fp16 on CPU is not supported); use bf16 or fp32")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(
+        cpu=dev.type == "cpu",
+        mixed_precision=PRECISION[precision],
+        gradient_accumulation_steps=grad_accum,
+        step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the world size
+    )
+
+
 # ---- the loop -----------------------------------------------------------------------------
 class GracefulStop:
     """SIGINT/SIGTERM: the first asks for a checkpoint at the next step boundary; a second
@@ -156,21 +183,29 @@ def _finite(x: torch.Tensor | float) -> bool:
 
 
 class Trainer:
-    """The loop's state; `Trainer.create` builds one from a config, `train()` reads top to bottom."""
+    """The loop's state; `Trainer.create` builds one from a config, `train()` reads top to bottom.
 
-    def __init__(self, ctx: RunContext, method: Method, adapters: list[Adapter], pairs: PairedBatches, *,
-                 progress: bool = True, reference_bytes: int = 0,
+    accelerate owns devices, mixed precision, gradient accumulation and the distributed engine
+    (DDP, FSDP2, DeepSpeed); each process trains on its own rows of every global batch, and
+    only the main process writes files.
+    """
+
+    def __init__(self, ctx: RunContext, method: Method, adapters: list[Adapter], pairs: PairedBatches,
+                 accelerator: Accelerator, *, progress: bool = True, reference_bytes: int = 0,
                  original_routing: dict[str, RoutingCapture] | None = None) -> None:
         if ctx.trainable is None:
             raise ValueError("build ctx.trainable (build_trainable) before the Trainer")
-        self.ctx, self.method, self.adapters, self.pairs, self.progress = ctx, method, adapters, pairs, progress
+        self.ctx, self.method, self.adapters, self.pairs = ctx, method, adapters, pairs
+        self.accelerator = accelerator
+        self.progress = progress and accelerator.is_main_process
         self.trainable = ctx.trainable
         self.cfg = cfg = ctx.cfg.train
         # an adapter that needs a retain forward gets one even when the method runs none (GA)
         self.retain_forward = any(a.needs_retain_forward for a in adapters)
-        self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size)
-        self.optimizer = build_optimizer(cfg, self.trainable.leaves())
-        self.scheduler = build_scheduler(cfg, self.optimizer, self.total)
+        self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
+        optimizer = build_optimizer(cfg, self.trainable.leaves())
+        scheduler = build_scheduler(cfg, optimizer, self.total)
+        ctx.model, self.optimizer, self.scheduler = accelerator.prepare(ctx.model, optimizer, scheduler)
         self.log_path = ctx.out_dir / "log.jsonl"
         self.ckpt_dir = ctx.out_dir / "checkpoints"
         self.step_seconds: list[float] = []
@@ -179,27 +214,30 @@ class Trainer:
         self.reference_bytes = reference_bytes  # kept original values (methods/adapters with a reference)
         self.resumed = False  # state loaded from the latest checkpoint
         self.original_routing = original_routing  # the original model's eval routing (final evaluation)
-        self.accelerator = Accelerator()  # backward; device and bf16 autocast are the context's
 
     @classmethod
     def create(cls, cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
                resume: bool = False, eval_routing: bool = True) -> Trainer:
-        """Everything before the first step, in this order: out dir checks; model, data, method and
-        adapters; adapter checks; config.yaml; preparation on the ORIGINAL model (the method, then
-        adapters that select what trains, then the trained set, then the other adapters, which can
-        read it); the original routing for the final evaluation (skipped with eval_routing=False);
-        the kept originals a reference needs; optimizer; and, on resume, the latest checkpoint."""
-        from moe_unlearn.eval import capture_eval_routing
+        """Everything before the first step, in this order: accelerator; out dir checks; model,
+        data, method and adapters; adapter checks; config.yaml; preparation on the ORIGINAL model
+        (the method, then adapters that select what trains, then the trained set, then the other
+        adapters, which can read it); the original routing for the final evaluation (skipped with
+        eval_routing=False); the kept originals a reference needs; optimizer and accelerate's
+        prepare; and, on resume, the latest checkpoint."""
+        from moe_unlearn.eval import capture_eval_routing, check_processes
 
+        accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum)
+        check_processes(cfg.eval)
         out = Path(out_dir)
         data = load_data(resolve_manifest(cfg.data))
         model_path = model_path_of(cfg, data)
-        check_out_dir(out, model_path, overwrite=overwrite, resume=resume)
+        check_out_dir(out, model_path, overwrite=overwrite and accelerator.is_main_process, resume=resume)
+        barrier()  # the main process has cleared an --overwrite'n directory
         set_seed(cfg.seed)
-        device = resolve_device(cfg.model.device)
+        device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
         model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
                                       trust_remote_code=cfg.model.trust_remote_code)
-        pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed)
+        pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed, processes=world_size())
         method = METHODS.get(cfg.method)(cfg.section(cfg.method))
         adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
         _check_retain_set(cfg, pairs, method, adapters)
@@ -210,8 +248,10 @@ class Trainer:
         for a in adapters:
             a.check(ctx)
         # only now, so a combination the checks refuse leaves no output directory behind
-        out.mkdir(parents=True, exist_ok=True)
-        _write_config(cfg, out, resume=resume)
+        if accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_config(cfg, out, resume=resume)
+        barrier()
         # everything below until the checkpoint is loaded sees the ORIGINAL model, also on resume
         method.prepare(ctx)
         for a in adapters:
@@ -225,26 +265,35 @@ class Trainer:
         needs_ref = method.uses_reference() or any(a.needs_reference for a in adapters)
         reference_bytes = ctx.trainable.keep_originals() if needs_ref and not ctx.lora else 0
 
-        trainer = cls(ctx, method, adapters, pairs, progress=progress, reference_bytes=reference_bytes,
+        trainer = cls(ctx, method, adapters, pairs, accelerator, progress=progress, reference_bytes=reference_bytes,
                       original_routing=original_routing)
         if not (resume and trainer.load_checkpoint()):
-            trainer.log_path.write_text("")
+            if accelerator.is_main_process:
+                trainer.log_path.write_text("")
             set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
+        barrier()
         return trainer
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "adapters": {a.name: a.state_dict() for a in self.adapters},
-            "step": self.ctx.step,
-            "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
-            "step_seconds": list(self.step_seconds),
-        }
-        self.last_checkpoint = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state)
-        return self.last_checkpoint
+        """Every process's RNG state and the (replicated) trained values and optimizer state; the
+        main process writes them atomically."""
+        rng = gather_objects([checkpoint.rng_state()])  # one per process, in process order
+        final = self.ckpt_dir / checkpoint.name_of(self.ctx.step)
+        if is_main():
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "adapters": {a.name: a.state_dict() for a in self.adapters},
+                "step": self.ctx.step,
+                "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
+                "step_seconds": list(self.step_seconds),
+            }
+            final = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state)
+        barrier()
+        self.last_checkpoint = final
+        return final
 
     def load_checkpoint(self) -> bool:
         """Restore the latest checkpoint's state; False when there is none."""
@@ -252,16 +301,21 @@ class Trainer:
         if path is None:
             return False
         tensors, state = checkpoint.load(path, self.ctx.device)
+        if len(state["rng"]) != world_size():
+            raise UserError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resume it with "
+                            f"the same number (this run has {world_size()})")
         self.trainable.load_state_tensors(tensors)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for a in self.adapters:
             a.load_state_dict(state["adapters"].get(a.name, {}))
-        checkpoint.set_rng_state(state["rng"])
+        checkpoint.set_rng_state(state["rng"][self.accelerator.process_index])
         self.ctx.step = int(state["step"])
         self.step_seconds = list(state["step_seconds"])
-        with open(self.log_path, "ab") as fh:  # drop log lines written after the checkpoint
-            fh.truncate(int(state["log_offset"]))
+        barrier()
+        if is_main():
+            with open(self.log_path, "ab") as fh:  # drop log lines written after the checkpoint
+                fh.truncate(int(state["log_offset"]))
         self.last_checkpoint = path
         self.resumed = True
         return True
@@ -291,21 +345,26 @@ class Trainer:
         return loss, logs
 
     def step(self) -> dict[str, Any]:
-        ctx, accum = self.ctx, self.cfg.grad_accum
+        """One optimizer step over grad_accum micro-batches; the logged numbers are means over processes."""
+        ctx, accum, acc = self.ctx, self.cfg.grad_accum, self.accelerator
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for micro in range(accum):
             forget, retain = self.pairs.batch(ctx.step * accum + micro)
-            loss, logs = self.micro_step(to_device(forget, ctx.device),
-                                         None if retain is None else to_device(retain, ctx.device))
-            if not _finite(loss.detach()):
-                raise self.fail(f"loss is {float(loss.detach())}")
-            self.accelerator.backward(loss / accum)
-            for k, v in {"loss": float(loss.detach()), **logs}.items():
+            forget = to_device(shard_rows(forget), ctx.device)
+            retain = None if retain is None else to_device(shard_rows(retain), ctx.device)
+            with acc.accumulate(ctx.model):
+                loss, logs = self.micro_step(forget, retain)
+                numbers = {"loss": float(loss.detach()), **logs}
+                means = mean_over_processes(torch.tensor(list(numbers.values()), dtype=torch.float64)).tolist()
+                if not _finite(torch.tensor(means[0])):
+                    raise self.fail(f"loss is {means[0]}")
+                acc.backward(loss)  # divides by grad_accum itself
+            for k, v in zip(numbers, means):
                 sums[k] = sums.get(k, 0.0) + v / accum
         self.trainable.collect_slice_grads()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
-        if not _finite(norm):
+        norm = acc.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
+        if not _finite(norm) and self.cfg.precision != "fp16":  # fp16: the grad scaler skips this step
             raise self.fail(f"gradient norm is {float(norm)}")
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -317,15 +376,16 @@ class Trainer:
         return {**sums, "lr": lr, "grad_norm": float(norm)}
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.log_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if is_main():
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def periodic_eval(self) -> bool:
-        """Evaluate forgetting; True when the early-stop target is reached."""
+        """Evaluate forgetting (every process, its rows); True when the early-stop target is reached."""
         from moe_unlearn.eval import evaluate_model
 
         quick = replace(self.ctx.cfg.eval, metrics=[m for m in ("nll", "mc_acc") if m in self.ctx.cfg.eval.metrics])
-        res = evaluate_model(self.ctx.model, self.ctx.tokenizer, self.ctx.data, quick, progress=False)
+        res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         target = self.cfg.early_stop
@@ -337,6 +397,10 @@ class Trainer:
             self.stopped_early = {"step": self.ctx.step, "forget": forget}
         return hit
 
+    def eval_model(self) -> torch.nn.Module:
+        """The model without its data-parallel wrapper (FSDP2 shards in place: same module)."""
+        return self.accelerator.unwrap_model(self.ctx.model)
+
     def train(self) -> None:
         from tqdm.auto import tqdm
 
@@ -347,7 +411,7 @@ class Trainer:
         with stop.installed():
             try:
                 while ctx.step < self.total:
-                    if stop.requested:  # at a step boundary: the state is consistent
+                    if self._stop_requested(stop):  # at a step boundary: the state is consistent
                         path = self.save_checkpoint()
                         raise RunFailure(f"interrupted after step {ctx.step}; resumable checkpoint {path}; "
                                          f"rerun with --resume to continue")
@@ -370,6 +434,27 @@ class Trainer:
                 bar.close()
                 ctx.model.eval()
 
+    @staticmethod
+    def _stop_requested(stop: GracefulStop) -> bool:
+        """Whether any process was asked to stop (they all stop at the same step)."""
+        return bool(all_reduce_sum(torch.tensor(float(stop.requested))) > 0)
+
+    def save_model(self, path: Path) -> torch.nn.Module:
+        """model/ as a plain save_pretrained safetensors directory (full weights gathered from a
+        sharded engine; LoRA merged); returns the model to evaluate."""
+        acc = self.accelerator
+        model = self.eval_model()
+        if self.ctx.lora:
+            model = model.merge_and_unload()
+            state = model.state_dict()
+        else:
+            state = acc.get_state_dict(self.ctx.model)  # collective under FSDP / ZeRO-3
+        if acc.is_main_process:
+            model.save_pretrained(path, state_dict=state, safe_serialization=True)
+            self.ctx.tokenizer.save_pretrained(path)
+        barrier()
+        return model
+
 
 def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, adapters: list[Adapter]) -> None:
     """A retain term, or an adapter that needs a retain forward, needs retain records in the train format."""
@@ -388,7 +473,11 @@ def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, 
 # ---- public API ---------------------------------------------------------------------------
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
                    resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one unlearning job into out_dir and return its metrics (also metrics.json)."""
+    """Run one unlearning job into out_dir and return its metrics (also metrics.json).
+
+    Under a launcher (accelerate launch, torchrun) every process runs this; the main process
+    writes the files and every process returns the same metrics.
+    """
     from moe_unlearn.eval import evaluate_model
 
     t_start = time.perf_counter()
@@ -399,11 +488,9 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
 
     for a in trainer.adapters:
         a.after_training(ctx)
-    model = ctx.model.merge_and_unload() if ctx.lora else ctx.model
-    model.save_pretrained(out / "model")
-    ctx.tokenizer.save_pretrained(out / "model")
+    model = trainer.save_model(out / "model")
     results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
-                             original_routing=trainer.original_routing, progress=progress)
+                             original_routing=trainer.original_routing, progress=trainer.progress)
     metrics = {
         "method": cfg.method,
         "adapters": list(cfg.adapters),
@@ -419,12 +506,15 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
             "reference_bytes": trainer.reference_bytes,
             "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
         },
+        "processes": world_size(),
         "adapter_info": {a.name: a.summary() for a in trainer.adapters},
         "early_stop": trainer.stopped_early,
         "resumed": trainer.resumed,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
-    write_model_card(out / "model", cfg, metrics, ctx.data)
+    if is_main():
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+        write_model_card(out / "model", cfg, metrics, ctx.data)
+    barrier()
     return metrics
 
 
