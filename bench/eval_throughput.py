@@ -9,37 +9,37 @@ from __future__ import annotations
 
 from typing import Callable
 
-from bench import evalset as E
+from bench import evalset
 from bench.common import Env, Figure, interleaved, paired_ratio, sig
-from moe_unlearn.eval import batches as B
+from moe_unlearn.eval.batches import make_batches, mc_examples, text_examples
 
 SPLITS = ("forget", "holdout")
 
 
-def throughput(env: Env, name: str, scored: Callable[[E.EvalContext], object],
-               batches: Callable[[E.EvalContext], list[dict]]) -> Figure:
+def throughput(env: Env, name: str, scored: Callable[[evalset.EvalContext], object],
+               batches: Callable[[evalset.EvalContext], list[dict]]) -> Figure:
     s = env.settings
-    ctx = E.eval_context(env.manifest, s.eval_examples)
+    ctx = evalset.eval_context(env.manifest, s.eval_examples)
     bl = batches(ctx)
-    n = E.tokens(bl)
-    times = interleaved({"plain": lambda: E.plain_forward(ctx, bl), "scored": lambda: scored(E.fresh(ctx))},
-                        repeats=s.repeats, warmup=s.warmup, sync=lambda: E.sync(ctx))
+    n = evalset.tokens(bl)
+    times = interleaved({"plain": lambda: evalset.plain_forward(ctx, bl), "scored": lambda: scored(evalset.fresh(ctx))},
+                        repeats=s.repeats, warmup=s.warmup, sync=lambda: evalset.sync(ctx))
     ratio = paired_ratio(times, "plain", "scored")  # = scored tokens/s over plain tokens/s
     detail = {"tokens": n, "scored_tokens_per_s": round(n / min(times["scored"]), 1),
               "plain_tokens_per_s": round(n / min(times["plain"]), 1), "repeats": s.repeats}
     return Figure(f"{name} tokens/s / plain forward tokens/s", sig(ratio), None, op="report", detail=detail)
 
 
-def mc_batches(ctx: E.EvalContext) -> list[dict]:
-    examples, _ = B.mc_examples(ctx.tokenizer, ctx.records("forget", "mc"), ctx.cfg)
-    return B.batches(examples, ctx.cfg.batch_size, ctx.pad_id)
+def mc_batches(ctx: evalset.EvalContext) -> list[dict]:
+    examples, _ = mc_examples(ctx.tokenizer, ctx.records("forget", "mc"), ctx.cfg)
+    return make_batches(examples, ctx.cfg.batch_size, ctx.pad_id)
 
 
-def text_batches(ctx: E.EvalContext) -> list[dict]:
+def text_batches(ctx: evalset.EvalContext) -> list[dict]:
     out = []
     for split in SPLITS:
-        examples = B.text_examples(ctx.tokenizer, ctx.records(split, "text"), ctx.cfg)
-        out += B.batches(examples, ctx.cfg.batch_size, ctx.pad_id)
+        examples = text_examples(ctx.tokenizer, ctx.records(split, "text"), ctx.cfg)
+        out += make_batches(examples, ctx.cfg.batch_size, ctx.pad_id)
     return out
 
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 from bench.common import Env, Figure, sig
-from moe_unlearn.adapters import nullspace as ns
+from moe_unlearn.adapters import nullspace
 from moe_unlearn.adapters.grip import GripConfig
 
 GIB = 2**30
@@ -37,13 +37,13 @@ def synthetic_inputs(tokens: int, d: int, generator: torch.Generator) -> torch.T
 def layer_gram(x: torch.Tensor, selected: torch.Tensor, experts: list[int]) -> torch.Tensor:
     """GRIP's [len(experts), d, d] float64 Gram stack for the listed experts only."""
     gram = torch.zeros(len(experts), x.shape[1], x.shape[1], dtype=torch.float64)
-    ns.accumulate_gram(gram, x, selected[:, experts])
+    nullspace.accumulate_gram(gram, x, selected[:, experts])
     return gram
 
 
-def timed_bases(gram: torch.Tensor, cfg: GripConfig, dtype: torch.dtype) -> tuple[ns.SpanBases, float]:
+def timed_bases(gram: torch.Tensor, cfg: GripConfig, dtype: torch.dtype) -> tuple[nullspace.SpanBases, float]:
     t0 = time.perf_counter()
-    bases = ns.span_bases(gram, rel_energy=cfg.rel_energy, max_rank=cfg.max_rank, dtype=dtype,
+    bases = nullspace.span_bases(gram, rel_energy=cfg.rel_energy, max_rank=cfg.max_rank, dtype=dtype,
                           chunk=cfg.eigh_chunk, eigh_dtype=getattr(torch, cfg.eigh_dtype))
     return bases, time.perf_counter() - t0
 

@@ -1,6 +1,6 @@
 """A ready-to-step Trainer for one (method, adapters) on the embedded benchmark.
 
-Uses the engine's own `prepare_trainer` (the setup half of `run_unlearning`), so the bench
+Uses the engine's own `Trainer.create` (the setup half of `run_unlearning`), so the bench
 times exactly the Trainer a run trains with; it skips the evaluation routing capture that a
 step never reads.
 """
@@ -14,7 +14,7 @@ import torch
 
 from moe_unlearn.config import apply_overrides
 from moe_unlearn.train import build_config
-from moe_unlearn.train.engine import Trainer, prepare_trainer
+from moe_unlearn.train.engine import Trainer
 
 
 def bench_config(manifest: Path, method: str, adapters: list[str], overrides: list[str] | None = None) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def trainer_for(manifest: Path, out_dir: Path, method: str, adapters: list[str],
                 overrides: list[str] | None = None) -> Trainer:
     """A Trainer whose `.step()` runs one optimizer step (model in train mode)."""
     cfg = build_config(bench_config(manifest, method, adapters, overrides))
-    trainer = prepare_trainer(cfg, out_dir, progress=False, overwrite=True, eval_routing=False)
+    trainer = Trainer.create(cfg, out_dir, progress=False, overwrite=True, eval_routing=False)
     trainer.ctx.model.train()
     return trainer
 

@@ -31,7 +31,7 @@ def step_overhead(env: Env, name: str, method: str, adapter: str, target: float,
     detail = {"base_ms": median_ms(times["base"]), f"{adapter}_ms": median_ms(times[adapter]),
               "repeats": s.repeats, "trainable_params": {"base": base.trainable.numel(),
                                                           adapter: with_adapter.trainable.numel()}}
-    summary = with_adapter.ctx.adapters[0].summary()
+    summary = with_adapter.adapters[0].summary()
     for key in ("prep_seconds", "project_ms_per_step", "trained_params"):
         if key in summary:
             detail[key] = summary[key]

@@ -33,10 +33,8 @@ class FakeCtx:
     model: Any
     splits: dict[str, list[dict[str, torch.Tensor]]]
     out_dir: Path
-    adapters: list[Any] = field(default_factory=list)
-    method: Any = field(default_factory=lambda: SimpleNamespace(name="graddiff", has_retain_term=True,
-                                                                select_params=lambda ctx, specs: None))
     step: int = 0
+    trainable: Any = None  # the run's trained parameter set (core.trainable.Trainable)
 
     def __post_init__(self) -> None:
         self.layers = moe_layers(self.model)

@@ -38,3 +38,31 @@ def test_shipped_adapter_config_validates(path):
 def test_bad_adapter_settings_are_user_errors(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_config(CONFIGS[0].parent / "trace_grip.yaml", [override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method=ga", "adapters=[trace]"], "adapter 'trace' reweights the retain loss, but method 'ga' has no retain term"),
+    (["adapters=[trace]", "graddiff.alpha=0"], "method 'graddiff' has no retain term"),
+    (["adapters=[grip]", "train.lora={r: 4, target_parameters: [mlp.experts.gate_up_proj]}"],
+     "adapter 'grip' cannot work on LoRA deltas; drop train.lora"),
+    (["adapters=[seuf]", "train.lora={r: 4, target_parameters: [mlp.experts.gate_up_proj]}"],
+     "adapter 'seuf' cannot work on LoRA deltas"),
+    (["adapters=[seuf,grip]"], "'seuf' trains only what it selects and leaves the rest unchanged, but grip mode "
+                               "'project\\+ptc' refits every router after training; set grip.ptc_routers=trainable"),
+    (["adapters=[grip,seuf]", "grip.mode=online"], "'seuf' trains only what it selects"),
+])
+def test_combinations_the_declarations_rule_out_are_user_errors(overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_config(CONFIGS[0].parent / "grip.yaml", ["method=graddiff", *overrides])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["adapters=[seuf,grip]", "grip.mode=project"],
+    ["adapters=[seuf,grip]", "grip.ptc_routers=trainable"],
+    ["method=ga", "adapters=[grip]", "grip.consistency=1"],  # needs a retain forward: the engine runs one
+    ["adapters=[trace,grip]"],
+])
+def test_combinations_the_declarations_allow_validate(overrides):
+    cfg = load_config(CONFIGS[0].parent / "grip.yaml", ["method=graddiff", *overrides])
+    listed = next(o for o in overrides if o.startswith("adapters="))
+    assert cfg.adapters == listed.split("=")[1].strip("[]").split(",")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_unlearn.adapters import nullspace as ns
+from moe_unlearn.adapters import nullspace
 from moe_unlearn.adapters.grip import Grip, GripConfig, router_features, router_rows
 from moe_unlearn.adapters.routing_io import layer_inputs, run
+from moe_unlearn.core.trainable import split_refs
 from moe_unlearn.models.routing import capture_routing
+from moe_unlearn.models.selectors import select_parameters
 from moe_unlearn.models.tiny import tiny_model
 from tests.adapters.conftest import random_batches
 
@@ -19,7 +21,7 @@ def _projector(basis: torch.Tensor) -> torch.Tensor:
     return b @ b.transpose(1, 2)
 
 
-def _one_shot(model, layers, batches, rel_energy: float) -> tuple[list[ns.SpanBases], list[torch.Tensor]]:
+def _one_shot(model, layers, batches, rel_energy: float) -> tuple[list[nullspace.SpanBases], list[torch.Tensor]]:
     """The pre-streaming preparation: every layer's inputs of the whole cache at once, one eigh per layer."""
     with torch.no_grad(), capture_routing(model, router_inputs=True) as cap:
         for batch in batches:
@@ -30,8 +32,8 @@ def _one_shot(model, layers, batches, rel_energy: float) -> tuple[list[ns.SpanBa
         sel = torch.zeros(x.shape[0], layer.num_experts, dtype=torch.bool)
         sel.scatter_(1, cap.layers[layer.index].indices, True)
         gram = torch.zeros(layer.num_experts, x.shape[1], x.shape[1], dtype=torch.float64)
-        ns.accumulate_gram(gram, x, sel)
-        bases.append(ns.span_bases(gram, rel_energy=rel_energy, max_rank=None, dtype=torch.float32))
+        nullspace.accumulate_gram(gram, x, sel)
+        bases.append(nullspace.span_bases(gram, rel_energy=rel_energy, max_rank=None, dtype=torch.float32))
         scores.append((x @ router_rows(layer).T).float())
     return bases, scores
 
@@ -86,41 +88,41 @@ def _synthetic_gram(experts: int, d: int, seed: int) -> torch.Tensor:
     x = torch.randn(2000, d, generator=g, dtype=torch.float64) * torch.pow(10.0, -2.0 * torch.arange(d) / d)
     sel = torch.rand(2000, experts, generator=g) < 0.3
     gram = torch.zeros(experts, d, d, dtype=torch.float64)
-    ns.accumulate_gram(gram, x.float(), sel)
+    nullspace.accumulate_gram(gram, x.float(), sel)
     return gram
 
 
 def test_chunked_eigh_equals_unchunked_and_float32_is_close_at_the_default_threshold():
     gram = _synthetic_gram(7, 48, 0)
-    full = ns.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
+    full = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
     for chunk in (1, 3, 7):
-        part = ns.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32, chunk=chunk)
+        part = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32, chunk=chunk)
         assert part.basis.shape == full.basis.shape and torch.equal(part.rank, full.rank)
         assert torch.allclose(_projector(part.basis), _projector(full.basis), atol=1e-6)
         assert torch.allclose(part.energy, full.energy)
-    f32 = ns.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32, chunk=3, eigh_dtype=torch.float32)
+    f32 = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32, chunk=3, eigh_dtype=torch.float32)
     assert torch.equal(f32.rank, full.rank)
     # what matters: an update projected with the float32 bases barely touches the protected span
     delta = torch.randn(7, 48, generator=torch.Generator().manual_seed(1))
-    leak = torch.bmm(_projector(full.basis).float(), ns.project_rows(delta, f32.basis)[:, :, None]).norm()
+    leak = torch.bmm(_projector(full.basis).float(), nullspace.project_rows(delta, f32.basis)[:, :, None]).norm()
     assert leak < 1e-4 * delta.norm()
 
 
 def test_energy_share_and_bf16_bases():
     gram = _synthetic_gram(4, 32, 2)
-    full = ns.span_bases(gram, rel_energy=0.0, max_rank=None, dtype=torch.float32)
-    capped = ns.span_bases(gram, rel_energy=0.0, max_rank=4, dtype=torch.float32)
+    full = nullspace.span_bases(gram, rel_energy=0.0, max_rank=None, dtype=torch.float32)
+    capped = nullspace.span_bases(gram, rel_energy=0.0, max_rank=4, dtype=torch.float32)
     assert torch.allclose(full.energy, torch.ones(4), atol=1e-6)
     # share of the trace inside the kept span, computed from the bases themselves
     inside = torch.einsum("edr,edf,efr->e", capped.basis.double(), gram, capped.basis.double())
     trace = gram.diagonal(dim1=1, dim2=2).sum(1)
     assert torch.allclose(capped.energy.double(), inside / trace, atol=1e-5)
     assert (capped.energy < 0.9).all()  # 4 of 32 directions of a slowly decaying spectrum
-    bf16 = ns.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.bfloat16)
-    f32 = ns.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
+    bf16 = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.bfloat16)
+    f32 = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
     assert bf16.nbytes * 2 == f32.nbytes
     delta = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
-    out = ns.project_rows(delta, bf16.basis)
+    out = nullspace.project_rows(delta, bf16.basis)
     assert out.dtype == torch.float32
     leak = torch.bmm(_projector(f32.basis).float(), out[:, :, None]).norm() / delta.norm()
     assert 1e-5 < leak < 2e-2  # bf16 rounding: the equality constraints hold only to ~1e-2
@@ -148,7 +150,7 @@ def test_ptc_with_cached_scores_matches_the_refit_on_recaptured_inputs(arch, fak
     _drift_upstream(model)
     reference = tiny_model(arch, seed=0)
     reference.load_state_dict(model.state_dict())
-    report = grip.correct(ctx)
+    report = grip.refit_routers(ctx)
     assert all(entry["accepted"] for entry in report)
     # the reference refit: old scores of the ORIGINAL model, inputs re-captured whole, forward order
     ref_layers = fake_ctx(reference, retain=retain).layers
@@ -156,7 +158,7 @@ def test_ptc_with_cached_scores_matches_the_refit_on_recaptured_inputs(arch, fak
         with torch.no_grad(), capture_routing(reference, router_inputs=True) as cap:
             for batch in grip.cache:
                 run(reference, batch)
-        stats = ns.RidgeStats(router_rows(layer).shape[1], layer.num_experts, torch.device("cpu"))
+        stats = nullspace.RidgeStats(router_rows(layer).shape[1], layer.num_experts, torch.device("cpu"))
         stats.add(router_features(layer, cap.layers[layer.index].inputs), scores)
         refit, cos = stats.solve(router_rows(layer), cfg.ptc_lambda)
         with torch.no_grad():
@@ -172,7 +174,7 @@ def test_summary_reports_cache_and_projector_bytes(fake_ctx):
     retain = random_batches(4, seed=1)
     model = tiny_model("gpt_oss", seed=0)  # routers with bias: d' = 65
     ctx = fake_ctx(model, retain=retain)
-    ctx.cfg.train.params = [f"regex:{ctx.layers[1].router_name}\\."]  # only layer 1's router trains
+    ctx.trainable = split_refs(select_parameters(model, [f"regex:{ctx.layers[1].router_name}\\."]))  # layer 1's router
     base = dict(mode="project+ptc", cache_tokens=10_000, ptc_check_batches=1, margins=True)
     grip = Grip(GripConfig(**base, protect="trainable", basis_dtype="bfloat16"))
     grip.prepare(ctx)

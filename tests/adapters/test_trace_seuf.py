@@ -60,13 +60,6 @@ def test_trace_weights_combine_and_clip(fake_ctx):
     assert odds_weight(torch.tensor([0.4]), torch.tensor([0.2]), 100.0).item() == pytest.approx(0.4 * 0.8 / (0.2 * 0.6))
 
 
-def test_trace_needs_a_retain_term(fake_ctx):
-    ctx = fake_ctx(tiny_model("olmoe"), forget=[], retain=[])
-    ctx.method = SimpleNamespace(name="ga", has_retain_term=False)
-    with pytest.raises(UserError, match="method 'ga' has no retain term"):
-        Trace(TraceConfig()).check(ctx)
-
-
 def test_seuf_attribution_finds_the_expert_the_forget_data_loads(fake_ctx):
     forget, retain = _splits()
     model = tiny_model("qwen3_moe", seed=2)

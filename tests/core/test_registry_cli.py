@@ -26,3 +26,40 @@ def test_cli_unknown_command_is_one_line_exit_2(capsys):
 def test_cli_help_exits_0(capsys):
     assert run(["--help"]) == 0
     assert "unlearning" in capsys.readouterr().out.lower()
+
+
+def _plugin_package(root, name: str, modules: dict[str, str]):
+    pkg = root / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"from moe_unlearn.registry import Registry\nREG = Registry('thing', package='{name}')\n")
+    for mod, body in modules.items():
+        (pkg / f"{mod}.py").write_text(body)
+
+
+def test_registry_discovers_every_module_of_its_package(tmp_path, monkeypatch):
+    _plugin_package(tmp_path, "plug_ok", {"a": "from plug_ok import REG\nREG.register('a')(1)\n",
+                                          "b": "from plug_ok import REG\nREG.register('b')(2)\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import plug_ok
+
+    assert plug_ok.REG.names() == ["a", "b"] and plug_ok.REG.get("b") == 2 and "a" in plug_ok.REG
+
+
+def test_registry_discovery_fails_loudly_on_a_broken_module(tmp_path, monkeypatch):
+    _plugin_package(tmp_path, "plug_bad", {"a": "from plug_bad import REG\nREG.register('a')(1)\n",
+                                           "b": "raise RuntimeError('broken plugin')\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import plug_bad
+
+    with pytest.raises(RuntimeError, match="broken plugin"):
+        plug_bad.REG.names()
+    with pytest.raises(RuntimeError, match="broken plugin"):  # not silently half-discovered afterwards
+        plug_bad.REG.get("a")
+
+
+def test_cli_fails_loudly_when_a_command_module_cannot_be_imported(monkeypatch):
+    import moe_unlearn.cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "no_such_command_module"])
+    with pytest.raises(ModuleNotFoundError, match="no_such_command_module"):
+        run(["--help"])

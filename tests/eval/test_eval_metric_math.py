@@ -16,7 +16,7 @@ from moe_unlearn.eval.privacy import auc, mink_score, minkpp_score, privleak, zl
 from moe_unlearn.eval.routing import activation_frequency, stability_per_layer, topk_overlap
 from moe_unlearn.eval.scores import TokenStats, lowest_fraction_mean, token_stats
 from moe_unlearn.eval.tofu import forget_quality_pvalue, harmonic_mean, truth_ratio_values
-from moe_unlearn.methods.losses import sequence_nll
+from moe_unlearn.core.losses import sequence_nll
 
 
 def test_topk_overlap_by_hand():

@@ -1,7 +1,8 @@
 """A RunContext on the embedded "tiny" benchmark model, without the data/eval layers' loaders.
 
-`make_ctx(name, **settings)` gives a context whose forget/retain splits are the benchmark's
-QA records; `run_steps(ctx)` runs the engine's own Trainer for cfg.train.max_steps steps.
+`make_ctx(name, **settings)` gives (context, method) whose forget/retain splits are the
+benchmark's QA records; `run_steps(ctx, method)` runs the engine's own Trainer for
+cfg.train.max_steps steps.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from accelerate import Accelerator
 
 from moe_unlearn.config import build
 from moe_unlearn.data import PairedBatches, encode_qa
-from moe_unlearn.methods import METHODS, losses
+from moe_unlearn.core import losses
+from moe_unlearn.methods import METHODS
 from moe_unlearn.models import load_model, moe_layers
-from moe_unlearn.train.context import RunContext
+from moe_unlearn.core.context import RunContext
+from moe_unlearn.methods.base import Method
 from moe_unlearn.train.engine import Trainer, build_trainable
 from moe_unlearn.train.config import TrainConfig
 
@@ -38,7 +41,7 @@ def bench(tiny_benchmark):
 def make_ctx(bench, tmp_path):
     root, manifest = bench
 
-    def make(name: str, *, train: dict | None = None, **settings) -> RunContext:
+    def make(name: str, *, train: dict | None = None, **settings) -> tuple[RunContext, Method]:
         torch.manual_seed(0)
         model, tok = load_model(root / manifest["model"])
         splits = {}
@@ -50,9 +53,8 @@ def make_ctx(bench, tmp_path):
         train_cfg = build(TrainConfig, {"max_steps": 5, "checkpoint_every": 0, **(train or {})})
         cfg = SimpleNamespace(train=train_cfg, data=SimpleNamespace(batch_size=8), seed=0, method=name)
         ctx = RunContext(model=model, tokenizer=tok, layers=moe_layers(model), cfg=cfg, data=None, splits=splits,
-                         method=method_cls(build(method_cls.config_cls, settings, name)), adapters=[],
-                         accelerator=Accelerator(), device=torch.device("cpu"), out_dir=tmp_path)
-        return ctx
+                         device=torch.device("cpu"), out_dir=tmp_path)
+        return ctx, method_cls(build(method_cls.config_cls, settings, name))
 
     return make
 
@@ -68,16 +70,16 @@ def _forget_nll(ctx: RunContext) -> float:
     return total / count
 
 
-def _run_steps(ctx: RunContext) -> Trainer:
+def _run_steps(ctx: RunContext, method: Method) -> Trainer:
     """prepare -> trainable -> the engine's Trainer for cfg.train.max_steps steps."""
     ctx.model.eval()
-    ctx.method.prepare(ctx)
-    ctx.trainable = build_trainable(ctx)
-    if ctx.method.uses_reference():
+    method.prepare(ctx)
+    ctx.trainable = build_trainable(ctx, method, [])
+    if method.uses_reference():
         ctx.trainable.keep_originals()
     pairs = PairedBatches(ctx.splits["forget"], ctx.splits["retain"], batch_size=8, retain_batch_size=8,
                           seed=0, pad_id=ctx.pad_id)
-    trainer = Trainer(ctx, ctx.trainable, pairs, progress=False)
+    trainer = Trainer(ctx, method, [], pairs, Accelerator(cpu=True), progress=False)
     trainer.log_path.write_text("")
     trainer.train()
     return trainer

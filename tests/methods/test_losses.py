@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.methods.dpo import dpo_loss, replace_answers
 from moe_unlearn.methods.npo import npo_loss
 from moe_unlearn.methods.simnpo import simnpo_loss

@@ -31,9 +31,9 @@ def test_every_registered_method_has_a_case():
 @pytest.mark.parametrize("case", list(CASES))
 def test_method_raises_forget_nll(make_ctx, forget_nll, run_steps, case):
     settings, train = CASES[case]
-    ctx = make_ctx(case.split("_")[0], train={"max_steps": 6, **train}, **settings)
+    ctx, method = make_ctx(case.split("_")[0], train={"max_steps": 6, **train}, **settings)
     before = forget_nll(ctx)
-    run_steps(ctx)
+    run_steps(ctx, method)
     after = forget_nll(ctx)
     lines = [json.loads(x) for x in (ctx.out_dir / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == list(range(1, 7))
@@ -45,22 +45,22 @@ def test_method_raises_forget_nll(make_ctx, forget_nll, run_steps, case):
 
 def test_npo_first_loss_is_2_over_beta_ln2(make_ctx, run_steps):
     """Before the first update the model IS the reference: loss = (2/beta) ln 2."""
-    ctx = make_ctx("npo", train={"max_steps": 1}, beta=0.1, alpha=0.0)
-    run_steps(ctx)
+    ctx, method = make_ctx("npo", train={"max_steps": 1}, beta=0.1, alpha=0.0)
+    run_steps(ctx, method)
     first = json.loads((ctx.out_dir / "log.jsonl").read_text().splitlines()[0])
     assert first["forget_loss"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
     assert abs(first["forget_logratio"]) < 1e-4
 
 
 def test_dpo_first_margin_is_zero_and_refusal_is_spliced(make_ctx, run_steps):
-    ctx = make_ctx("dpo", train={"max_steps": 1}, alpha=0.0)
-    ctx.method.prepare(ctx)
+    ctx, method = make_ctx("dpo", train={"max_steps": 1}, alpha=0.0)
+    method.prepare(ctx)
     batch = next(ctx.iter_split("forget"))
-    idk = ctx.method.refusal_batch(ctx, batch)
+    idk = method.refusal_batch(ctx, batch)
     text = ctx.tokenizer.decode(idk["input_ids"][0][idk["attention_mask"][0].bool()], skip_special_tokens=True)
     question = ctx.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] == -100][:5], skip_special_tokens=True)
     assert text.startswith(question) and text.endswith("I don't know.")
-    run_steps(ctx)
+    run_steps(ctx, method)
     first = json.loads((ctx.out_dir / "log.jsonl").read_text().splitlines()[0])
     assert first["reward_margin"] == pytest.approx(0.0, abs=1e-4)
     assert first["forget_loss"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
@@ -70,15 +70,15 @@ def test_undial_first_loss_is_cross_entropy_to_target(make_ctx):
     """At step 0 the loss is CE(softmax(z), softmax(z - beta onehot)) on the same logits."""
     from moe_unlearn.methods.undial import answer_positions, undial_target
 
-    ctx = make_ctx("undial", train={"max_steps": 1}, alpha=0.0, beta=10.0)
-    ctx.method.prepare(ctx)
+    ctx, method = make_ctx("undial", train={"max_steps": 1}, alpha=0.0, beta=10.0)
+    method.prepare(ctx)
     batch = next(ctx.iter_split("forget"))
     with torch.no_grad():
         logits = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     pred, tgt = answer_positions(logits, batch["labels"])
     target = undial_target(pred, tgt, 10.0)
     expected = float(-(target * pred.log_softmax(-1)).sum(-1).mean())
-    out = ctx.method.loss(ctx, batch, batch)
+    out = method.loss(ctx, batch, batch)
     assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-5)
     # the target moves mass off the true token at every answer position
     p_model = pred.softmax(-1).gather(1, tgt[:, None])

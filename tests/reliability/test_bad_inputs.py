@@ -139,7 +139,7 @@ CASES = [
          prepare=used_out),
     # combinations
     Case("grip-ptc-with-seuf", [*UNLEARN, "adapters=[grip,seuf]", *OUT],
-         r"seuf keeps all routers .* grip\.ptc_routers"),
+         r"'seuf' trains only what it selects .* grip\.ptc_routers=trainable"),
     Case("trace-with-ga", [*UNLEARN, "method=ga", "adapters=[trace]", *OUT], r"method 'ga' has no retain term"),
     Case("adapter-twice", [*UNLEARN, "adapters=[trace,trace]", *OUT], r"lists an adapter twice"),
     Case("manifest-and-files", [*UNLEARN, "data.forget.path={root}/qa.jsonl", *OUT],

@@ -75,7 +75,7 @@ def test_ctrl_c_checkpoints_exits_1_and_resume_matches(reference, tmp_path, caps
 def test_ctrl_c_mid_step_never_leaves_an_inconsistent_checkpoint(reference, tmp_path, capsys, monkeypatch):
     """A second Ctrl-C lands inside step 3, after the optimizer step: the half-done step is not
     saved, and resuming from the step-2 checkpoint ends with the uninterrupted numbers."""
-    from moe_unlearn.train.trainable import Trainable
+    from moe_unlearn.core.trainable import Trainable
 
     real_write_back, calls = Trainable.write_back, []
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
-from moe_unlearn.methods.losses import answer_mask
+from moe_unlearn.core.losses import answer_mask
 from moe_unlearn.train import run_unlearning
 
 
@@ -23,6 +23,7 @@ class Probe(Adapter):
 
     name = "probe"
     config_cls = ProbeConfig
+    selects_trainable = True
 
     def __init__(self, cfg):
         super().__init__(cfg)

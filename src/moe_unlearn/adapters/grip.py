@@ -32,16 +32,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from moe_unlearn.adapters import nullspace as ns
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
+from moe_unlearn.adapters.nullspace import (
+    RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, project_rows, span_bases,
+)
 from moe_unlearn.adapters.routing_io import capture, layer_inputs, retain_batches, retain_nll
 from moe_unlearn.config import require
-from moe_unlearn.errors import UserError
-from moe_unlearn.models import select_parameters
+from moe_unlearn.core.dist import all_reduce_sum, gather_objects, gather_rows
+from moe_unlearn.core.losses import token_mean
 
 if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.core.context import ForwardOut, Role, RunContext
     from moe_unlearn.models.layout import MoELayer
-    from moe_unlearn.train.context import ForwardOut, RunContext
 
 Mode = Literal["project", "ptc", "project+ptc", "online", "project+online"]
 
@@ -62,7 +64,7 @@ class GripConfig:
     ptc_routers: Literal["all", "trainable"] = "all"
     online_every: int = 10
     # memory bounds of preparation and of the stored projectors (docs/adapters.md, "Memory")
-    protect: Literal["all", "trainable"] = "all"  # trainable: only routers train.params selects
+    protect: Literal["all", "trainable"] = "all"  # trainable: only the routers this run trains
     prep_gram_mib: float = 1024  # float64 Gram stacks alive per pass over the cache (>= 1 layer)
     eigh_chunk: int | None = 32  # experts per eigendecomposition (None: all E at once)
     eigh_dtype: Literal["float64", "float32"] = "float64"  # float32: half the workspace, rel_energy >= 1e-5
@@ -125,7 +127,7 @@ def set_router_rows(layer: MoELayer, rows: torch.Tensor) -> None:
 def router_features(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
     """Router inputs [T, d] -> [T, d'] in the router's dtype ([x; 1] for a router with bias)."""
     x = x.to(layer.router_weight.dtype)
-    return x if layer.router_bias is None else ns.augment(x)
+    return x if layer.router_bias is None else augment(x)
 
 
 @dataclass
@@ -133,7 +135,7 @@ class LayerState:
     """What GRIP keeps per protected MoE layer: bases, reference rows and (for margins) the cache."""
 
     index: int  # MoE layer index
-    bases: ns.SpanBases
+    bases: SpanBases
     orig: torch.Tensor  # [E, d'] router rows of the original model
     old: torch.Tensor  # [E, d'] router rows after the previous projected step
     margin_x: torch.Tensor | None = None  # [T, d'] cached inputs
@@ -144,6 +146,7 @@ class LayerState:
 class Grip(Adapter):
     name = "grip"
     config_cls = GripConfig
+    supports_lora = False  # the projection constrains the router weights themselves, not LoRA deltas
 
     def __init__(self, cfg: GripConfig) -> None:
         super().__init__(cfg)
@@ -161,24 +164,20 @@ class Grip(Adapter):
         self.generator = torch.Generator()
         self.original_topk: list[list[torch.Tensor]] = []  # [example][layer] -> [len, k] (consistency)
 
-    def check(self, ctx: RunContext) -> None:
-        if self.cfg.consistency > 0 and not ctx.method.has_retain_term:
-            raise UserError(
-                f"grip.consistency acts on the retain forward, but method '{ctx.method.name}' has no retain "
-                "term; use a method with one (e.g. graddiff) or set grip.consistency=0"
-            )
-        if ctx.cfg.train.lora is not None:
-            raise UserError("grip edits router weights directly and cannot constrain LoRA deltas; "
-                            "drop train.lora and pick the trained parameters with train.params")
-        names = {a.name for a in ctx.adapters}
-        if "seuf" in names and self.cfg.refit and self.cfg.ptc_routers == "all":
-            raise UserError(
-                f"grip mode '{self.cfg.mode}' refits every router, but seuf keeps all routers except its "
-                "target layers frozen; set grip.ptc_routers=trainable or grip.mode=project"
-            )
-        if "seuf" in names and self.cfg.protect == "trainable":
-            raise UserError("grip.protect=trainable reads train.params, but seuf chooses the trained routers "
-                            "itself; set grip.protect=all")
+    # -- capabilities ------------------------------------------------------------------------
+
+    @property
+    def needs_retain_forward(self) -> bool:
+        return self.cfg.consistency > 0
+
+    def capture_roles(self) -> frozenset[Role]:
+        return frozenset({"retain"}) if self.cfg.consistency > 0 else frozenset()
+
+    def edits_untrained(self) -> str | None:
+        if self.cfg.refit and self.cfg.ptc_routers == "all":
+            return (f"grip mode '{self.cfg.mode}' refits every router after training; "
+                    "set grip.ptc_routers=trainable or grip.mode=project")
+        return None
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -199,15 +198,17 @@ class Grip(Adapter):
         self.prep_seconds = time.perf_counter() - t0
 
     def _protected(self, ctx: RunContext) -> set[int]:
-        """MoE layer indices whose routers get bases (none without projection): all, or those train.params trains."""
+        """MoE layer indices whose routers get bases (none without projection): all, or the trained ones."""
         if not self.cfg.project:
             return set()
-        if self.cfg.protect == "all":
-            return {layer.index for layer in ctx.layers}
-        specs = ctx.method.select_params(ctx, ctx.cfg.train.params) or ctx.cfg.train.params
-        trained = {id(ref.param) for ref in select_parameters(ctx.model, specs)}
-        return {layer.index for layer in ctx.layers if id(layer.router_weight) in trained
-                or (layer.router_bias is not None and id(layer.router_bias) in trained)}
+        return {layer.index for layer in ctx.layers
+                if self.cfg.protect == "all" or self._router_trains(ctx, layer)}
+
+    @staticmethod
+    def _router_trains(ctx: RunContext, layer: MoELayer) -> bool:
+        assert ctx.trainable is not None  # set by the engine before a non-selecting adapter's prepare
+        bias = layer.router_bias
+        return ctx.trainable.trains(layer.router_weight) or (bias is not None and ctx.trainable.trains(bias))
 
     def _groups(self, layers: list[MoELayer]) -> list[list[MoELayer]]:
         """Consecutive layers whose float64 Gram stacks (E x d' x d' each) fit prep_gram_mib together."""
@@ -242,7 +243,7 @@ class Grip(Adapter):
                     targets[i].append(scores.float())
                 if i in grams:
                     sel = _selection_mask(indices, layer.num_experts)
-                    ns.accumulate_gram(grams[i], x, sel)
+                    accumulate_gram(grams[i], x, sel)
                     if self.cfg.margins:
                         margin_x[i].append(x)
                         margin_bound[i].append(_margin_bound(scores, sel, self.cfg.margin_eps))
@@ -250,21 +251,19 @@ class Grip(Adapter):
         for layer in group:
             i = layer.index
             if self.cfg.refit:
-                self.targets[i] = torch.cat(targets.pop(i))
+                self.targets[i] = torch.cat(targets.pop(i))  # this process's cache tokens, in cache order
             if i not in grams:
                 continue
             dtype = torch.bfloat16 if self.cfg.basis_dtype == "bfloat16" else rows[i].dtype
-            bases = ns.span_bases(grams.pop(i), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
+            bases = span_bases(all_reduce_sum(grams.pop(i)), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
                                   chunk=self.cfg.eigh_chunk, eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
             state = LayerState(index=i, bases=bases, orig=rows[i], old=rows[i].clone())
-            if self.cfg.margins:
-                state.margin_x, state.margin_bound = torch.cat(margin_x.pop(i)), torch.cat(margin_bound.pop(i))
+            if self.cfg.margins:  # the projection reads every process's cached tokens, in 1-process order
+                state.margin_x = gather_rows(margin_x.pop(i))
+                state.margin_bound = gather_rows(margin_bound.pop(i))
             self.layers.append(state)
 
     # -- training hooks --------------------------------------------------------------------
-
-    def capture_roles(self) -> frozenset[str]:
-        return frozenset({"retain"}) if self.cfg.consistency > 0 else frozenset()
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
         out = forwards.get("retain")
@@ -279,7 +278,7 @@ class Grip(Adapter):
             selected = _selection_mask(orig.to(logits.device), layer.num_experts)
             weakest = logits.masked_fill(~selected, float("inf")).min(dim=1).values
             strongest_other = logits.masked_fill(selected, float("-inf")).max(dim=1).values
-            loss = loss + torch.relu(self.cfg.consistency_margin - (weakest - strongest_other)).mean()
+            loss = loss + token_mean(torch.relu(self.cfg.consistency_margin - (weakest - strongest_other)))
         return {"consistency": self.cfg.consistency * loss / len(ctx.layers)}
 
     @torch.no_grad()
@@ -291,16 +290,16 @@ class Grip(Adapter):
             self.project_seconds += time.perf_counter() - t0
             self.project_calls += 1
         if self.cfg.online and ctx.step % self.cfg.online_every == 0:
-            self.correct(ctx)
+            self.refit_routers(ctx)
 
     def _project(self, layer: MoELayer, state: LayerState) -> None:
         rows = router_rows(layer)
         delta = rows - state.old
         if not bool(delta.any()):  # router did not move (frozen, or SEUF's other layers)
             return
-        new = state.old + ns.project_rows(delta, state.bases.basis)
+        new = state.old + project_rows(delta, state.bases.basis)
         if state.margin_x is not None:
-            total, pulled = ns.kaczmarz_margins(
+            total, pulled = kaczmarz_margins(
                 new - state.orig, state.margin_x, state.margin_bound, state.bases.basis,
                 iters=self.cfg.margin_iters, previous=state.old - state.orig, generator=self.generator, tol=1e-6,
             )
@@ -313,12 +312,12 @@ class Grip(Adapter):
     def after_training(self, ctx: RunContext) -> None:
         refitted_now = bool(self.ptc_runs) and self.ptc_runs[-1]["step"] == ctx.step  # online, last step
         if self.cfg.refit and not refitted_now:
-            self.correct(ctx)
+            self.refit_routers(ctx)
 
     # -- post-training correction ----------------------------------------------------------
 
     @torch.no_grad()
-    def correct(self, ctx: RunContext) -> list[dict[str, Any]]:
+    def refit_routers(self, ctx: RunContext) -> list[dict[str, Any]]:
         """Refit routers (forward order) to the original scores; keep a refit only if it helps."""
         t0 = time.perf_counter()
         model = ctx.model
@@ -328,15 +327,16 @@ class Grip(Adapter):
         states = {state.index: state for state in self.layers}
         report = []
         for layer in ctx.layers:
-            if self.cfg.ptc_routers == "trainable" and not layer.router_weight.requires_grad:
+            if self.cfg.ptc_routers == "trainable" and not self._router_trains(ctx, layer):
                 continue
             target = self.targets[layer.index]
-            stats = ns.RidgeStats(router_rows(layer).shape[1], layer.num_experts, target.device)
+            stats = RidgeStats(router_rows(layer).shape[1], layer.num_experts, target.device)
             start = 0
             for batch in self.cache:
                 x = router_features(layer, layer_inputs(model, [layer], batch)[layer.index][0])
                 stats.add(x, target[start : start + x.shape[0]])
                 start += x.shape[0]
+            stats.reduce_over_processes()
             current = router_rows(layer)
             refit, cos = stats.solve(current, self.cfg.ptc_lambda)
             entry: dict[str, Any] = {"layer": layer.index, "cos": round(cos, 5), "nll_before": nll}
@@ -378,6 +378,13 @@ class Grip(Adapter):
         self.ptc_runs = state["ptc_runs"]
         self.project_seconds, self.project_calls, self.margin_backtracks = state["counters"]
 
+    def estimate_bytes(self, layers: list[MoELayer]) -> int:
+        """Projectors of every router row at full rank (or max_rank), float32: an upper bound."""
+        if not self.cfg.project:
+            return 0
+        d = layers[0].router_weight.shape[1]
+        return sum(layer.num_experts for layer in layers) * d * min(self.cfg.max_rank or d, d) * 4
+
     def summary(self) -> dict[str, Any]:
         return {
             "mode": self.cfg.mode,
@@ -407,14 +414,15 @@ def _nbytes(t: torch.Tensor) -> int:
 @torch.no_grad()
 def original_selections(ctx: RunContext) -> list[list[torch.Tensor]]:
     """Original top-k of every retain example, [example][layer] -> [its tokens, k] (int16, CPU)."""
-    out: list[list[torch.Tensor]] = [[] for _ in range(ctx.split_size("retain"))]
+    mine: list[tuple[int, list[torch.Tensor]]] = []
     for batch in ctx.iter_split("retain"):
         cap = capture(ctx.model, [batch])
         lengths = batch["attention_mask"].sum(dim=1).tolist()
-        for layer in range(len(ctx.layers)):
-            parts = cap.layers[layer].indices.to("cpu", torch.int16).split(lengths)
-            for i, part in zip(batch["index"].tolist(), parts):
-                out[i].append(part)
+        parts = [cap.layers[layer].indices.to("cpu", torch.int16).split(lengths) for layer in range(len(ctx.layers))]
+        mine += [(i, [p[row] for p in parts]) for row, i in enumerate(batch["index"].tolist()) if i >= 0]
+    out: list[list[torch.Tensor]] = [[] for _ in range(ctx.split_size("retain"))]
+    for i, selections in gather_objects(mine):  # every process trains on any retain example
+        out[i] = selections
     return out
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from moe_unlearn.core.dist import all_reduce_sum
+
 
 def augment(x: torch.Tensor) -> torch.Tensor:
     """[T, d] -> [T, d + 1] with a trailing column of ones (inputs of a router with bias)."""
@@ -166,6 +168,10 @@ class RidgeStats:
         self.a += x.T @ x
         self.c += x.T @ s
         self.ss += s.pow(2).sum()
+
+    def reduce_over_processes(self) -> None:
+        """Sum the statistics of every process's tokens (identity in one process)."""
+        self.a, self.c, self.ss = all_reduce_sum(self.a), all_reduce_sum(self.c), all_reduce_sum(self.ss)
 
     def solve(self, weight: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
         """(refitted weight [E, d'], cos(vec(S), vec(X W'^T))).

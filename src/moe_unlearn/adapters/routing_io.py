@@ -1,7 +1,8 @@
 """Small no-grad passes the adapters share: retained caches, router inputs, routing statistics.
 
 All of them run the model directly (not ctx.forward): they measure the model, they are not
-training forwards, so no adapter hook or token weighting may fire.
+training forwards, so no adapter hook or token weighting may fire. Batches come from
+ctx.iter_split (this process's rows); every statistic here is summed over processes.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
+from moe_unlearn.core.dist import all_reduce_sum, world_size
 from moe_unlearn.models.routing import capture_routing
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from moe_unlearn.core.context import RunContext
     from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
-    from moe_unlearn.train.context import RunContext
 
 Batch = dict[str, torch.Tensor]
 
@@ -42,11 +44,11 @@ def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch
         if seen >= tokens:
             break
         cache.append(batch)
-        seen += int(batch["attention_mask"].sum())
+        seen += int(all_reduce_sum(batch["attention_mask"].sum()))  # every process's rows of this batch
     return cache, (batches[-check:] if check else []), heldout
 
 
-class _Stop(Exception):
+class _PassDone(Exception):
     """Raised by a hook once the last layer a pass needs has run: the rest of the forward is skipped."""
 
 
@@ -61,13 +63,14 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
     inputs: dict[int, torch.Tensor] = {}
     handles = [layer.router.register_forward_pre_hook(
         lambda m, a, i=layer.index: inputs.setdefault(i, a[0].reshape(-1, a[0].shape[-1]))) for layer in layers]
-    last = max(layers, key=lambda layer: layer.index)
-    handles.append(last.block.register_forward_hook(lambda m, a, o: _raise_stop()))
+    if world_size() == 1:  # a sharded model's forward is collective: every process runs all of it
+        last = max(layers, key=lambda layer: layer.index)
+        handles.append(last.block.register_forward_hook(lambda m, a, o: _end_pass()))
     try:
         with capture_routing(model) as cap:
             try:
                 run(model, batch)
-            except _Stop:
+            except _PassDone:
                 pass
     finally:
         for handle in handles:
@@ -80,8 +83,8 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
     return out
 
 
-def _raise_stop() -> None:
-    raise _Stop
+def _end_pass() -> None:
+    raise _PassDone
 
 
 @torch.no_grad()
@@ -93,13 +96,19 @@ def capture(model: nn.Module, batches: Iterable[Batch]) -> RoutingCapture:
     return cap
 
 
+def frequencies(cap: RoutingCapture) -> list[torch.Tensor]:
+    """Per layer [E] float64: share of every process's captured tokens routed to each expert."""
+    tokens = float(all_reduce_sum(torch.tensor(float(cap.tokens), dtype=torch.float64)))
+    return [all_reduce_sum(cap.counts(layer).double().cpu()) / max(tokens, 1.0) for layer in range(len(cap.num_experts))]
+
+
 @torch.no_grad()
 def retain_nll(model: nn.Module, batches: list[Batch]) -> float:
-    """Mean answer-token NLL over the batches (the utility check of a router refit)."""
-    total, count = 0.0, 0
+    """Mean answer-token NLL over the batches, all processes (the utility check of a router refit)."""
+    total = torch.zeros(2, dtype=torch.float64)
     for batch in batches:
         ce = losses.token_ce(run(model, batch), batch["labels"])
         mask = losses.answer_mask(batch["labels"])
-        total += float((ce * mask).sum())
-        count += int(mask.sum())
-    return total / max(count, 1)
+        total += torch.tensor([float((ce * mask).sum()), float(mask.sum())], dtype=torch.float64)
+    nll_sum, count = all_reduce_sum(total).tolist()
+    return nll_sum / max(count, 1.0)

@@ -22,14 +22,17 @@ import torch
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.adapters.routing_io import capture
 from moe_unlearn.config import require
+from moe_unlearn.core.dist import all_reduce_sum, is_main
+from moe_unlearn.core.losses import token_mean
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.selectors import select_parameters
 from moe_unlearn.paths import atomic_path, atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
     from moe_unlearn.models.selectors import ParamRef
-    from moe_unlearn.train.context import ForwardOut, RunContext
 
 
 @dataclass
@@ -47,7 +50,8 @@ class SeufConfig:
 
 
 def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
-    """Per layer [E] float64: mean over sequences of each sequence's mean top-k-masked gate prob."""
+    """Per layer [E] float64: mean over sequences (of every process) of each sequence's mean
+    top-k-masked gate prob."""
     sums = [torch.zeros(e, dtype=torch.float64) for e in cap.num_experts]
     sequences = 0
     for c in range(len(cap.calls)):
@@ -62,7 +66,8 @@ def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
             per_seq.index_add_(0, seq_of_token.to(probs.device), gate)
             total += (per_seq[keep] / lengths[keep, None].to(per_seq)).sum(dim=0).cpu()
         sequences += int(keep.sum())
-    return [s / max(sequences, 1) for s in sums]
+    total = float(all_reduce_sum(torch.tensor(float(sequences), dtype=torch.float64)))
+    return [all_reduce_sum(s) / max(total, 1.0) for s in sums]
 
 
 def top_pairs(affinity: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
@@ -76,6 +81,8 @@ def top_pairs(affinity: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
 class Seuf(Adapter):
     name = "seuf"
     config_cls = SeufConfig
+    selects_trainable = True  # its targets come from its own attribution, replacing train.params
+    supports_lora = False  # it trains one expert slice and its router itself
 
     def __init__(self, cfg: SeufConfig) -> None:
         super().__init__(cfg)
@@ -91,11 +98,6 @@ class Seuf(Adapter):
             out.setdefault(layer, []).append(expert)
         return out
 
-    def check(self, ctx: RunContext) -> None:
-        if ctx.cfg.train.lora is not None:
-            raise UserError("seuf trains one expert slice and its router itself; drop train.lora "
-                            "(seuf replaces train.params as well)")
-
     @torch.no_grad()
     def prepare(self, ctx: RunContext) -> None:
         total = sum(layer.num_experts for layer in ctx.layers)
@@ -106,11 +108,12 @@ class Seuf(Adapter):
             if self.cfg.sample_tokens is not None and seen >= self.cfg.sample_tokens:
                 break
             batches.append(batch)
-            seen += int(batch["attention_mask"].sum())
+            seen += int(all_reduce_sum(batch["attention_mask"].sum()))  # every process's rows of this batch
         self.sample_tokens = seen
         self.affinity = expert_affinity(capture(ctx.model, batches))
         self.targets = top_pairs(self.affinity, self.cfg.top_m)
-        self._write(ctx)
+        if is_main():
+            self._write(ctx)
 
     def _write(self, ctx: RunContext) -> None:
         out = ctx.out_dir
@@ -137,7 +140,7 @@ class Seuf(Adapter):
         self.trained_numel = sum(r.param[0].numel() if r.expert is not None else r.param.numel() for r in refs)
         return refs
 
-    def capture_roles(self) -> frozenset[str]:
+    def capture_roles(self) -> frozenset[Role]:
         return frozenset({"forget"}) if self.cfg.alpha > 0 else frozenset()
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
@@ -150,8 +153,14 @@ class Seuf(Adapter):
             probs = torch.softmax(logits.float(), dim=-1)
             target = torch.zeros_like(probs[0])
             target[experts] = 1.0 / len(experts)
-            loss = loss + (probs - target).pow(2).sum(dim=-1).mean()
+            loss = loss + token_mean((probs - target).pow(2).sum(dim=-1))
         return {"anchor": self.cfg.alpha * loss}
+
+    def estimate_trainable(self, layers: list[MoELayer]) -> int:
+        """top_m expert slices and (at most) as many routers, sized on the first MoE layer."""
+        layer = layers[0]
+        expert = sum(p.numel() for p in layer.experts.parameters()) // layer.num_experts
+        return self.cfg.top_m * (expert + layer.router_weight.numel())
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
-from moe_unlearn.adapters.routing_io import capture
+from moe_unlearn.adapters.routing_io import capture, frequencies
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.core.context import Role, RunContext
     from moe_unlearn.models.routing import RoutingCapture
-    from moe_unlearn.train.context import RunContext
 
 
 @dataclass
@@ -68,6 +68,7 @@ class Critical:
 class Trace(Adapter):
     name = "trace"
     config_cls = TraceConfig
+    needs_retain_term = True  # it reweights the method's retain loss
     capture_grad = False  # the weights only read which experts each token chose
 
     def __init__(self, cfg: TraceConfig) -> None:
@@ -76,19 +77,14 @@ class Trace(Adapter):
         self.weight_stats = {"batches": 0, "mean_max": 0.0, "share_weighted": 0.0}
 
     def check(self, ctx: RunContext) -> None:
-        if not ctx.method.has_retain_term:
-            raise UserError(
-                f"trace reweights the retain loss, but method '{ctx.method.name}' has no retain term; "
-                "use a method with one (graddiff, npo, simnpo, rmu, ...) with alpha > 0, or drop trace"
-            )
         bad = [i for i in self.cfg.layers or [] if not 0 <= i < len(ctx.layers)]
         if bad:
             raise UserError(f"'trace.layers' {bad} out of range: the model has MoE layers 0..{len(ctx.layers) - 1}")
 
     @torch.no_grad()
     def prepare(self, ctx: RunContext) -> None:
-        f_forget = capture(ctx.model, ctx.iter_split("forget")).frequencies()
-        f_retain = capture(ctx.model, ctx.iter_split("retain")).frequencies()
+        f_forget = frequencies(capture(ctx.model, ctx.iter_split("forget")))
+        f_retain = frequencies(capture(ctx.model, ctx.iter_split("retain")))
         self.critical = []
         for layer in self.cfg.layers if self.cfg.layers is not None else range(len(ctx.layers)):
             ff, fr = f_forget[layer], f_retain[layer]
@@ -103,7 +99,7 @@ class Trace(Adapter):
                 if ff[e] > fr[e]:
                     self.critical.append(Critical(layer, e, float(ff[e]), float(fr[e]), float(weights[e])))
 
-    def capture_roles(self) -> frozenset[str]:
+    def capture_roles(self) -> frozenset[Role]:
         return frozenset({"retain"})
 
     def retain_token_weights(self, ctx: RunContext, batch: dict[str, torch.Tensor],

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
-from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from moe_unlearn.benchmark.generator import Benchmark
 from moe_unlearn.data import Split, UnlearnData
@@ -24,14 +24,14 @@ from moe_unlearn.data.tokenize import collate, encode_qa, encode_text
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.context import EvalContext, eval_mode
 from moe_unlearn.models import capture_routing
-from moe_unlearn.registry import Registry
+from moe_unlearn.models.tiny import tiny_config
 
 PAD, EOS = "<pad>", "<eos>"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "olmoe"  # key of ARCHITECTURES
+    arch: str = "olmoe"  # a models.tiny architecture
     vocab_size: int = 1024
     hidden_size: int = 128
     intermediate_size: int = 256  # per expert
@@ -54,29 +54,13 @@ class TrainConfig:
     eval_size: int = 256  # examples per split in the report
 
 
-ARCHITECTURES: Registry[Callable[[ModelConfig, PreTrainedTokenizerFast, int], Any]] = Registry("architecture")
-
-
-def _common(m: ModelConfig, tok: PreTrainedTokenizerFast, max_len: int) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok), hidden_size=m.hidden_size, num_hidden_layers=m.layers,
-        num_attention_heads=m.heads, num_key_value_heads=m.heads, max_position_embeddings=max_len,
-        num_experts=m.experts, num_experts_per_tok=m.top_k, router_aux_loss_coef=m.aux_loss_coef,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
-        tie_word_embeddings=True,
-    )
-
-
-@ARCHITECTURES.register("olmoe")
-def _olmoe(m: ModelConfig, tok: PreTrainedTokenizerFast, max_len: int) -> OlmoeForCausalLM:
-    return OlmoeForCausalLM(OlmoeConfig(intermediate_size=m.intermediate_size, **_common(m, tok, max_len)))
-
-
-@ARCHITECTURES.register("qwen3_moe")
-def _qwen3_moe(m: ModelConfig, tok: PreTrainedTokenizerFast, max_len: int) -> Qwen3MoeForCausalLM:
-    cfg = Qwen3MoeConfig(moe_intermediate_size=m.intermediate_size, intermediate_size=m.intermediate_size,
-                         decoder_sparse_step=1, norm_topk_prob=True, **_common(m, tok, max_len))
-    return Qwen3MoeForCausalLM(cfg)
+def new_model(m: ModelConfig, tok: PreTrainedTokenizerFast, max_len: int) -> torch.nn.Module:
+    """A freshly initialised `m.arch` model (the models layer's tiny-config builder) for this tokenizer."""
+    config = tiny_config(m.arch, num_experts=m.experts, top_k=m.top_k, layers=m.layers, hidden=m.hidden_size,
+                         vocab=len(tok), heads=m.heads, intermediate=m.intermediate_size, max_positions=max_len,
+                         router_aux_loss_coef=m.aux_loss_coef, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -194,7 +178,7 @@ def build_base_model(bench: Benchmark, m: ModelConfig, t: TrainConfig, *, seed: 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tok = train_tokenizer(corpus_texts(bench), m.vocab_size)
     torch.manual_seed(seed)
-    model = ARCHITECTURES.get(m.arch)(m, tok, t.max_length).to(device)
+    model = new_model(m, tok, t.max_length).to(device)
     model.set_experts_implementation("grouped_mm")
     examples = training_examples(bench, tok, t.max_length)
     losses = train_model(model, examples, tok.pad_token_id, t, seed=seed, progress=progress)

@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterator
 
 from moe_unlearn.benchmark.build import build_benchmark, check_out_dir, move_into_place, temp_sibling
 from moe_unlearn.benchmark.generator import check_forget
 from moe_unlearn.benchmark.presets import PRESETS
+from moe_unlearn.data.config import AUTO, DataConfig
 
 # Bump when the generator or training changes in a way the config does not show.
 BUILD_FORMAT = 1
@@ -87,3 +88,10 @@ def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out / "manifest.json"
+
+
+def resolve_manifest(cfg: DataConfig, *, progress: bool = False) -> DataConfig:
+    """cfg with `manifest: auto` replaced by the cached default benchmark's manifest (built on first use)."""
+    if cfg.manifest != AUTO:
+        return cfg
+    return replace(cfg, manifest=str(cached_benchmark(progress=progress)))

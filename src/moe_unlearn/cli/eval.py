@@ -25,6 +25,7 @@ from moe_unlearn.paths import atomic_write, check_destination
 def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[str, Any], list[tuple[str, Any]]]:
     """(UnlearnData, EvalConfig, {"method", "adapters"}, the files read: (what, path)) from an
     unlearn YAML or a manifest."""
+    from moe_unlearn.benchmark import resolve_manifest
     from moe_unlearn.data import DataConfig, UnlearnData, load_data
     from moe_unlearn.eval import EvalConfig
     from moe_unlearn.train.config import resolve_yaml
@@ -45,11 +46,10 @@ def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[s
     load_yaml(path)  # a clear error for a file that is not YAML
     files: list[str] = []
     raw = apply_overrides(resolve_yaml(path, files=files), overrides)
-    data_cfg = build(DataConfig, raw.get("data"), "data")
+    data_cfg = resolve_manifest(build(DataConfig, raw.get("data"), "data"))
     data = load_data(data_cfg)
     cfg = build(EvalConfig, raw.get("eval"), "eval")
-    read = run_inputs(files, data.model, (data_cfg.forget, data_cfg.retain, data_cfg.holdout, data_cfg.utility_mc),
-                      data.manifest)
+    read = run_inputs(files, data.model, data_cfg, data.manifest)
     return data, cfg, {"method": raw.get("method"), "adapters": list(raw.get("adapters") or [])}, read
 
 
@@ -71,6 +71,8 @@ def eval_command(
     """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
     from moe_unlearn.eval import evaluate_model
     from moe_unlearn.models import load_model
+    from moe_unlearn.report.format import format_value
+    from moe_unlearn.train.engine import make_accelerator
 
     start = time.perf_counter()
     if quiet:
@@ -92,11 +94,16 @@ def eval_command(
                             "retain-only model's run")
     data, cfg, info, read = load_eval_inputs(config, overrides or [])
     check_destination(out, [*given, *read])
-    kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code,
-              "allow_missing": allow_missing_weights}
+    accelerator = make_accelerator(device)  # under a launcher: this process's device, eval sets split by rows
+    kwargs = {"dtype": dtype, "device": accelerator.device.type if accelerator.device.type == "cpu" else str(accelerator.device),
+              "trust_remote_code": trust_remote_code, "allow_missing": allow_missing_weights}
     net, tokenizer = load_model(model, **kwargs)
     orig_net = load_model(original, **kwargs)[0] if original is not None else None
-    results = evaluate_model(net, tokenizer, data, cfg, original_model=orig_net, retrained=ref, progress=not quiet)
+    main = accelerator.is_main_process
+    results = evaluate_model(net, tokenizer, data, cfg, original_model=orig_net, retrained=ref,
+                             progress=not quiet and main)
+    if not main:
+        return
     metrics = {
         **info,
         "steps": None,
@@ -107,12 +114,8 @@ def eval_command(
     }
     atomic_write(out, json.dumps(metrics, indent=2))
     f, r, stab = metrics["forget"], metrics["retain"], metrics["routing"]["stability"]
-    typer.echo(
-        f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; retain nll {_fmt(r.get('nll'))} "
-        f"mc {_fmt(r.get('mc_acc'))}; stability forget {_fmt(stab.get('forget'))} retain {_fmt(stab.get('retain'))}; "
-        f"wrote {out}"
-    )
+    v = format_value
+    typer.echo(f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; retain nll {v(r.get('nll'))} "
+               f"mc {v(r.get('mc_acc'))}; stability forget {v(stab.get('forget'))} retain {v(stab.get('retain'))}; "
+               f"wrote {out}")
 
-
-def _fmt(x: object) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

@@ -11,16 +11,13 @@ from moe_unlearn.cli.app import app
 from moe_unlearn.errors import RunFailure, UserError
 
 # Each module registers its subcommand on `app` when imported.
-COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "eval", "report", "demo"]
+COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "eval", "report", "demo", "memory"]
 
 
 def _load_commands() -> None:
+    """Import every command module; a module that fails to import is a bug and raises."""
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"moe_unlearn.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"moe_unlearn.cli.{name}":
-                raise
+        importlib.import_module(f"moe_unlearn.cli.{name}")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -19,9 +19,17 @@ def unlearn(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
+                                              help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
 ) -> None:
-    """Run one unlearning job: train, save model/, evaluate, write metrics.json."""
+    """Run one unlearning job: train, save model/ (with a model card), evaluate, write metrics.json."""
+    from moe_unlearn.core.dist import is_main
+    from moe_unlearn.report.format import format_value
+    from moe_unlearn.report.model_card import check_repo_id
     from moe_unlearn.train import load_config, run_unlearning
+
+    if push_to_hub is not None:
+        check_repo_id(push_to_hub)
 
     if quiet:
         from transformers.utils import logging as hf_logging
@@ -35,12 +43,15 @@ def unlearn(
         metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
-    f, r = metrics.get("forget", {}), metrics.get("retain", {})
+    if not is_main():  # under a launcher every process ran the job; one prints
+        return
+    f, r, v = metrics.get("forget", {}), metrics.get("retain", {}), format_value
     how = " (resumed)" if metrics.get("resumed") else " (no checkpoint to resume: started at step 0)" if resume else ""
     typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps{how}; "
-               f"forget nll {_fmt(f.get('nll'))} mc {_fmt(f.get('mc_acc'))}; "
-               f"retain nll {_fmt(r.get('nll'))} mc {_fmt(r.get('mc_acc'))}; results in {out_dir}")
+               f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; "
+               f"retain nll {v(r.get('nll'))} mc {v(r.get('mc_acc'))}; results in {out_dir}")
+    if push_to_hub is not None:
+        from moe_unlearn.report.model_card import push_to_hub as push
 
+        typer.echo(f"pushed {out_dir / 'model'} to {push(out_dir / 'model', push_to_hub)}")
 
-def _fmt(x: object) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

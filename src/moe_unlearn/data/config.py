@@ -1,13 +1,28 @@
 """The `data:` section of an unlearning config, and loading it into an `UnlearnData`.
 
 Either `manifest` (a built benchmark; "auto" = the embedded default benchmark, built or taken
-from the cache) or explicit sources:
+from the cache by `moe_unlearn.benchmark.resolve_manifest`, which callers above the data layer
+apply before `load_data`) or explicit sources:
 
     data:
       forget: {path: bio_forget.jsonl, kind: text}
       retain: {path: wikitext.parquet, kind: text, fields: {text: content}}
       utility_mc: {path: mmlu.csv, kind: mc}
       train_format: text
+
+Public benchmarks evaluate on other sets than they train on: `eval` gives a split its own
+evaluation sources (a list; records of one kind are concatenated), and the split's training
+source then only trains. `select` keeps, in every source that has the field, the rows whose
+value is listed (e.g. RWKU's `subject`); `text_chunking: chunk` trains on every
+max_length-token piece of long texts instead of their start:
+
+    data:
+      forget: {path: "muse-bench/MUSE-Books:raw", split: forget, kind: text}
+      eval:
+        forget:
+          - {path: "muse-bench/MUSE-Books:knowmem", split: forget_qa, kind: qa}
+          - {path: "muse-bench/MUSE-Books:verbmem", split: forget, kind: completion, fields: {continuation: gt}}
+      text_chunking: chunk
 """
 
 from __future__ import annotations
@@ -16,9 +31,30 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from moe_unlearn.config import require
+from moe_unlearn.errors import UserError
 from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.data.splits import PairedBatches, UnlearnData, encode_records
 from moe_unlearn.data.tokenize import pad_id
+
+
+AUTO = "auto"  # data.manifest value naming the embedded default benchmark
+
+
+@dataclass
+class EvalSources:
+    """Evaluation-only sources per split (data.eval); a split not listed is evaluated on its training source."""
+
+    forget: list[SourceConfig] | None = None
+    retain: list[SourceConfig] | None = None
+    holdout: list[SourceConfig] | None = None
+
+    def validate(self, where: str) -> None:
+        for name in ("forget", "retain", "holdout"):
+            sources = getattr(self, name)
+            require(sources is None or len(sources) > 0, f"'{where}.{name}' is an empty list; list sources or drop it")
+
+    def by_split(self) -> dict[str, list[SourceConfig]]:
+        return {name: getattr(self, name) for name in ("forget", "retain", "holdout") if getattr(self, name)}
 
 
 @dataclass
@@ -28,7 +64,10 @@ class DataConfig:
     retain: SourceConfig | None = None
     holdout: SourceConfig | None = None
     utility_mc: SourceConfig | None = None
+    eval: EvalSources | None = None  # evaluation-only sources per split
+    select: dict[str, list[str]] | None = None  # keep rows whose field value is listed, in every source with the field
     train_format: Literal["qa", "text"] = "qa"
+    text_chunking: Literal["truncate", "chunk"] = "truncate"  # long training texts: keep the start, or every piece
     max_length: int = 64
     batch_size: int = 8
     retain_batch_size: int = 8
@@ -37,7 +76,7 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         w = f"{where}." if where else ""
-        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc") if getattr(self, n) is not None]
+        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc", "eval", "select") if getattr(self, n) is not None]
         require(self.manifest is not None or self.forget is not None,
                 f"set '{w}manifest' (a built benchmark, or auto) or '{w}forget' (a data file)")
         require(self.manifest is None or not explicit,
@@ -55,24 +94,34 @@ class DataConfig:
 
 def load_data(cfg: DataConfig) -> UnlearnData:
     """Read (and validate) every record the config names."""
-    if cfg.manifest == "auto":
-        from moe_unlearn.benchmark.cache import cached_benchmark  # lazy: benchmark sits above data
-
-        return UnlearnData.from_manifest(cached_benchmark())
+    if cfg.manifest == AUTO:
+        raise UserError("data.manifest 'auto' names the embedded benchmark: resolve it first with "
+                        "moe_unlearn.benchmark.resolve_manifest(data_config)")
     if cfg.manifest is not None:
         return UnlearnData.from_manifest(cfg.manifest)
     assert cfg.forget is not None  # validate() guarantees it
     return UnlearnData.from_sources(forget=cfg.forget, retain=cfg.retain, holdout=cfg.holdout,
-                                    utility_mc=cfg.utility_mc)
+                                    utility_mc=cfg.utility_mc, eval=cfg.eval.by_split() if cfg.eval else None,
+                                    select=cfg.select)
 
 
-def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int) -> PairedBatches:
-    """Training pairs in cfg.train_format; retain is None when the retain set has no such records."""
-    fmt = cfg.train_format
-    forget = encode_records(tokenizer, data.forget.get(fmt, "forget"), kind=fmt, max_length=cfg.max_length,
-                            chat_template=cfg.chat_template)
-    retain_records = getattr(data.retain, fmt)
+def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int,
+                   processes: int = 1) -> PairedBatches:
+    """Training pairs in cfg.train_format; retain is None when the retain set has no such records.
+
+    Batch sizes are per process (as in accelerate and the HF Trainer): the pairs hold GLOBAL
+    batches of batch_size x processes rows, which each process cuts into its own block.
+    """
+    fmt, chunk = cfg.train_format, cfg.text_chunking == "chunk"
+    forget = encode_records(tokenizer, data.train_split("forget").get(fmt, "forget"), kind=fmt,
+                            max_length=cfg.max_length, chat_template=cfg.chat_template, chunk=chunk)
+    retain_records = getattr(data.train_split("retain"), fmt)
     retain = None if not retain_records else encode_records(
-        tokenizer, retain_records, kind=fmt, max_length=cfg.max_length, chat_template=cfg.chat_template)
-    return PairedBatches(forget, retain, batch_size=cfg.batch_size, retain_batch_size=cfg.retain_batch_size,
-                         seed=seed, pad_id=pad_id(tokenizer))
+        tokenizer, retain_records, kind=fmt, max_length=cfg.max_length, chat_template=cfg.chat_template, chunk=chunk)
+    if processes > 1:
+        for name, examples, size in (("forget", forget, cfg.batch_size), ("retain", retain, cfg.retain_batch_size)):
+            if examples is not None and len(examples) < size * processes:
+                raise UserError(f"the {name} set has {len(examples)} examples, fewer than one global batch "
+                                f"({size} per process x {processes} processes); lower data.batch_size")
+    return PairedBatches(forget, retain, batch_size=cfg.batch_size * processes,
+                         retain_batch_size=cfg.retain_batch_size * processes, seed=seed, pad_id=pad_id(tokenizer))

@@ -3,6 +3,7 @@
 - text: {text}  (WMDP corpora, MUSE raw text)
 - qa:   {question, answer, optional paraphrased_answer, optional perturbed_answer: list}  (TOFU)
 - mc:   {question, choices: list, answer: int index}  (WMDP, MMLU)
+- completion: {prompt, continuation}  (MUSE VerbMem: a passage's start and its true continuation)
 
 Validation renames mapped fields to ours, keeps any extra fields, converts what CSV files
 store as strings (a JSON list of choices, a digit or a letter for the answer) and raises a
@@ -85,6 +86,10 @@ SCHEMAS.register("mc")((
     Field("question", _text),
     Field("choices", _text_list),
     Field("answer", _index),
+))
+SCHEMAS.register("completion")((
+    Field("prompt", _text),
+    Field("continuation", _text),
 ))
 
 

@@ -1,7 +1,12 @@
 """Reading records from JSONL / JSON / Parquet / CSV files or `datasets` hub names.
 
 A source that exists on disk (or has a known file suffix) is a file; anything else is a hub
-name, optionally `name:config` (e.g. `cais/wmdp:wmdp-bio`), loaded only when online.
+name, optionally `name:config` (e.g. `cais/wmdp:wmdp-bio`), loaded only when online, from
+its `split`. A directory holding a copy of a hub dataset repository (README.md `configs:` and
+its data files, as `huggingface-cli download --repo-type dataset` writes it) loads through
+`datasets` the same way, offline: `path/to/wmdp:wmdp-bio`. A source may also name a row `transform` (data/formats.py), a `group` tag given
+to each of its records (results broken down per group, e.g. RWKU's probe levels) and an
+`obtain` note shown when it cannot be loaded (gated data: how to get access).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 from moe_unlearn.config import require
+from moe_unlearn.data.formats import TRANSFORMS, select_rows
 from moe_unlearn.data.schemas import SCHEMAS, validate_record
 from moe_unlearn.errors import UserError
 from moe_unlearn.registry import Registry
@@ -29,9 +36,13 @@ class SourceConfig:
     """One data source in a config: a file path or hub name, its kind and field mapping."""
 
     path: str
-    kind: Literal["text", "qa", "mc"] = "qa"
+    kind: Literal["text", "qa", "mc", "completion"] = "qa"
     fields: dict[str, str] | None = None  # our name -> the file's name, e.g. {question: prompt}
     split: str = "train"  # hub datasets only
+    transform: str | None = None  # a row transform of data/formats.py, e.g. mc_to_qa
+    group: str | None = None  # tag stored in each record's `group` field
+    obtain: str | None = None  # how to get this data; shown when it cannot be loaded
+    use_select: bool = True  # false: data.select does not filter this source
 
     def validate(self, where: str) -> None:
         require(bool(self.path), f"'{where}.path' must name a file or dataset")
@@ -39,9 +50,13 @@ class SourceConfig:
             names = [f.name for f in SCHEMAS.get(self.kind)]
             require(ours in names, f"'{where}.fields' maps '{ours}', which kind '{self.kind}' does not have; "
                                    f"its fields are: {', '.join(names)}")
+        if self.transform is not None:
+            TRANSFORMS.get(self.transform)  # UserError with a suggestion for a typo
 
-    def load(self) -> list[dict]:
-        return load_records(self.path, kind=self.kind, fields=self.fields, split=self.split)
+    def load(self, select: dict[str, list[str]] | None = None) -> list[dict]:
+        """Validated records; `select` keeps the rows whose selected fields match (data.select)."""
+        return load_records(self.path, kind=self.kind, fields=self.fields, split=self.split, transform=self.transform,
+                            group=self.group, select=select if self.use_select else None, obtain=self.obtain)
 
 
 @READERS.register(".jsonl")
@@ -109,35 +124,64 @@ def _parquet(path: Path) -> Rows:
         yield f"row {n}", row
 
 
-def _hub_rows(name: str, split: str) -> tuple[str, Rows]:
-    if any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+def _hub_rows(name: str, split: str, obtain: str | None = None) -> tuple[str, Rows]:
+    how = f"; {obtain}" if obtain else ""
+    dataset, _, config = name.partition(":")
+    local = Path(dataset).is_dir()  # a local copy of a hub dataset repository: no network needed
+    if not local and any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         raise UserError(f"'{name}' is neither a file nor reachable: hub datasets need network access and "
-                        "HF_HUB_OFFLINE is set; download it and point to the JSONL/Parquet/CSV file")
+                        f"HF_HUB_OFFLINE is set; download it and point to the JSONL/Parquet/CSV file{how}")
     import datasets
 
-    dataset, _, config = name.partition(":")
     try:
-        ds = datasets.load_dataset(dataset, config or None, split=split)
+        if local:  # read into a private cache: datasets' shared cache can serve another copy of the same name
+            with tempfile.TemporaryDirectory() as tmp:
+                ds = list(datasets.load_dataset(dataset, config or None, split=split, cache_dir=tmp))
+        else:
+            ds = datasets.load_dataset(dataset, config or None, split=split)
     except Exception as e:  # the hub raises many types; all mean "cannot load this name"
-        raise UserError(f"cannot load hub dataset '{name}' (split '{split}'): {' '.join(str(e).split())[:200]}") from None
+        raise UserError(f"cannot load hub dataset '{name}' (split '{split}'): "
+                        f"{' '.join(str(e).split())[:200]}{how}") from None
     return f"hub dataset {name}", ((f"row {n}", row) for n, row in enumerate(ds, 1))
 
 
 def load_records(source: str | Path, *, kind: str, fields: dict[str, str] | None = None,
-                 split: str = "train") -> list[dict]:
-    """Validated records of one kind ("text" | "qa" | "mc") with our field names."""
+                 split: str = "train", transform: str | None = None, group: str | None = None,
+                 select: dict[str, list[str]] | None = None, obtain: str | None = None) -> list[dict]:
+    """Validated records of one kind ("text" | "qa" | "mc" | "completion") with our field names.
+
+    Order: read rows -> keep the rows `select` matches -> `transform` -> field mapping and
+    schema validation -> tag with `group`.
+    """
     SCHEMAS.get(kind)
     fields = dict(fields or {})
+    fn = None if transform is None else TRANSFORMS.get(transform)
     path = Path(source)
-    if path.exists() or path.suffix in READERS:
+    if not path.is_file() and Path(str(source).partition(":")[0]).is_dir():
+        label, rows = _hub_rows(str(source), split, obtain)  # a dataset repository on disk, `dir:config`
+    elif path.exists() or path.suffix in READERS:
         if not path.is_file():
-            raise UserError(f"data file not found: {path}")
+            raise UserError(f"data file not found: {path}{f'; {obtain}' if obtain else ''}")
         reader = READERS.get(path.suffix)
         label, rows = str(path), reader(path)
     else:
-        label, rows = _hub_rows(str(source), split)
+        label, rows = _hub_rows(str(source), split, obtain)
     try:
-        records = [validate_record(row, kind, fields, f"{label}: {loc}") for loc, row in rows]
+        listed = list(rows)
+        picked = select_rows(listed, select)
+        if listed and not picked:
+            wanted = "; ".join(f"{k} in {v}" for k, v in (select or {}).items())
+            raise UserError(f"{label}: no record matches data.select ({wanted})")
+        records = []
+        for loc, row in picked:
+            where = f"{label}: {loc}"
+            if fn is not None and isinstance(row, dict):
+                try:
+                    row = fn(row)
+                except ValueError as e:
+                    raise UserError(f"{where}: {e}") from None
+            rec = validate_record(row, kind, fields, where)
+            records.append(rec if group is None else {**rec, "group": group})
     except UnicodeDecodeError:
         raise UserError(f"{label}: not readable as UTF-8 text; is it the right file?") from None
     if not records:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import torch
 
 from moe_unlearn.data.manifest import load_manifest
 from moe_unlearn.data.sources import SourceConfig, load_records
-from moe_unlearn.data.tokenize import collate, encode_qa, encode_text
+from moe_unlearn.data.tokenize import chunk_text, collate, encode_qa, encode_text
 from moe_unlearn.errors import UserError
 
 
@@ -21,10 +21,19 @@ class Split:
     qa: list[dict] | None = None
     text: list[dict] | None = None
     mc: list[dict] | None = None
+    completion: list[dict] | None = None
 
     def head(self, n: int | None) -> Split:
         """The first n records of each kind (None: all)."""
-        return Split(*(None if r is None else r[:n] for r in (self.qa, self.text, self.mc)))
+        return Split(**{k: None if r is None else r[:n] for k, r in vars(self).items()})
+
+    @classmethod
+    def of(cls, sources: list[SourceConfig], select: dict[str, list[str]] | None = None) -> Split:
+        """One split from several sources: records of the same kind are concatenated in order."""
+        kinds: dict[str, list[dict]] = {}
+        for src in sources:
+            kinds.setdefault(src.kind, []).extend(src.load(select))
+        return cls(**kinds)
 
     def get(self, kind: str, split_name: str) -> list[dict]:
         records = getattr(self, kind)
@@ -35,12 +44,33 @@ class Split:
 
 @dataclass
 class UnlearnData:
+    """forget / retain / holdout are what evaluation reads; `train` holds the training records of
+    a split when they differ from its evaluation records (data.eval), else training reads the split."""
+
     forget: Split
     retain: Split
     holdout: Split | None = None
     utility_mc: list[dict] | None = None
     model: Path | None = None  # the manifest's base model, when there is one
     manifest: Path | None = None
+    train: dict[str, Split] = field(default_factory=dict)
+
+    def train_split(self, name: str) -> Split:
+        """The records to train on for split `name` ("forget" or "retain")."""
+        return self.train.get(name) or getattr(self, name)
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """{"train forget": {kind: n}, "forget": {...}, ...}: record counts of every non-empty set."""
+        out: dict[str, dict[str, int]] = {}
+        named = [(f"train {k}", v) for k, v in self.train.items()]
+        named += [(k, getattr(self, k)) for k in ("forget", "retain", "holdout")]
+        for name, split in named:
+            counts = {kind: len(r) for kind, r in vars(split or Split()).items() if r}
+            if counts:
+                out[name] = counts
+        if self.utility_mc:
+            out["utility"] = {"mc": len(self.utility_mc)}
+        return out
 
     @classmethod
     def from_manifest(cls, path: str | Path) -> UnlearnData:
@@ -55,16 +85,27 @@ class UnlearnData:
 
     @classmethod
     def from_sources(cls, *, forget: SourceConfig, retain: SourceConfig | None = None,
-                     holdout: SourceConfig | None = None, utility_mc: SourceConfig | None = None) -> UnlearnData:
-        """One source per split (its kind says which list it fills)."""
+                     holdout: SourceConfig | None = None, utility_mc: SourceConfig | None = None,
+                     eval: dict[str, list[SourceConfig]] | None = None,
+                     select: dict[str, list[str]] | None = None) -> UnlearnData:
+        """One source per split (its kind says which list it fills); `eval` gives a split its own
+        evaluation sources (the training source then only trains); `select` filters every source."""
 
         def split(src: SourceConfig | None) -> Split:
-            return Split() if src is None else Split(**{src.kind: src.load()})
+            return Split() if src is None else Split.of([src], select)
 
         if utility_mc is not None and utility_mc.kind != "mc":
             raise UserError(f"utility_mc must be of kind 'mc', got '{utility_mc.kind}'")
-        return cls(split(forget), split(retain), None if holdout is None else split(holdout),
-                   None if utility_mc is None else utility_mc.load())
+        splits = {"forget": split(forget), "retain": split(retain), "holdout": None if holdout is None else split(holdout)}
+        train = {}
+        for name, sources in (eval or {}).items():
+            if name in ("forget", "retain") and splits[name] is not None:
+                train[name] = splits[name]
+            splits[name] = Split.of(sources, select)
+        data = cls(splits["forget"], splits["retain"], splits["holdout"],
+                   None if utility_mc is None else utility_mc.load(select), train=train)
+        _check_select(data, select)
+        return data
 
     def capped(self, n: int | None) -> UnlearnData:
         """Every split cut to its first n records per kind (for evaluation)."""
@@ -73,12 +114,27 @@ class UnlearnData:
                        utility_mc=None if self.utility_mc is None else self.utility_mc[:n])
 
 
+def _check_select(data: UnlearnData, select: dict[str, list[str]] | None) -> None:
+    """Every data.select field must be a field of some source (a typo would filter nothing)."""
+    splits = [*data.train.values(), data.forget, data.retain, data.holdout or Split()]
+    lists = [r for s in splits for r in vars(s).values() if r] + [data.utility_mc or []]
+    for name in select or {}:
+        if not any(name in rec for records in lists for rec in records):
+            raise UserError(f"data.select field '{name}' is a field of no data source; check its spelling")
+
+
 def encode_records(tokenizer: Any, records: list[dict], *, kind: str, max_length: int,
-                   chat_template: bool = False) -> list[dict]:
-    """QA or text records -> encoded examples carrying `index` (position in records)."""
+                   chat_template: bool = False, chunk: bool = False) -> list[dict]:
+    """QA or text records -> encoded examples carrying `index` (position in the returned list).
+
+    chunk=True cuts each text into consecutive max_length-token pieces (every token of a long
+    document is trained on, as MUSE does for its books) instead of keeping only its start.
+    """
     if kind == "qa":
         out = [encode_qa(tokenizer, r["question"], r["answer"], max_length=max_length, chat_template=chat_template)
                for r in records]
+    elif kind == "text" and chunk:
+        out = [piece for r in records for piece in chunk_text(tokenizer, r["text"], max_length=max_length)]
     elif kind == "text":
         out = [encode_text(tokenizer, r["text"], max_length=max_length) for r in records]
     else:

@@ -66,6 +66,12 @@ def encode_text(tokenizer: Any, text: str, *, max_length: int) -> dict[str, list
     return {"input_ids": ids, "labels": list(ids)}
 
 
+def chunk_text(tokenizer: Any, text: str, *, max_length: int) -> list[dict[str, list[int]]]:
+    """Text + EOS cut into consecutive pieces of max_length tokens; labels on every token."""
+    ids = _ids(tokenizer, text, special=True) + _eos(tokenizer)
+    return [{"input_ids": ids[i:i + max_length], "labels": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
+
+
 def encode_mc(tokenizer: Any, record: dict, *, max_length: int) -> list[dict[str, list[int]]]:
     """One (question, choice) QA example per choice, for log-likelihood scoring."""
     return [encode_qa(tokenizer, record["question"], str(c), max_length=max_length)
@@ -79,8 +85,8 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def to_device(batch: dict[str, Any] | None, device: torch.device) -> dict[str, Any] | None:
-    """Move a collated batch's tensors to device (other values pass through; no batch stays None:
-    a run without a retain set has no retain batch)."""
+    """Move a collated batch's tensors to device (other values pass through; no batch stays None,
+    e.g. the retain batch of a run without retain records)."""
     if batch is None:
         return None
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

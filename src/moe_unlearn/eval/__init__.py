@@ -1,13 +1,10 @@
-"""Evaluation: metrics (one function each, registry METRICS) and the runner.
+"""Evaluation: metrics (one function each, one module per family; `METRICS` finds them on
+first use) and the runner."""
 
-Importing this package registers every metric module.
-"""
-
-from moe_unlearn.eval import generation, harness, knowledge, privacy, relearn, routing, tofu  # noqa: F401
 from moe_unlearn.eval.config import EvalConfig, LmEvalConfig, RelearnConfig
 from moe_unlearn.eval.context import EvalCache, EvalContext, model_fingerprint
 from moe_unlearn.eval.metric import METRICS, Metric, MetricResult
-from moe_unlearn.eval.runner import capture_eval_routing, evaluate_model
+from moe_unlearn.eval.runner import capture_eval_routing, check_processes, evaluate_model
 
 __all__ = [
     "METRICS",
@@ -19,6 +16,7 @@ __all__ = [
     "MetricResult",
     "RelearnConfig",
     "capture_eval_routing",
+    "check_processes",
     "evaluate_model",
     "model_fingerprint",
 ]

@@ -1,7 +1,7 @@
 """Deterministic encoding and batching of eval sets (same order and batches on every call).
 
 Routing replay and stability compare token by token, so the original model's capture and the
-evaluated model's forwards MUST see identical batches: every pass goes through `batches`.
+evaluated model's forwards MUST see identical batches: every pass goes through `make_batches`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text, pad_id, to_device
+from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text
 from moe_unlearn.eval.config import EvalConfig
 
 Batch = dict[str, torch.Tensor]
@@ -45,7 +45,7 @@ def mc_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig) -> tuple[l
     return examples, sizes
 
 
-def batches(examples: list[dict], batch_size: int, pad: int) -> list[Batch]:
+def make_batches(examples: list[dict], batch_size: int, pad: int) -> list[Batch]:
     """Consecutive chunks of `batch_size` examples, collated with right padding."""
     out = []
     for start in range(0, len(examples), batch_size):

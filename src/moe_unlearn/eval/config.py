@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moe_unlearn.config import FLOAT_LIMIT, require
+from moe_unlearn.eval.metric import METRICS
 
 # Cheap enough to run at the end of every unlearning run on CPU; relearn and lm_eval are opt-in.
 DEFAULT_METRICS = [
@@ -78,9 +79,6 @@ class EvalConfig:
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 
     def validate(self, where: str = "eval") -> None:
-        import moe_unlearn.eval  # noqa: F401  (importing the package fills METRICS)
-        from moe_unlearn.eval.metric import METRICS
-
         for name in self.metrics:
             METRICS.get(name)  # UserError with a suggestion for a typo
         require(len(set(self.metrics)) == len(self.metrics), f"'{where}.metrics' lists a metric twice")

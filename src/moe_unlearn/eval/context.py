@@ -4,6 +4,11 @@ A metric never runs the model itself for data another metric also needs: the QA 
 scores + routing capture), the text pass and the MC pass run once per split and are memoised
 here. `EvalCache` keeps metric results across calls, keyed by (model fingerprint, metric,
 split, data fingerprint), so re-evaluating an unchanged model costs nothing.
+
+Under several processes each pass cuts every global batch (eval.batch_size rows per process)
+into per-process row blocks (core.dist.shard_rows); token scores are gathered so every process
+holds every example's scores in order, while routing captures stay per process (routing metrics
+reduce their sums themselves).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from moe_unlearn.eval import batches as B
+from moe_unlearn.data.tokenize import pad_id, to_device
+from moe_unlearn.eval.batches import Batch, make_batches, mc_examples, qa_examples, text_examples
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.metric import METRICS, MetricResult
-from moe_unlearn.eval.scores import TokenStats, token_stats
+from moe_unlearn.core.dist import shard_rows, world_size
+from moe_unlearn.eval.scores import TokenStats, gather_examples, token_stats
 from moe_unlearn.models import capture_routing
 
 SPLITS = ("forget", "retain", "holdout")
@@ -28,10 +35,13 @@ SPLITS = ("forget", "retain", "holdout")
 
 @dataclass
 class QAPass:
-    """Answer-token scores of one split's QA set and the routing of that same forward."""
+    """Answer-token scores of one split's QA set (every example) and the routing of this
+    process's rows of the same forwards; rows[c] are the example indices of captured call c
+    (-1 for a placeholder row)."""
 
     stats: TokenStats
     routing: Any  # RoutingCapture
+    rows: list[list[int]]
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -99,7 +109,7 @@ class EvalContext:
 
     @property
     def pad_id(self) -> int:
-        return B.pad_id(self.tokenizer)
+        return pad_id(self.tokenizer)
 
     # ---- data ---------------------------------------------------------------------------
     def records(self, split: str, kind: str) -> list[dict] | None:
@@ -118,34 +128,45 @@ class EvalContext:
         """Hash of every eval record used, the eval settings and the retrained reference."""
         key = ("data_fp",)
         if key not in self._memo:
-            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc")} for s in (*SPLITS, "utility")}
+            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc", "completion")} for s in (*SPLITS, "utility")}
             cfg = {k: v for k, v in vars(self.cfg).items() if k not in ("metrics", "relearn", "lm_eval")}
             parts = [blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval), self.retrained]
             raw = json.dumps(parts, sort_keys=True, default=str)
             self._memo[key] = hashlib.sha1(raw.encode()).hexdigest()[:16]
         return self._memo[key]
 
-    def qa_batches(self, split: str) -> list[B.Batch]:
+    def qa_batches(self, split: str) -> list[Batch]:
         """The split's QA eval set in its fixed batches (what routing captures line up with)."""
         key = ("qa_batches", split)
         if key not in self._memo:
             recs = self.records(split, "qa") or []
-            self._memo[key] = B.batches(B.qa_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
+            self._memo[key] = make_batches(qa_examples(self.tokenizer, recs, self.cfg), self.global_batch, self.pad_id)
         return self._memo[key]
 
+    @property
+    def global_batch(self) -> int:
+        """Rows of one eval batch over all processes (eval.batch_size per process)."""
+        return self.cfg.batch_size * world_size()
+
     # ---- forward passes -----------------------------------------------------------------
-    def _forward(self, batch: B.Batch) -> torch.Tensor:
-        batch = B.to_device(batch, self.device)
+    def _forward(self, batch: Batch) -> torch.Tensor:
+        batch = to_device(batch, self.device)
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def score(self, batch_list: list[B.Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
-        """Token scores of every batch, in order, under no_grad."""
-        out = TokenStats()
+    def score(self, batch_list: list[Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
+        """Token scores of every example of every batch, in order, under no_grad (each process
+        scores its rows; the scores are gathered)."""
+        return self._score(batch_list, moments=moments, desc=desc)[0]
+
+    def _score(self, batch_list: list[Batch], *, moments: bool, desc: str) -> tuple[TokenStats, list[list[int]]]:
+        mine, rows = TokenStats(), []
         with torch.no_grad():
             for batch in tqdm(batch_list, desc=desc, disable=not self.progress, leave=False):
-                logits = self._forward(batch)
-                out.extend(token_stats(logits, batch["labels"].to(logits.device), moments=moments))
-        return out
+                local = shard_rows(batch)
+                logits = self._forward(local)
+                mine.extend(token_stats(logits, local["labels"].to(logits.device), moments=moments))
+                rows.append(local["index"].tolist())
+        return gather_examples(mine, [i for r in rows for i in r]), rows
 
     def qa_pass(self, split: str) -> QAPass | None:
         """Answer-token scores of split's QA set, with the routing of the same forwards."""
@@ -156,8 +177,8 @@ class EvalContext:
                 self._memo[key] = None
             else:
                 with capture_routing(self.model) as cap:
-                    stats = self.score(bl, desc=f"eval {split} QA")
-                self._memo[key] = QAPass(stats, cap)
+                    stats, rows = self._score(bl, moments=False, desc=f"eval {split} QA")
+                self._memo[key] = QAPass(stats, cap, rows)
         return self._memo[key]
 
     def text_stats(self, split: str) -> TokenStats | None:
@@ -168,7 +189,7 @@ class EvalContext:
             if not recs:
                 self._memo[key] = None
             else:
-                bl = B.batches(B.text_examples(self.tokenizer, recs, self.cfg), self.cfg.batch_size, self.pad_id)
+                bl = make_batches(text_examples(self.tokenizer, recs, self.cfg), self.global_batch, self.pad_id)
                 self._memo[key] = self.score(bl, moments=True, desc=f"eval {split} text")
         return self._memo[key]
 
@@ -180,8 +201,8 @@ class EvalContext:
             if not recs:
                 self._memo[key] = None
             else:
-                examples, sizes = B.mc_examples(self.tokenizer, recs, self.cfg)
-                bl = B.batches(examples, self.cfg.batch_size, self.pad_id)
+                examples, sizes = mc_examples(self.tokenizer, recs, self.cfg)
+                bl = make_batches(examples, self.global_batch, self.pad_id)
                 flat = self.score(bl, desc=f"eval {split} MC").sum_logp()
                 self._memo[key] = (list(torch.split(flat, sizes)), [int(r["answer"]) for r in recs])
         return self._memo[key]

@@ -13,6 +13,7 @@ import torch
 from rouge_score import rouge_scorer
 from tqdm.auto import tqdm
 
+from moe_unlearn.core.dist import gather_objects, row_block, world_size
 from moe_unlearn.data.tokenize import clip, pad_id
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
@@ -36,15 +37,22 @@ def greedy_generate(
     progress: bool = False,
 ) -> list[str]:
     """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials;
-    capped so prompt + continuation fit the model's max_position_embeddings."""
+    capped so prompt + continuation fit the model's max_position_embeddings.
+
+    batch_size is per process: each process generates its row block of every global batch (a
+    one-token placeholder when its block is empty, so sharded models step together, with
+    transformers' synced_gpus) and every process returns every continuation, in order.
+    """
     device = next(model.parameters()).device
     pad = pad_id(tokenizer)
     limit = getattr(model.config, "max_position_embeddings", None)  # never generate past the context
-    out: list[str] = []
-    chunks = range(0, len(prompts), batch_size)
+    world = world_size()
+    mine: list[tuple[int, str]] = []
+    chunks = range(0, len(prompts), batch_size * world)
     with torch.no_grad():
         for start in tqdm(chunks, desc="generate", disable=not progress, leave=False):
-            chunk = prompts[start : start + batch_size]
+            lo, hi = row_block(min(batch_size * world, len(prompts) - start))
+            chunk = prompts[start + lo : start + hi] or [[pad]]
             width = max(len(p) for p in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -52,19 +60,21 @@ def greedy_generate(
                 ids[i, width - len(p) :] = torch.tensor(p)
                 mask[i, width - len(p) :] = 1
             room = max_new_tokens if limit is None else min(max_new_tokens, limit - width)
-            if room < 1:  # the prompt already fills the model's context
-                out += [""] * len(chunk)
-                continue
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=room,
-                do_sample=False,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
-    return [s.strip() for s in out]
+            if room < 1 and world == 1:  # the prompt already fills the model's context
+                texts = [""] * len(chunk)
+            else:
+                gen = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max(room, 1),
+                    do_sample=False,
+                    pad_token_id=pad,
+                    eos_token_id=tokenizer.eos_token_id,
+                    synced_gpus=world > 1,
+                )
+                texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True) if room >= 1 else [""] * len(chunk)
+            mine += [(start + lo + i, t.strip()) for i, t in enumerate(texts[: hi - lo])]
+    return [t for _, t in sorted(gather_objects(mine))]
 
 
 def _rouge_result(ctx: EvalContext, prompts: list[list[int]], refs: list[str], max_new: int) -> MetricResult:
@@ -74,23 +84,34 @@ def _rouge_result(ctx: EvalContext, prompts: list[list[int]], refs: list[str], m
     return MetricResult(nanmean(per), per, {"samples": samples})
 
 
+def qa_prompts(ctx: EvalContext, split: str) -> list[list[int]]:
+    """The question tokens (everything before the answer) of each QA eval record, in order."""
+    prompts = []
+    for b in ctx.qa_batches(split):
+        for ids, labels, m in zip(b["input_ids"], b["labels"], b["attention_mask"]):
+            first = int((labels != -100).nonzero()[0]) if (labels != -100).any() else int(m.sum())
+            prompts.append(ids[:first].tolist())
+    return prompts
+
+
 @metric("rouge_qa", higher_is_better=True, splits=("forget", "retain"))
 def rouge_qa(ctx: EvalContext, split: str) -> MetricResult | None:
     """KnowMem: ROUGE-L F1 of the greedy answer (max_new_tokens_qa) against the true answer."""
     recs = ctx.records(split, "qa")
     if not recs:
         return None
-    prompts = []
-    for b in ctx.qa_batches(split):
-        for ids, labels, m in zip(b["input_ids"], b["labels"], b["attention_mask"]):
-            first = int((labels != -100).nonzero()[0]) if (labels != -100).any() else int(m.sum())
-            prompts.append(ids[:first].tolist())
-    return _rouge_result(ctx, prompts, [str(r["answer"]) for r in recs], ctx.cfg.max_new_tokens_qa)
+    return _rouge_result(ctx, qa_prompts(ctx, split), [str(r["answer"]) for r in recs], ctx.cfg.max_new_tokens_qa)
 
 
 @metric("rouge_text", higher_is_better=True, splits=("forget",))
 def rouge_text(ctx: EvalContext, split: str) -> MetricResult | None:
-    """VerbMem: ROUGE-L F1 of the greedy continuation of each text's prefix against the rest."""
+    """VerbMem: ROUGE-L F1 of the greedy continuation of each text's prefix against the rest
+    (of each completion record's prompt against its continuation, where the split has them)."""
+    pairs = ctx.records(split, "completion")
+    if pairs:  # MUSE's verbmem set: the prompt and the true continuation are given
+        prompts = [ctx.tokenizer(clip(r["prompt"], ctx.cfg.max_length, keep="tail"), add_special_tokens=False)["input_ids"]
+                   for r in pairs]
+        return _rouge_result(ctx, prompts, [r["continuation"] for r in pairs], ctx.cfg.max_new_tokens_text)
     recs = ctx.records(split, "text")
     if not recs:
         return None

@@ -14,11 +14,12 @@ import math
 
 import torch
 
-from moe_unlearn.eval import batches as B
+from moe_unlearn.data.tokenize import to_device
+from moe_unlearn.eval.batches import make_batches, qa_examples
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
-from moe_unlearn.methods.losses import answer_nll
+from moe_unlearn.core.losses import answer_nll
 
 
 def _point(model: torch.nn.Module, ctx: EvalContext, step: int, n_train: int) -> dict[str, float | int | None]:
@@ -39,7 +40,7 @@ def relearn_curve(ctx: EvalContext) -> list[dict[str, float | int | None]]:
     rc = ctx.cfg.relearn
     recs = ctx.records("forget", "qa") or []
     n_train = math.ceil(rc.fraction * len(recs))
-    train = B.batches(B.qa_examples(ctx.tokenizer, recs[:n_train], ctx.cfg), rc.batch_size, ctx.pad_id)
+    train = make_batches(qa_examples(ctx.tokenizer, recs[:n_train], ctx.cfg), rc.batch_size, ctx.pad_id)
     model = copy.deepcopy(ctx.model)
     model.eval()
     for p in model.parameters():
@@ -48,7 +49,7 @@ def relearn_curve(ctx: EvalContext) -> list[dict[str, float | int | None]]:
     device = next(model.parameters()).device
     curve = [_point(model, ctx, 0, n_train)]
     for step in range(1, rc.steps + 1):
-        batch = B.to_device(train[(step - 1) % len(train)], device)
+        batch = to_device(train[(step - 1) % len(train)], device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = answer_nll(logits, batch["labels"])
         opt.zero_grad(set_to_none=True)
@@ -60,7 +61,7 @@ def relearn_curve(ctx: EvalContext) -> list[dict[str, float | int | None]]:
     return curve
 
 
-@metric("relearn", higher_is_better=False, scope="global")
+@metric("relearn", higher_is_better=False, scope="global", multi_process=False)
 def relearn(ctx: EvalContext) -> MetricResult | None:
     """Relearning attack curve on the forget set; value = forget token_acc after the last step."""
     if not ctx.records("forget", "qa"):

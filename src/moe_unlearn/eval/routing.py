@@ -1,13 +1,16 @@
 """Routing metrics: stability against the original model, activation frequencies, replay attack.
 
 Stability on a set D (methods.md section 6): mean over MoE layers and non-padding tokens of
-|S_orig(x) ∩ S_new(x)| / k, where S is the top-k expert set, on identical inputs.
+|S_orig(x) ∩ S_new(x)| / k, where S is the top-k expert set, on identical inputs. Captures hold
+this process's rows (eval/context.py); token sums and counts are summed over processes and
+per-example values gathered, so every process reports the numbers one process would.
 """
 
 from __future__ import annotations
 
 import torch
 
+from moe_unlearn.core.dist import all_reduce_sum, gather_objects
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.context import SPLITS, EvalContext
 from moe_unlearn.eval.knowledge import answer_nll, answer_prob, token_accuracy
@@ -24,9 +27,10 @@ def topk_overlap(orig: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
 
 
 def activation_frequency(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """f_e = share of tokens whose top-k contains e: indices [T, k] -> [E] (sums to k)."""
-    counts = torch.bincount(indices.reshape(-1).long().cpu(), minlength=num_experts)
-    return counts.double() / max(indices.size(0), 1)
+    """f_e = share of tokens (of every process) whose top-k contains e: indices [T, k] -> [E] (sums to k)."""
+    counts = all_reduce_sum(torch.bincount(indices.reshape(-1).long().cpu(), minlength=num_experts).double())
+    tokens = float(all_reduce_sum(torch.tensor(float(indices.size(0)), dtype=torch.float64)))
+    return counts / max(tokens, 1.0)
 
 
 def _layers(capture) -> list:
@@ -47,7 +51,7 @@ def stability_per_layer(orig, new) -> torch.Tensor:
     return torch.stack([topk_overlap(a.indices.cpu(), b.indices.cpu()) for a, b in zip(_layers(orig), _layers(new))])
 
 
-@metric("stability", higher_is_better=True, cacheable=False)
+@metric("stability", higher_is_better=True, cacheable=False, group="routing", detail_keys=("per_layer",))
 def stability(ctx: EvalContext, split: str) -> MetricResult | None:
     """Routing stability vs the original model (share of original top-k kept), per layer."""
     if not ctx.original_routing or split not in ctx.original_routing:
@@ -57,14 +61,17 @@ def stability(ctx: EvalContext, split: str) -> MetricResult | None:
         return None
     orig = ctx.original_routing[split]
     _check_same_tokens(orig, qa.routing, split)
-    overlap = stability_per_layer(orig, qa.routing)  # [L, T]
-    per_token = overlap.mean(0)
-    lengths = [int(b["attention_mask"].sum(1)[i]) for b in ctx.qa_batches(split) for i in range(b["attention_mask"].size(0))]
-    per_example = [float(x.mean()) for x in torch.split(per_token, lengths)]
-    return MetricResult(float(overlap.mean()), per_example, {"per_layer": [float(x) for x in overlap.mean(1)]})
+    overlap = stability_per_layer(orig, qa.routing).double()  # [L, T] this process's tokens
+    tokens = float(all_reduce_sum(torch.tensor(float(overlap.shape[1]), dtype=torch.float64)))
+    per_layer = all_reduce_sum(overlap.sum(1)) / max(tokens, 1.0)
+    lengths = [int(n) for c in range(len(qa.routing.calls)) for n in qa.routing.token_mask(c).sum(1).tolist()]
+    rows = [i for call in qa.rows for i in call]
+    mine = [(i, float(x.mean())) for i, x in zip(rows, torch.split(overlap.mean(0), lengths)) if i >= 0]
+    per_example = [v for _, v in sorted(gather_objects(mine))]
+    return MetricResult(float(per_layer.mean()), per_example, {"per_layer": [float(x) for x in per_layer]})
 
 
-@metric("activation", higher_is_better=False, scope="global", cacheable=False)
+@metric("activation", higher_is_better=False, scope="global", cacheable=False, group="routing", value_key="shift")
 def activation(ctx: EvalContext) -> MetricResult | None:
     """Expert activation frequencies before/after per split and layer; value = mean shift.
 

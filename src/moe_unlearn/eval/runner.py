@@ -4,6 +4,7 @@ Output layout (the unlearn command's metrics.json keys plus the rest):
   forget / retain / holdout: {metric: aggregate, metric_detail: ...}  (split metrics; nll and
                               mc_acc always present, None where a split lacks the data)
   routing: {"stability": {split: float | None}, "per_layer": {split: [L floats]}, "activation": {...}}
+                              (metrics with group="routing", see eval/metric.py)
   <global metric>: {"value": aggregate, ...details}   (replay, privacy, relearn, lm_eval, ...)
   per_example: {split: {metric: [floats]}, <global metric>: [floats]}
   metric_info: {metric: {"higher_is_better": bool, "description": str}}
@@ -18,11 +19,22 @@ from typing import Any
 
 import torch
 
+from moe_unlearn.core.dist import world_size
+from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.context import SPLITS, EvalCache, EvalContext, eval_mode
-from moe_unlearn.eval.metric import METRICS
+from moe_unlearn.eval.metric import METRICS, Metric, MetricResult
 
 ALWAYS = ("nll", "mc_acc", "stability")  # the engine's metrics.json contract
+
+
+def check_processes(cfg: EvalConfig) -> None:
+    """Refuse, before any work, metrics that need the whole model in one process under a launch of several."""
+    if world_size() > 1:
+        single = [m for m in cfg.metrics if not METRICS.get(m).multi_process]
+        if single:
+            raise UserError(f"eval metric(s) {', '.join(single)} run in a single process; drop them from "
+                            "eval.metrics here and run `moe-unlearn eval` on the saved model in one process")
 
 
 def capture_eval_routing(
@@ -58,13 +70,13 @@ def evaluate_model(
     retrained: metrics.json of a retain-only model (forget quality, PrivLeak reference AUC).
     """
     start = time.perf_counter()
+    check_processes(cfg)
     if original_routing is None and original_model is not None:
         original_routing = capture_eval_routing(original_model, tokenizer, data, cfg, progress=progress)
     ctx = EvalContext(
         model, tokenizer, data, cfg, original_routing=original_routing, retrained=retrained, progress=progress, cache=cache
     )
     out: dict[str, Any] = {s: {} for s in SPLITS}
-    out["routing"] = {"stability": {}, "per_layer": {}}
     out["per_example"] = {s: {} for s in SPLITS}
     out["metric_info"] = {}
     names = list(ALWAYS) + [m for m in cfg.metrics if m not in ALWAYS]
@@ -74,37 +86,40 @@ def evaluate_model(
             out["metric_info"][name] = {"higher_is_better": m.higher_is_better, "description": m.description}
             if m.scope == "split":
                 for split in SPLITS:
-                    _place_split(out, name, split, ctx.result(name, split) if split in m.splits else None)
+                    place_split(out, m, split, ctx.result(name, split) if split in m.splits else None)
             else:
-                _place_global(out, name, ctx.result(name))
+                place_global(out, m, ctx.result(name))
     out["eval_seconds"] = time.perf_counter() - start
     return jsonable(out)
 
 
-def _place_split(out: dict[str, Any], name: str, split: str, res: Any) -> None:
-    if name == "stability":
-        out["routing"]["stability"][split] = res.value if res else None
-        out["routing"]["per_layer"][split] = res.details["per_layer"] if res else None
+def place_split(out: dict[str, Any], m: Metric, split: str, res: MetricResult | None) -> None:
+    """Put one split metric's result where the metric declares (eval/metric.py)."""
+    details = res.details if res else {}
+    if m.group is not None:
+        group = out.setdefault(m.group, {})
+        group.setdefault(m.name, {})[split] = res.value if res else None
+        for key in m.detail_keys:
+            group.setdefault(key, {})[split] = details.get(key)
     else:
-        out[split][name] = res.value if res else None
-        for key, value in (res.details if res else {}).items():
+        out[split][m.name] = res.value if res else None
+        for key, value in details.items():
             if key != "samples":
-                out[split][f"{name}_{key}"] = value
-        if res and res.details.get("samples"):
-            out.setdefault("samples", {}).setdefault(split, {})[name] = res.details["samples"]
+                out[split][f"{m.name}_{key}"] = value
+    if details.get("samples"):
+        out.setdefault("samples", {}).setdefault(split, {})[m.name] = details["samples"]
     if res and res.per_example:
-        out["per_example"][split][name] = res.per_example
+        out["per_example"][split][m.name] = res.per_example
 
 
-def _place_global(out: dict[str, Any], name: str, res: Any) -> None:
+def place_global(out: dict[str, Any], m: Metric, res: MetricResult | None) -> None:
+    """Put one global metric's result where the metric declares (absent when it did not run)."""
     if res is None:
         return
-    if name == "activation":
-        out["routing"]["activation"] = {"shift": res.value, **res.details}
-        return
-    out[name] = {"value": res.value, **res.details}
+    target = out if m.group is None else out.setdefault(m.group, {})
+    target[m.name] = {m.value_key: res.value, **res.details}
     if res.per_example:
-        out["per_example"][name] = res.per_example
+        out["per_example"][m.name] = res.per_example
 
 
 def jsonable(obj: Any) -> Any:

@@ -1,6 +1,6 @@
 """Token-level scores from one forward: the numbers every knowledge and privacy metric reads.
 
-Everything is aligned with labels (see methods/losses.py): entry t scores labels[t] from the
+Everything is aligned with labels (see core/losses.py): entry t scores labels[t] from the
 logits at t - 1; only positions with labels != -100 (and t > 0) are kept.
 """
 
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from moe_unlearn.methods.losses import answer_mask
+from moe_unlearn.core.dist import gather_objects, world_size
+from moe_unlearn.core.losses import answer_mask
 
 
 @dataclass
@@ -65,6 +66,24 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor, *, moments: bool = F
         if moments:
             out.mu.append(mu[b][m].cpu())
             out.sigma.append(sigma[b][m].cpu())
+    return out
+
+
+def gather_examples(stats: TokenStats, indices: list[int]) -> TokenStats:
+    """Every process's per-example stats, ordered by example index (placeholder rows, index < 0,
+    dropped); the stats themselves in a single process."""
+    if world_size() == 1:
+        return stats
+    n = len(stats.logp)
+    rows = [(i, stats.logp[j], stats.correct[j], stats.mu[j] if stats.mu else None, stats.sigma[j] if stats.sigma else None)
+            for j, i in enumerate(indices[:n]) if i >= 0]
+    out = TokenStats()
+    for _, logp, correct, mu, sigma in sorted(gather_objects(rows), key=lambda r: r[0]):
+        out.logp.append(logp)
+        out.correct.append(correct)
+        if mu is not None:
+            out.mu.append(mu)
+            out.sigma.append(sigma)
     return out
 
 

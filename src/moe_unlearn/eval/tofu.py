@@ -14,7 +14,7 @@ import math
 import torch
 from scipy.stats import ks_2samp
 
-from moe_unlearn.eval import batches as B
+from moe_unlearn.eval.batches import make_batches, qa_examples
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
@@ -43,11 +43,11 @@ def truth_ratio(ctx: EvalContext, split: str) -> MetricResult | None:
     recs = [r for r in ctx.records(split, "qa") or [] if r.get("paraphrased_answer") and r.get("perturbed_answer")]
     if not recs:
         return None
-    para_ex = B.qa_examples(ctx.tokenizer, recs, ctx.cfg, answer="paraphrased_answer")
+    para_ex = qa_examples(ctx.tokenizer, recs, ctx.cfg, answer="paraphrased_answer")
     pert_recs = [{"question": r["question"], "answer": a} for r in recs for a in r["perturbed_answer"]]
-    pert_ex = B.qa_examples(ctx.tokenizer, pert_recs, ctx.cfg)
-    para = ctx.score(B.batches(para_ex, ctx.cfg.batch_size, ctx.pad_id), desc=f"tofu {split} paraphrased").mean_logp()
-    pert = ctx.score(B.batches(pert_ex, ctx.cfg.batch_size, ctx.pad_id), desc=f"tofu {split} perturbed").mean_logp()
+    pert_ex = qa_examples(ctx.tokenizer, pert_recs, ctx.cfg)
+    para = ctx.score(make_batches(para_ex, ctx.cfg.batch_size, ctx.pad_id), desc=f"tofu {split} paraphrased").mean_logp()
+    pert = ctx.score(make_batches(pert_ex, ctx.cfg.batch_size, ctx.pad_id), desc=f"tofu {split} perturbed").mean_logp()
     ratios = truth_ratio_values(para, list(torch.split(pert, [len(r["perturbed_answer"]) for r in recs])))
     details = {"mean_ratio": nanmean(ratios), "tofu_forget_stat": nanmean([min(r, 1 / r) for r in ratios])}
     return MetricResult(nanmean([max(0.0, 1 - r) for r in ratios]), ratios, details)

@@ -10,16 +10,15 @@ adapters see the routing of every training forward, and weight their retain loss
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from moe_unlearn.config import require
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
+from moe_unlearn.core.context import RunContext
+from moe_unlearn.core.dist import all_reduce_sum
 from moe_unlearn.registry import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.train.context import RunContext
 
 Batch = dict[str, torch.Tensor]
 
@@ -46,7 +45,11 @@ class RetainConfig:
 
 
 class Method:
-    """Base class; subclasses set name/config_cls and implement forget_loss or loss."""
+    """Base class; subclasses set name/config_cls and implement forget_loss or loss.
+
+    Declarations the engine reads: needs_reference (ctx.reference() during training; see also
+    uses_reference), has_retain_term, select_params.
+    """
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
@@ -80,9 +83,9 @@ class Method:
         lf, logs = self.forget_loss(ctx, forget)
         if not self.has_retain_term:
             return MethodOutput(lf, {"forget_loss": float(lf.detach()), **logs})
-        lr = retain_loss(ctx, retain, self.cfg.retain_loss)
-        total = self.cfg.gamma * lf + self.cfg.alpha * lr
-        return MethodOutput(total, {"forget_loss": float(lf.detach()), "retain_loss": float(lr.detach()), **logs})
+        l_retain = retain_loss(ctx, retain, self.cfg.retain_loss)
+        total = self.cfg.gamma * lf + self.cfg.alpha * l_retain
+        return MethodOutput(total, {"forget_loss": float(lf.detach()), "retain_loss": float(l_retain.detach()), **logs})
 
 
 def retain_loss(ctx: RunContext, retain: Batch, kind: str) -> torch.Tensor:
@@ -105,6 +108,7 @@ def retain_loss(ctx: RunContext, retain: Batch, kind: str) -> torch.Tensor:
 def reference_logps(ctx: RunContext, make_batch: Any = None) -> torch.Tensor:
     """log pi_ref(y|x) = -NLL_sum for every forget example [N], indexed by batch["index"].
 
+    Each process scores its own rows; the sum over processes fills every entry exactly once.
     make_batch optionally rewrites each forget batch first (IdkDPO's refusal answers).
     """
     out = torch.zeros(ctx.split_size("forget"), dtype=torch.float32, device=ctx.device)
@@ -113,8 +117,9 @@ def reference_logps(ctx: RunContext, make_batch: Any = None) -> torch.Tensor:
             batch = make_batch(ctx, batch)
         logits = ctx.forward(batch, role="reference").logits
         nll, _ = losses.sequence_nll(logits, batch["labels"])
-        out[batch["index"]] = -nll.float()
-    return out
+        real = batch["index"] >= 0  # not a placeholder row (core.dist.shard_rows)
+        out[batch["index"][real]] = -nll.float()[real]
+    return all_reduce_sum(out)
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method", package="moe_unlearn.methods")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from moe_unlearn.config import require
 from moe_unlearn.data.tokenize import pad_id
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method, RetainConfig, reference_logps
 
 DEFAULT_REFUSALS = [

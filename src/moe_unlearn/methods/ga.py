@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method
 
 

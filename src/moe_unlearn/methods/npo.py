@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_unlearn.config import require
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method, RetainConfig, reference_logps
 
 

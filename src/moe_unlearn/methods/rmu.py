@@ -21,7 +21,8 @@ import torch
 
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
+from moe_unlearn.core.dist import all_reduce_sum
 from moe_unlearn.methods.base import METHODS, Batch, Method, MethodOutput
 
 
@@ -74,11 +75,12 @@ class RMU(Method):
         gen = torch.Generator().manual_seed(ctx.cfg.seed)
         u = torch.rand(d, generator=gen)
         self.control = (self.cfg.steering_coef * u / u.norm()).to(ctx.device)
-        norms = []
+        total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # (sum of token norms, tokens)
         for batch in ctx.iter_split("forget"):
-            h = self._hidden(ctx, batch, role="reference")
-            norms.append(h[batch["attention_mask"].bool()].float().norm(dim=-1).mean())
-        self.act_norm = float(torch.stack(norms).mean())
+            h = self._hidden(ctx, batch, role="reference")[batch["attention_mask"].bool()].float()
+            total += torch.stack([h.norm(dim=-1).sum().double(), torch.tensor(float(h.shape[0]), device=ctx.device)])
+        norm_sum, tokens = all_reduce_sum(total).tolist()
+        self.act_norm = norm_sum / max(tokens, 1.0)
 
     def _hidden(self, ctx, batch: Batch, *, role: str) -> torch.Tensor:
         out = ctx.forward(batch, role=role, output_hidden_states=True)
@@ -94,6 +96,6 @@ class RMU(Method):
             h_ref = self._hidden(ctx, retain, role="reference")
         out = ctx.forward(retain, role="retain", output_hidden_states=True)
         mse = token_mse(out.hidden_states[self.cfg.layer + 1], h_ref)
-        lr = losses.weighted_token_mean(mse, retain["attention_mask"].bool(), out.token_weights)
-        logs["retain_loss"] = float(lr.detach())
-        return MethodOutput(lf + self.cfg.alpha * lr, logs)
+        l_retain = losses.weighted_token_mean(mse, retain["attention_mask"].bool(), out.token_weights)
+        logs["retain_loss"] = float(l_retain.detach())
+        return MethodOutput(lf + self.cfg.alpha * l_retain, logs)

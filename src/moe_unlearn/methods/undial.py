@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_unlearn.config import require
-from moe_unlearn.methods import losses
+from moe_unlearn.core import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method, RetainConfig
 
 
@@ -56,5 +56,5 @@ class UNDIAL(Method):
         pred, targets = answer_positions(out.logits, forget["labels"])
         ref = torch.cat([self.ref[i] for i in forget["index"].tolist()])
         target = undial_target(ref, targets, self.cfg.beta)
-        loss = -(target * F.log_softmax(pred.float(), dim=-1)).sum(-1).mean()
+        loss = losses.token_mean(-(target * F.log_softmax(pred.float(), dim=-1)).sum(-1))
         return loss, {"forget_nll": float(F.cross_entropy(pred.detach().float(), targets))}

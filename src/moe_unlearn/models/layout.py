@@ -4,49 +4,20 @@ Routers are found from the model's own declaration
 `_can_record_outputs["router_logits"] = OutputRecorder(RouterClass, index=i[, layer_name])`
 (searched on every PreTrainedModel inside the model, so Llama4's inner text model counts).
 The MoE block is the router's parent and holds `experts`. Architecture differences live in
-`ARCH_RULES` and the short name tuples below, nowhere else.
+`models/archs.py`, nowhere else.
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from moe_unlearn.errors import UserError
-
-Selection = Literal["experts_args", "router_scores"]
-
-
-@dataclass(frozen=True)
-class ArchRule:
-    """How one router class deviates from the common pattern.
-
-    selection: where the routing decision actually used lives.
-      "experts_args"  experts(hidden [T, d], top_k_index [T, k], top_k_weights [T, k]); the
-                      common case (also DBRX, whose router returns logits only).
-      "router_scores" the router returns dense scores [T, E] at `scores_index` that scale each
-                      expert's INPUT and every token runs every expert (Llama4); selected
-                      experts are the k non-zero scores.
-    """
-
-    selection: Selection = "experts_args"
-    scores_index: int = 0
-
-
-# Keyed by router class name. Everything not listed follows the common pattern.
-ARCH_RULES: dict[str, ArchRule] = {
-    "Llama4Router": ArchRule(selection="router_scores", scores_index=0),
-}
-# Where k lives: first attribute found on router, then block, then experts.
-TOP_K_ATTRS = ("top_k", "moe_top_k", "num_experts_per_tok", "moe_k", "topk")
-SHARED_EXPERT_NAMES = ("shared_expert", "shared_experts", "shared_mlp")
-# Selection-only biases (DeepSeek-V3 family, Ernie's moe_statics): reported, never trained.
-CORRECTION_BIAS_NAMES = ("e_score_correction_bias",)
+from moe_unlearn.models.archs import ARCH_RULES, CORRECTION_BIAS_NAMES, SHARED_EXPERT_NAMES, TOP_K_NAMES, ArchRule
 
 
 @dataclass
@@ -144,11 +115,11 @@ def _matches(module: nn.Module, path: str, rec: object) -> bool:
 
 def _find_top_k(router: nn.Module, block: nn.Module, experts: nn.Module, config: object) -> int:
     for module in (router, block, experts):
-        for attr in TOP_K_ATTRS:
+        for attr in TOP_K_NAMES:
             value = getattr(module, attr, None)
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
-    for attr in TOP_K_ATTRS:
+    for attr in TOP_K_NAMES:
         value = getattr(config, attr, None)
         if isinstance(value, int):
             return value

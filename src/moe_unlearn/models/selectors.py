@@ -21,7 +21,8 @@ from typing import Callable
 from torch import nn
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.models.layout import CORRECTION_BIAS_NAMES, MoELayer, moe_layers
+from moe_unlearn.models.archs import CORRECTION_BIAS_NAMES
+from moe_unlearn.models.layout import MoELayer, moe_layers
 
 SPEC_FORMS = ("all, routers, experts, shared_experts, attention, embeddings, layers:0-3, layers:1,3, "
               "expert:L:E, regex:PATTERN")

@@ -17,12 +17,11 @@ from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.benchmark.cache import cache_root, entry_name
 from moe_unlearn.config import apply_overrides, load_yaml, require
 from moe_unlearn.errors import UserError
-from moe_unlearn.paths import atomic_write, check_destination
+from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destination
 from moe_unlearn.registry import suggest
 from moe_unlearn.report import write_report
 from moe_unlearn.train.config import TrainConfig, build_config, merge_config
 from moe_unlearn.train.engine import run_unlearning
-from moe_unlearn.paths import LOCK_NAME, DirLock
 
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
 SPEC_KEYS = ("preset", "matrix", "quick", "common", "adapter_lr_scale", "methods")

@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 from moe_unlearn.paths import check_destination, publish, temp_sibling
 from moe_unlearn.report import plots
+from moe_unlearn.report.format import format_value
 from moe_unlearn.report.plots import get
 from moe_unlearn.report.runs import Run, load_runs
+from moe_unlearn.report.tables import select_table
 
 # (header, getter) for the results table; None prints as n/a
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
@@ -46,24 +48,21 @@ HOW_TO_READ = [
 ]
 
 
-def _fmt(x: Any) -> str:
-    if isinstance(x, bool) or x is None:
-        return "n/a" if x is None else str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
-    return str(x)
-
-
 def row(name: str, metrics: dict[str, Any], columns: list[tuple[str, Callable]] = COLUMNS) -> list[str]:
     """Formatted cells of one run: the name, then each column's value."""
-    return [name, *(_fmt(fn(metrics)) for _, fn in columns)]
+    return [name, *(format_value(fn(metrics)) for _, fn in columns)]
+
+
+def columns_for(runs: list[Run]) -> tuple[list[tuple[str, Callable]], list[str]]:
+    """(columns, how-to-read notes): the runs' benchmark table (report/tables.py), else COLUMNS."""
+    table = select_table(runs)
+    return (COLUMNS, HOW_TO_READ) if table is None else (table.columns, [*HOW_TO_READ[:-1], *table.notes, HOW_TO_READ[-1]])
 
 
 def table_rows(runs: list[Run]) -> list[list[str]]:
-    """One row of formatted cells per run: the name, then COLUMNS."""
-    return [row(r.name, r.metrics) for r in runs]
+    """One row of formatted cells per run: the name, then the columns of columns_for(runs)."""
+    columns = columns_for(runs)[0]
+    return [row(r.name, r.metrics, columns) for r in runs]
 
 
 def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
@@ -80,20 +79,22 @@ def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
 
 
 def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
-    head = ["run", *(h for h, _ in COLUMNS)]
+    columns, how_to_read = columns_for(runs)
+    head = ["run", *(h for h, _ in columns)]
     lines = ["# moe-unlearn report", "", f"{len(runs)} run(s). ↑ / ↓: the direction an ideal unlearning moves a number.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
-    lines += ["", "How to read it:", "", *(f"- {item}" for item in HOW_TO_READ), ""]
+    lines += ["", "How to read it:", "", *(f"- {item}" for item in how_to_read), ""]
     for title, p in figures:
         lines += [f"## {title}", "", f"![{title}]({p.name})", ""]
     return "\n".join(lines)
 
 
 def render_html(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *(h for h, _ in COLUMNS)])
+    columns, how_to_read = columns_for(runs)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *(h for h, _ in columns)])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(runs))
-    how = "".join(f"<li>{html.escape(item)}</li>" for item in HOW_TO_READ)
+    how = "".join(f"<li>{html.escape(item)}</li>" for item in how_to_read)
     imgs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,"
         f"{base64.b64encode(p.read_bytes()).decode()}'>"

@@ -50,6 +50,10 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def name_of(step: int) -> str:
+    return f"{PREFIX}{step:06d}"
+
+
 def _ours(folder: Path) -> list[Path]:
     return [p for p in folder.glob(f"{PREFIX}*") if NAME.match(p.name) and p.is_dir() and not p.is_symlink()]
 
@@ -59,7 +63,7 @@ def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[
     """Write checkpoint `step` atomically (meta.json holds the step and the run's config); older
     checkpoints are removed afterwards. A failed write (disk full) leaves the previous one."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{PREFIX}{step:06d}"
+    final = folder / name_of(step)
     if (final / "meta.json").is_file():  # same step, same state (e.g. Ctrl-C right after a checkpoint)
         return final
     for stale in folder.glob(f".tmp-{PREFIX}*"):

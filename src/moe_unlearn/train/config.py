@@ -1,8 +1,12 @@
 """`UnlearnConfig`: one unlearning run, loaded from YAML (with `base:` inheritance) + overrides.
 
-Top-level keys: base, model, data, method, adapters, train, eval, output_dir, seed, and one
-optional section per method or adapter NAME (e.g. `npo: {beta: 0.1}`) validated with that
-entry's config class. Every mistake is a UserError naming the dotted key.
+Top-level keys: base, model, data, method, adapters, train, eval, output_dir, seed, benchmark,
+and one optional section per method or adapter NAME (e.g. `npo: {beta: 0.1}`) validated with
+that entry's config class. Every mistake is a UserError naming the dotted key.
+
+`benchmark` (wmdp | muse | tofu | rwku, default none) names the published benchmark a run
+follows (configs/benchmarks/); it is stored in config.yaml and metrics.json, and the report
+and the model card show that benchmark's columns for it.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from moe_unlearn.adapters import ADAPTERS
 from moe_unlearn.config import FLOAT_LIMIT, apply_overrides, build, load_yaml, require, to_dict
 from moe_unlearn.data.config import DataConfig
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
+from moe_unlearn.methods import METHODS
 from moe_unlearn.registry import suggest
 
 
@@ -84,7 +90,7 @@ class TrainConfig:
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # mixed precision (accelerate); fp16 on CUDA only
     load_balancing_coef: float = 0.0  # + coef * load-balancing aux loss (a regulariser, never ascended)
     eval_every: int = 0  # 0: evaluate only at the end
     early_stop: EarlyStop = field(default_factory=EarlyStop)
@@ -127,6 +133,7 @@ class UnlearnConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str | None = None
     seed: int = 0
+    benchmark: Literal["wmdp", "muse", "tofu", "rwku"] | None = None  # the report's table for this run
     # validated config objects of the method/adapter sections, by name
     settings: dict[str, Any] = field(default_factory=dict)
     # the YAML files this config was read from (inputs: a run never writes over them)
@@ -180,20 +187,12 @@ def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = (), files: list[str
     return merge_config(merged, raw)
 
 
-def _registries() -> tuple[Any, Any]:
-    import moe_unlearn.adapters as adapters
-    import moe_unlearn.methods as methods
-
-    return methods.METHODS, adapters.ADAPTERS
-
-
 def build_config(raw: dict[str, Any]) -> UnlearnConfig:
     """Validate a merged config mapping into an UnlearnConfig."""
-    methods, adapters = _registries()
     raw = dict(raw)
     raw.pop("base", None)
     fields = [f.name for f in dataclasses.fields(UnlearnConfig) if f.name not in INTERNAL]
-    names = methods.names() + adapters.names()
+    names = METHODS.names() + ADAPTERS.names()
     sections = {}
     for key in list(raw):
         if key in names:
@@ -201,21 +200,40 @@ def build_config(raw: dict[str, Any]) -> UnlearnConfig:
         elif key not in fields:
             raise UserError(f"unknown config key '{key}'{suggest(str(key), fields + names)}")
     if "method" not in raw:
-        raise UserError(f"missing required config key 'method' (one of: {', '.join(methods.names())})")
+        raise UserError(f"missing required config key 'method' (one of: {', '.join(METHODS.names())})")
     cfg = build(UnlearnConfig, raw)
-    method_cls = methods.get(cfg.method)
-    adapter_classes = [adapters.get(a) for a in cfg.adapters]
+    method_cls = METHODS.get(cfg.method)
+    adapter_classes = [ADAPTERS.get(a) for a in cfg.adapters]
     require(len(set(cfg.adapters)) == len(cfg.adapters), f"'adapters' lists an adapter twice: {cfg.adapters}")
-    for name in cfg.adapters:
-        for other in cfg.adapters:
-            if other != name and other in adapters.get(name).conflicts:
-                raise UserError(f"adapters '{name}' and '{other}' cannot be combined; drop one of them")
     entries = {cfg.method: method_cls, **dict(zip(cfg.adapters, adapter_classes))}
     for name in names:
         if name in sections and name not in entries:
-            entries[name] = methods.get(name) if name in methods else adapters.get(name)
+            entries[name] = METHODS.get(name) if name in METHODS else ADAPTERS.get(name)
     cfg.settings = {name: build(cls.config_cls, sections.get(name), name) for name, cls in entries.items()}
+    check_combination(cfg)
     return cfg
+
+
+def check_combination(cfg: UnlearnConfig) -> None:
+    """Refuse a method x adapters x train combination the adapters' declarations rule out."""
+    method = METHODS.get(cfg.method)(cfg.section(cfg.method))
+    adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
+    for a in adapters:
+        for b in adapters:
+            if b is not a and (b.name in a.conflicts or a.name in b.conflicts):
+                raise UserError(f"adapters '{a.name}' and '{b.name}' cannot be combined; drop one of them")
+        if cfg.train.lora is not None and not a.supports_lora:
+            raise UserError(f"adapter '{a.name}' cannot work on LoRA deltas; drop train.lora and pick the "
+                            "trained parameters with train.params")
+        if a.needs_retain_term and not method.has_retain_term:
+            raise UserError(f"adapter '{a.name}' reweights the retain loss, but method '{cfg.method}' has no retain "
+                            f"term; use a method with one (graddiff, npo, simnpo, rmu, ...) with alpha > 0, or drop {a.name}")
+    for selector in (a for a in adapters if a.selects_trainable):
+        for other in adapters:
+            reason = other.edits_untrained()
+            if other is not selector and reason:
+                raise UserError(f"'{selector.name}' trains only what it selects and leaves the rest unchanged, "
+                                f"but {reason}")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> UnlearnConfig:

@@ -1,16 +1,21 @@
 """The unlearning loop: setup -> prepare -> train (one readable loop) -> save -> evaluate.
 
-Per optimizer step: for each micro-batch, (forget, retain) = pairs.batch(i); loss = method
-loss + adapters' loss terms + load_balancing_coef * aux; backward. Then slice grads, clip,
-optimizer step, slice write-back, scheduler, adapters.after_step, log, periodic eval,
-checkpoint. A checkpoint holds everything the next step depends on, so `resume=True` after a
-kill (even -9) ends with exactly the numbers of an uninterrupted run.
+Per optimizer step: for each micro-batch, (forget, retain) = pairs.batch(i); the method's loss
+over the forwards it runs (recorded by the context), plus the adapters' loss terms on those
+forwards, plus load_balancing_coef * aux; backward. Then slice grads, clip, optimizer step,
+slice write-back, scheduler, adapters.after_step, log, periodic eval, checkpoint. A checkpoint
+holds everything the next step depends on, so `resume=True` after a kill (even -9) ends with
+exactly the numbers of an uninterrupted run.
+
+The engine talks to adapters only through their declared capabilities and hooks
+(adapters/base.py); nothing here knows an adapter or method by name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import statistics
 import threading
@@ -21,24 +26,39 @@ from typing import Any, Iterable, Iterator
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
-from moe_unlearn.adapters import ADAPTERS
-from moe_unlearn.data import UnlearnData, load_data, paired_batches
+from moe_unlearn.adapters import ADAPTERS, Adapter
+from moe_unlearn.benchmark import resolve_manifest
+from moe_unlearn.core.context import ForwardSpec, RunContext
+from moe_unlearn.core.dist import all_reduce_sum, barrier, gather_objects, is_main, mean_over_processes, shard_rows, world_size
+from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
+from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
+from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import RunFailure, UserError
-from moe_unlearn.methods import METHODS
-from moe_unlearn.models import first_nonfinite, load_model, moe_layers, resolve_device
+from moe_unlearn.methods import METHODS, Method
+from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
+from moe_unlearn.report.model_card import write_model_card
 from moe_unlearn.train import checkpoint
 from moe_unlearn.train.config import UnlearnConfig
-from moe_unlearn.data.tokenize import to_device
-from moe_unlearn.train.context import RunContext
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
 from moe_unlearn.train.rundir import RunDir, run_inputs
-from moe_unlearn.train.trainable import Trainable, freeze_all_but, select_refs, split_refs
+
 
 # ---- setup --------------------------------------------------------------------------------
-def build_trainable(ctx: RunContext) -> Trainable:
-    """train.params (or the method's own specs), narrowed by adapters; LoRA through peft."""
+def model_path_of(cfg: UnlearnConfig, data: UnlearnData) -> Path:
+    """model.path, else the model the data manifest names."""
+    if cfg.model.path:
+        return Path(cfg.model.path)
+    if data.model is None:
+        raise UserError("set model.path: the data has no manifest naming a model")
+    return Path(data.model)
+
+
+def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter]) -> Trainable:
+    """train.params (or the method's own specs), narrowed by the adapters that select what trains;
+    LoRA through peft. Everything else is frozen."""
     cfg = ctx.cfg.train
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
@@ -51,10 +71,11 @@ def build_trainable(ctx: RunContext) -> Trainable:
         ctx.lora = True
         full = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
         return Trainable(full, [])
-    specs = ctx.method.select_params(ctx, cfg.params) or cfg.params
+    specs = method.select_params(ctx, cfg.params) or cfg.params
     refs = select_refs(ctx.model, specs)
-    for adapter in ctx.adapters:
-        refs = adapter.select_trainable(ctx, refs)
+    for adapter in adapters:
+        if adapter.selects_trainable:
+            refs = adapter.select_trainable(ctx, refs)
     if not refs:
         raise UserError("no parameter is left to train after the adapters narrowed train.params")
     trainable = split_refs(refs)
@@ -62,36 +83,49 @@ def build_trainable(ctx: RunContext) -> Trainable:
     return trainable
 
 
-def setup(cfg: UnlearnConfig, out_dir: Path, data: UnlearnData, model_path: str | Path) -> tuple[RunContext, Any]:
-    """Model, tokenizer, training pairs, method and adapters on the chosen device (nothing trained yet)."""
-    device = resolve_device(cfg.model.device)
-    accelerator = Accelerator()  # backward; device and bf16 autocast are ours (see RunContext.autocast)
-    model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
-                                  trust_remote_code=cfg.model.trust_remote_code,
-                                  allow_missing=cfg.model.allow_missing_weights)
-    pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed)
-    method = METHODS.get(cfg.method)(cfg.section(cfg.method))
-    if method.has_retain_term and pairs.retain is None:
-        raise UserError(f"method '{cfg.method}' has a retain term but the retain set has no "
-                        f"'{cfg.data.train_format}' records; provide them or set {cfg.method}.alpha=0")
-    adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
-    ctx = RunContext(model=model, tokenizer=tokenizer, layers=moe_layers(model), cfg=cfg, data=data,
-                     splits={"forget": pairs.forget, "retain": pairs.retain or []}, method=method,
-                     adapters=adapters, accelerator=accelerator, device=device, out_dir=out_dir)
-    return ctx, pairs
+def forward_spec(ctx: RunContext, adapters: list[Adapter]) -> ForwardSpec:
+    """What every training forward records, and how retain tokens are weighted: from the adapters'
+    capture_roles / capture_grad declarations and their retain_token_weights hooks (product)."""
+    capture = frozenset().union(*(a.capture_roles() for a in adapters))
+    grad = frozenset().union(*(a.capture_roles() for a in adapters if a.capture_grad))
+
+    def retain_weights(batch: dict[str, torch.Tensor], routing: RoutingCapture) -> torch.Tensor | None:
+        weights = None
+        for a in adapters:
+            w = a.retain_token_weights(ctx, batch, routing)
+            if w is not None:
+                weights = w if weights is None else weights * w
+        return weights
+
+    return ForwardSpec(capture=capture, capture_grad=grad, retain_weights=retain_weights)
 
 
-def model_path_of(cfg: UnlearnConfig, data: UnlearnData) -> Path:
-    """model.path, else the model the data manifest names."""
-    if cfg.model.path:
-        return Path(cfg.model.path)
-    if data.model is None:
-        raise UserError("set model.path: the data has no manifest naming a model")
-    return Path(data.model)
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # train.precision -> accelerate's mixed_precision
+
+
+def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1) -> Accelerator:
+    """The run's Accelerator: device, mixed precision (train.precision) and gradient accumulation.
+
+    accelerate keeps one process-wide state; in a single process (the demo runs many jobs, with
+    any precision) each run starts from a fresh state, while under a launcher (torchrun,
+    accelerate launch) the launcher's state is the run's.
+    """
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        raise UserError("train.precision=fp16 needs a CUDA device (fp16 on CPU is not supported); use bf16 or fp32")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(
+        cpu=dev.type == "cpu",
+        mixed_precision=PRECISION[precision],
+        gradient_accumulation_steps=grad_accum,
+        step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the world size
+    )
 
 
 # ---- the loop -----------------------------------------------------------------------------
-class Stop:
+class GracefulStop:
     """SIGINT/SIGTERM: the first asks for a checkpoint at the next step boundary; a second
     SIGINT interrupts at once."""
 
@@ -124,54 +158,145 @@ def _finite(x: torch.Tensor | float) -> bool:
 
 
 class Trainer:
-    """Holds the loop's state; `train()` reads top to bottom."""
+    """The loop's state; `Trainer.create` builds one from a config, `train()` reads top to bottom.
 
-    def __init__(self, ctx: RunContext, trainable: Trainable, pairs: Any, progress: bool) -> None:
-        self.ctx, self.trainable, self.pairs, self.progress = ctx, trainable, pairs, progress
-        cfg = ctx.cfg.train
-        self.cfg = cfg
-        self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size)
-        self.optimizer = build_optimizer(cfg, trainable.leaves())
-        self.scheduler = build_scheduler(cfg, self.optimizer, self.total)
+    accelerate owns devices, mixed precision, gradient accumulation and the distributed engine
+    (DDP, FSDP2, DeepSpeed); each process trains on its own rows of every global batch, and
+    only the main process writes files.
+    """
+
+    def __init__(self, ctx: RunContext, method: Method, adapters: list[Adapter], pairs: PairedBatches,
+                 accelerator: Accelerator, *, progress: bool = True, reference_bytes: int = 0,
+                 original_routing: dict[str, RoutingCapture] | None = None, run_dir: RunDir | None = None) -> None:
+        if ctx.trainable is None:
+            raise ValueError("build ctx.trainable (build_trainable) before the Trainer")
+        self.ctx, self.method, self.adapters, self.pairs = ctx, method, adapters, pairs
+        self.accelerator = accelerator
+        self.progress = progress and accelerator.is_main_process
+        self.trainable = ctx.trainable
+        self.cfg = cfg = ctx.cfg.train
+        # an adapter that needs a retain forward gets one even when the method runs none (GA)
+        self.retain_forward = any(a.needs_retain_forward for a in adapters)
+        self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
+        optimizer = build_optimizer(cfg, self.trainable.leaves())
+        scheduler = build_scheduler(cfg, optimizer, self.total)
+        ctx.model, self.optimizer, self.scheduler = accelerator.prepare(ctx.model, optimizer, scheduler)
         self.log_path = ctx.out_dir / "log.jsonl"
         self.ckpt_dir = ctx.out_dir / "checkpoints"
         self.step_seconds: list[float] = []
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
-        self.reference_bytes = 0  # kept original values (methods/adapters with a reference)
+        self.reference_bytes = reference_bytes  # kept original values (methods/adapters with a reference)
         self.resumed = False  # state loaded from the latest checkpoint
+        self.original_routing = original_routing  # the original model's eval routing (final evaluation)
+        self.run_dir = run_dir or RunDir(ctx.out_dir, [])  # the lock and atomic writes of ctx.out_dir
+
+    @classmethod
+    def create(cls, cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
+               resume: bool = False, eval_routing: bool = True) -> Trainer:
+        """Everything before the first step, in this order: accelerator; out dir checks; model,
+        data, method and adapters; adapter checks; config.yaml; preparation on the ORIGINAL model
+        (the method, then adapters that select what trains, then the trained set, then the other
+        adapters, which can read it); the original routing for the final evaluation (skipped with
+        eval_routing=False); the kept originals a reference needs; optimizer and accelerate's
+        prepare; and, on resume, the latest checkpoint."""
+        from moe_unlearn.eval import capture_eval_routing, check_processes
+
+        accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum)
+        check_processes(cfg.eval)
+        out = Path(out_dir)
+        data = load_data(resolve_manifest(cfg.data))
+        model_path = model_path_of(cfg, data)
+        run_dir = RunDir(out, run_inputs(cfg.files, model_path, cfg.data, data.manifest), overwrite=overwrite,
+                         resume=resume)
+        run_dir.check()
+        set_seed(cfg.seed)
+        device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
+        model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
+                                      trust_remote_code=cfg.model.trust_remote_code,
+                                      allow_missing=cfg.model.allow_missing_weights)
+        pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed, processes=world_size())
+        method = METHODS.get(cfg.method)(cfg.section(cfg.method))
+        adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
+        _check_retain_set(cfg, pairs, method, adapters)
+        ctx = RunContext(model=model, tokenizer=tokenizer, layers=moe_layers(model), cfg=cfg, data=data,
+                         splits={"forget": pairs.forget, "retain": pairs.retain or []}, device=device, out_dir=out)
+        ctx.spec = forward_spec(ctx, adapters)
+        ctx.model.eval()
+        for a in adapters:
+            a.check(ctx)
+        # only now, so a combination the checks refuse leaves no output directory behind
+        if accelerator.is_main_process:
+            run_dir.claim(cfg.to_dict())  # the lock, --overwrite / --resume, config.yaml
+        barrier()
+        with run_dir.released_on_error():
+            # everything below until the checkpoint is loaded sees the ORIGINAL model, also on resume
+            method.prepare(ctx)
+            for a in adapters:
+                if a.selects_trainable:
+                    a.prepare(ctx)
+            ctx.trainable = build_trainable(ctx, method, adapters)
+            for a in adapters:
+                if not a.selects_trainable:
+                    a.prepare(ctx)
+            original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval) if eval_routing else None
+            needs_ref = method.uses_reference() or any(a.needs_reference for a in adapters)
+            reference_bytes = ctx.trainable.keep_originals() if needs_ref and not ctx.lora else 0
+
+            trainer = cls(ctx, method, adapters, pairs, accelerator, progress=progress, reference_bytes=reference_bytes,
+                          original_routing=original_routing, run_dir=run_dir)
+            if not (resume and trainer.load_checkpoint()):
+                if accelerator.is_main_process:
+                    trainer.log_path.write_text("")
+                set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
+            barrier()
+            return trainer
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
+        """Every process's RNG state and the (replicated) trained values and optimizer state; the
+        main process writes them atomically."""
         self.check_finite(self.trainable.state_tensors().items())
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "adapters": {a.name: a.state_dict() for a in self.ctx.adapters},
-            "step": self.ctx.step,
-            "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
-            "step_seconds": list(self.step_seconds),
-        }
-        self.last_checkpoint = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state,
-                                               self.ctx.cfg.to_dict())
-        return self.last_checkpoint
+        rng = gather_objects([checkpoint.rng_state()])  # one per process, in process order
+        final = self.ckpt_dir / checkpoint.name_of(self.ctx.step)
+        if is_main():
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "adapters": {a.name: a.state_dict() for a in self.adapters},
+                "step": self.ctx.step,
+                "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
+                "step_seconds": list(self.step_seconds),
+            }
+            final = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state,
+                                    self.ctx.cfg.to_dict())
+        barrier()
+        self.last_checkpoint = final
+        return final
 
     def load_checkpoint(self) -> bool:
+        """Restore the latest checkpoint's state; False when there is none."""
         path = checkpoint.latest(self.ckpt_dir)
         if path is None:
             return False
         tensors, state = checkpoint.load(path, self.ctx.device)
+        if len(state["rng"]) != world_size():
+            raise UserError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resume it with "
+                            f"the same number (this run has {world_size()})")
         self.trainable.load_state_tensors(tensors)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        for a in self.ctx.adapters:
+        for a in self.adapters:
             a.load_state_dict(state["adapters"].get(a.name, {}))
-        checkpoint.set_rng_state(state["rng"])
+        checkpoint.set_rng_state(state["rng"][self.accelerator.process_index])
         self.ctx.step = int(state["step"])
         self.step_seconds = list(state["step_seconds"])
-        self.run_dir.truncate_log(int(state["log_offset"]))  # drop log lines written after the checkpoint
+        barrier()
+        if is_main():
+            self.run_dir.truncate_log(int(state["log_offset"]))  # drop log lines written after the checkpoint
         self.last_checkpoint = path
+        self.resumed = True
         return True
 
     def fail(self, what: str, step: int | None = None) -> RunFailure:
@@ -181,57 +306,73 @@ class Trainer:
         return RunFailure(f"{what} at step {step}: training diverged; {kept}; lower train.lr")
 
     def check_finite(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Never save a non-finite checkpoint or model: checks the update of the last step."""
+        """Never save a non-finite checkpoint or model: checks the update of the last step (on
+        every process, which all stop together)."""
         bad = first_nonfinite(tensors)
-        if bad is not None:
-            raise self.fail(f"parameter '{bad}' is not finite after the update", step=self.ctx.step)
+        if all_reduce_sum(torch.tensor(float(bad is not None))) > 0:
+            raise self.fail(f"parameter '{bad or 'on another process'}' is not finite after the update", step=self.ctx.step)
 
     # -- one optimizer step
+    def micro_step(self, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch (method + adapter terms + load balancing) and its numbers to log."""
+        ctx = self.ctx
+        with ctx.recording() as forwards:
+            out = self.method.loss(ctx, forget, retain)
+            if self.retain_forward and "retain" not in forwards and retain is not None:
+                ctx.forward(retain, role="retain")
+        terms = {"method": out.loss}
+        for a in self.adapters:
+            terms.update({f"{a.name}/{k}": v for k, v in a.loss_terms(ctx, forwards).items()})
+        aux = [f.aux_loss for f in forwards.values() if f.aux_loss is not None]
+        if aux:
+            terms["load_balancing"] = self.cfg.load_balancing_coef * torch.stack(aux).sum()
+        loss = sum(terms.values())
+        logs = {**out.logs, **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}
+        return loss, logs
+
     def step(self) -> dict[str, Any]:
-        ctx, accum = self.ctx, self.cfg.grad_accum
+        """One optimizer step over grad_accum micro-batches; the logged numbers are means over processes."""
+        ctx, accum, acc = self.ctx, self.cfg.grad_accum, self.accelerator
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for micro in range(accum):
-            ctx.forwards.clear()
             forget, retain = self.pairs.batch(ctx.step * accum + micro)
-            out = ctx.method.loss(ctx, to_device(forget, ctx.device), to_device(retain, ctx.device))
-            terms = {"method": out.loss}
-            for a in ctx.adapters:
-                terms.update({f"{a.name}/{k}": v for k, v in a.loss_terms(ctx, ctx.forwards).items()})
-            aux = [f.aux_loss for f in ctx.forwards.values() if f.aux_loss is not None]
-            if aux:
-                terms["load_balancing"] = self.cfg.load_balancing_coef * torch.stack(aux).sum()
-            loss = sum(terms.values())
-            if not _finite(loss.detach()):
-                raise self.fail(f"loss is {float(loss.detach())}")
-            ctx.accelerator.backward(loss / accum)
-            for k, v in {"loss": float(loss.detach()), **out.logs,
-                         **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}.items():
+            forget = to_device(shard_rows(forget), ctx.device)
+            retain = None if retain is None else to_device(shard_rows(retain), ctx.device)
+            with acc.accumulate(ctx.model):
+                loss, logs = self.micro_step(forget, retain)
+                numbers = {"loss": float(loss.detach()), **logs}
+                means = mean_over_processes(torch.tensor(list(numbers.values()), dtype=torch.float64)).tolist()
+                if not _finite(torch.tensor(means[0])):
+                    raise self.fail(f"loss is {means[0]}")
+                acc.backward(loss)  # divides by grad_accum itself
+            for k, v in zip(numbers, means):
                 sums[k] = sums.get(k, 0.0) + v / accum
-        ctx.forwards.clear()  # release the last micro-batch's logits
         self.trainable.collect_slice_grads()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
-        if not _finite(norm):
+        norm = acc.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
+        if not _finite(norm) and self.cfg.precision != "fp16":  # fp16: the grad scaler skips this step
             raise self.fail(f"gradient norm is {float(norm)}")
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.trainable.write_back()
         self.scheduler.step()
         ctx.step += 1
-        for a in ctx.adapters:
+        for a in self.adapters:
             a.after_step(ctx)
         return {**sums, "lr": lr, "grad_norm": float(norm)}
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.log_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if is_main():
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def periodic_eval(self) -> bool:
-        """Evaluate forgetting; True when the early-stop target is reached."""
+        """Evaluate forgetting (every process, its rows); True when the early-stop target is reached."""
         from moe_unlearn.eval import evaluate_model
 
         quick = replace(self.ctx.cfg.eval, metrics=[m for m in ("nll", "mc_acc") if m in self.ctx.cfg.eval.metrics])
-        res = evaluate_model(self.ctx.model, self.ctx.tokenizer, self.ctx.data, quick, progress=False)
+        res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         target = self.cfg.early_stop
@@ -243,17 +384,21 @@ class Trainer:
             self.stopped_early = {"step": self.ctx.step, "forget": forget}
         return hit
 
+    def eval_model(self) -> torch.nn.Module:
+        """The model without its data-parallel wrapper (FSDP2 shards in place: same module)."""
+        return self.accelerator.unwrap_model(self.ctx.model)
+
     def train(self) -> None:
         from tqdm.auto import tqdm
 
         ctx, cfg = self.ctx, self.cfg
-        stop = Stop()
+        stop = GracefulStop()
         bar = tqdm(total=self.total, initial=ctx.step, desc=f"unlearn {ctx.cfg.method}", disable=not self.progress)
         ctx.model.train()
         with stop.installed():
             try:
                 while ctx.step < self.total:
-                    if stop.requested:  # at a step boundary: the state is consistent
+                    if self._stop_requested(stop):  # at a step boundary: the state is consistent
                         path = self.save_checkpoint()
                         raise RunFailure(f"interrupted after step {ctx.step}; resumable checkpoint {path}; "
                                          f"rerun with --resume to continue")
@@ -276,75 +421,69 @@ class Trainer:
                 bar.close()
                 ctx.model.eval()
 
+    @staticmethod
+    def _stop_requested(stop: GracefulStop) -> bool:
+        """Whether any process was asked to stop (they all stop at the same step)."""
+        return bool(all_reduce_sum(torch.tensor(float(stop.requested))) > 0)
+
+    def save_model(self, path: Path) -> torch.nn.Module:
+        """model/ as a plain save_pretrained safetensors directory (full weights gathered from a
+        sharded engine; LoRA merged); returns the model to evaluate."""
+        acc = self.accelerator
+        model = self.eval_model()
+        if self.ctx.lora:
+            model = model.merge_and_unload()
+            state = model.state_dict()
+        else:
+            state = acc.get_state_dict(self.ctx.model)  # collective under FSDP / ZeRO-3
+        self.check_finite(model.named_parameters())
+        if acc.is_main_process:
+            model.save_pretrained(path, state_dict=state, safe_serialization=True)
+            self.ctx.tokenizer.save_pretrained(path)
+        barrier()
+        return model
+
+
+def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, adapters: list[Adapter]) -> None:
+    """A retain term, or an adapter that needs a retain forward, needs retain records in the train format."""
+    if pairs.retain is not None:
+        return
+    fmt = cfg.data.train_format
+    if method.has_retain_term:
+        raise UserError(f"method '{cfg.method}' has a retain term but the retain set has no '{fmt}' records; "
+                        f"provide them or set {cfg.method}.alpha=0")
+    needing = [a.name for a in adapters if a.needs_retain_forward]
+    if needing:
+        raise UserError(f"adapter '{needing[0]}' needs retain forwards but the retain set has no '{fmt}' records; "
+                        "provide them")
+
 
 # ---- public API ---------------------------------------------------------------------------
-def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
-                    resume: bool = False, eval_routing: bool = True) -> Trainer:
-    """Everything before the first step: out dir, model, method and adapter prepare on the ORIGINAL
-    model, trainable set, optimizer, and (resume) the latest checkpoint. The one setup path of
-    `run_unlearning` and the bench; eval_routing=False skips the original-routing capture that
-    only the final evaluation reads."""
-    from moe_unlearn.eval import capture_eval_routing
-
-    out = Path(out_dir)
-    data = load_data(cfg.data)
-    model_path = model_path_of(cfg, data)
-    run_dir = RunDir(out, run_inputs(cfg.files, model_path, (cfg.data.forget, cfg.data.retain, cfg.data.holdout,
-                                                            cfg.data.utility_mc), data.manifest),
-                     overwrite=overwrite, resume=resume)
-    run_dir.check()
-    set_seed(cfg.seed)
-
-    ctx, pairs = setup(cfg, out, data, model_path)
-    ctx.model.eval()
-    for a in ctx.adapters:
-        a.check(ctx)
-    # only now, so a combination the checks refuse leaves no output directory behind
-    run_dir.claim(cfg.to_dict())  # the lock, --overwrite/--resume, config.yaml
-    with run_dir.released_on_error():
-        # everything below until load_checkpoint sees the ORIGINAL model, also on resume
-        ctx.method.prepare(ctx)
-        for a in ctx.adapters:
-            a.prepare(ctx)
-        if eval_routing:
-            ctx.original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval)
-        trainable = ctx.trainable = build_trainable(ctx)
-        needs_ref = ctx.method.uses_reference() or any(getattr(a, "needs_reference", False) for a in ctx.adapters)
-        reference_bytes = trainable.keep_originals() if needs_ref and not ctx.lora else 0
-
-        trainer = Trainer(ctx, trainable, pairs, progress)
-        trainer.run_dir = run_dir
-        trainer.reference_bytes = reference_bytes
-        trainer.resumed = resume and trainer.load_checkpoint()
-        if not trainer.resumed:
-            trainer.log_path.write_text("")
-            set_seed(cfg.seed)  # training draws the same numbers however long prepare() was
-    return trainer
-
-
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
                    resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one unlearning job into out_dir and return its metrics (also metrics.json)."""
+    """Run one unlearning job into out_dir and return its metrics (also metrics.json).
+
+    Under a launcher (accelerate launch, torchrun) every process runs this; the main process
+    writes the files and every process returns the same metrics.
+    """
     from moe_unlearn.eval import evaluate_model
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    trainer = prepare_trainer(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
-    with trainer.run_dir.released():
-        ctx, trainable = trainer.ctx, trainer.trainable
+    trainer = Trainer.create(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
+    with trainer.run_dir.released():  # the lock on out_dir, however the run ends
+        ctx = trainer.ctx
         trainer.train()
 
-        for a in ctx.adapters:
+        for a in trainer.adapters:
             a.after_training(ctx)
-        model = ctx.model.merge_and_unload() if ctx.lora else ctx.model
-        trainer.check_finite(model.named_parameters())
-        trainer.run_dir.save_model(lambda d: (model.save_pretrained(d), ctx.tokenizer.save_pretrained(d)),
-                                   trainer.last_checkpoint)
+        model = trainer.run_dir.save_model(trainer.save_model, trainer.last_checkpoint)  # model/ appears complete
         results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
-                                 original_routing=ctx.original_routing, progress=progress)
+                                 original_routing=trainer.original_routing, progress=trainer.progress)
         metrics = {
             "method": cfg.method,
             "adapters": list(cfg.adapters),
+            "benchmark": cfg.benchmark,
             "steps": ctx.step,
             **results,
             "timing": {
@@ -352,17 +491,20 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
                 "total_seconds": time.perf_counter() - t_start,
             },
             "memory": {
-                "trainable_params": trainable.numel(),
+                "trainable_params": trainer.trainable.numel(),
                 "reference_bytes": trainer.reference_bytes,
                 "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
             },
-            "adapter_info": {a.name: a.summary() for a in ctx.adapters},
+            "processes": world_size(),
+            "adapter_info": {a.name: a.summary() for a in trainer.adapters},
             "early_stop": trainer.stopped_early,
-            "resumed": bool(trainer.resumed),
+            "resumed": trainer.resumed,
         }
-        trainer.run_dir.write_metrics(metrics, _json_default)
+        if is_main():
+            trainer.run_dir.write_metrics(metrics, _json_default)
+            write_model_card(out / "model", cfg, metrics, ctx.data)
+        barrier()
         return metrics
-
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -378,4 +520,4 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON-able: {type(x).__name__}")
 
 
-__all__ = ["run_unlearning", "prepare_trainer", "setup", "build_trainable"]
+__all__ = ["Trainer", "run_unlearning", "build_trainable", "forward_spec"]

@@ -14,30 +14,46 @@ lock and prepares the directory; the engine calls `save_model`, `write_metrics` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import yaml
 
 from moe_unlearn.config import parse_yaml
+from moe_unlearn.core.dist import is_main
+from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination, remove
 from moe_unlearn.train import checkpoint
 
 OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
 FILES = ("config.yaml", "log.jsonl", "metrics.json")  # never links (model/ and checkpoints/ may be)
+T = TypeVar("T")
 
 
-def run_inputs(files: Iterable[str], model: Path | None, sources: Iterable[Any], manifest: Path | None) -> list[tuple[str, Any]]:
-    """What a run reads and must never write: model dir, data files, config files, benchmark dir."""
+def run_inputs(files: Iterable[str], model: Path | None, data: Any, manifest: Path | None) -> list[tuple[str, Any]]:
+    """What a run reads and must never write: model dir, every data source the data config
+    names (training and evaluation), config files, benchmark dir."""
     found: list[tuple[str, Any]] = [("model dir", model)]
-    found += [("data file", getattr(src, "path", None)) for src in sources if src is not None]
+    found += [("data file", path) for path in _source_paths(data)]
     found += [("config", f) for f in files]
     if manifest is not None:
         found.append(("benchmark dir", Path(manifest).parent))
     return found
+
+
+def _source_paths(obj: Any) -> Iterator[str]:
+    if isinstance(obj, SourceConfig):
+        yield obj.path
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _source_paths(getattr(obj, f.name))
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _source_paths(item)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -145,17 +161,20 @@ class RunDir:
         if size > offset:
             os.truncate(log, offset)
 
-    def save_model(self, save: Callable[[Path], None], last_checkpoint: Path | None) -> Path:
-        """save(tmp_dir) writes the model beside OUT/model; it replaces model/ only when complete."""
+    def save_model(self, save: Callable[[Path], T], last_checkpoint: Path | None) -> T:
+        """save(dir) writes the model (on the main process) into a sibling of OUT/model, which
+        replaces model/ only when complete; returns what save returns."""
         final = self.path / "model"
+        if not is_main():  # the other processes take part in gathering the weights, and write nothing
+            return save(final)
         try:
             with atomic_dir(final) as tmp:
-                save(tmp)
+                result = save(tmp)
         except OSError as e:
             kept = f"checkpoint {last_checkpoint.name} is kept" if last_checkpoint else "no checkpoint was written"
             raise RunFailure(f"could not save the model to {final} ({e.strerror or type(e).__name__}); nothing "
                              f"half-written was left; {kept}: free space and rerun with --resume") from None
-        return final
+        return result
 
     def write_metrics(self, metrics: dict[str, Any], default: Callable[[Any], Any]) -> Path:
         return atomic_write(self.path / "metrics.json", json.dumps(metrics, indent=2, default=default))

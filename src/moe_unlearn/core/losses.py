@@ -1,14 +1,20 @@
-"""The one place for the arithmetic every method shares.
+"""The one place for the loss arithmetic methods, adapters and metrics share.
 
 Token-level tensors are ALIGNED WITH LABELS: entry [b, t] is the loss of predicting
 labels[b, t] from logits[b, t - 1], so position 0 is always masked out. This keeps token
 weights (TRACE, [B, S]) and answer masks in the same frame as the batch.
+
+Means over tokens are GLOBAL means: a process divides its own sum by the mean over processes
+of the token counts, so the gradient average data parallelism takes is exactly the gradient of
+the mean over every process's tokens (one process with the global batch gives the same loss).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from moe_unlearn.core.dist import mean_over_processes
 
 IGNORE = -100
 
@@ -56,7 +62,13 @@ def weighted_token_mean(
     m = mask.to(token_loss.dtype)
     if weights is not None:
         m = m * weights.to(token_loss.dtype)
-    return (token_loss * m).sum() / m.sum().clamp_min(1e-12)
+    return (token_loss * m).sum() / mean_over_processes(m.sum()).clamp_min(1e-12)
+
+
+def token_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of every entry of `values` (one per token) over all processes' tokens (see module doc)."""
+    count = torch.tensor(float(values.numel()), device=values.device, dtype=values.dtype)
+    return values.sum() / mean_over_processes(count).clamp_min(1)
 
 
 def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -75,6 +87,12 @@ def masked_kl(
 ) -> torch.Tensor:
     """Mean KL(pi_ref || pi_theta) over answer tokens only (the public code averages all tokens)."""
     return weighted_token_mean(token_kl(ref_logits, logits), answer_mask(labels), weights)
+
+
+def normalise_weights(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale [B, S] weights so they average 1 over the masked (answer) tokens of every process."""
+    m = mask.to(weights.dtype)
+    return weights * (mean_over_processes(m.sum()) / mean_over_processes((weights * m).sum()).clamp_min(1e-12))
 
 
 def answer_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -42,6 +42,10 @@ class Trainable:
         """What the optimizer updates: whole params, then slice leaves."""
         return [*self.full.values(), *(s.leaf for s in self.slices)]
 
+    def trains(self, param: torch.Tensor) -> bool:
+        """Whether `param` (or an expert slice of it) is trained."""
+        return any(p is param for p in self.full.values()) or any(s.param is param for s in self.slices)
+
     def numel(self) -> int:
         return sum(t.numel() for t in self.leaves())
 

@@ -1,0 +1,57 @@
+"""The layering docs/design.md promises: no import cycle between files, and no module importing a
+layer above its own (type hints included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.core.import_graph import LAYERS, cycles, import_graph, layer_of, module_files, upward_imports
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_runtime_import_graph_has_no_cycle():
+    assert cycles(import_graph(SRC)) == []
+
+
+def test_no_module_imports_a_higher_layer():
+    assert upward_imports(import_graph(SRC, type_checking=True)) == []
+
+
+def test_every_package_has_a_layer():
+    assert all(layer_of(m) in LAYERS.values() for m in module_files(SRC))
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
+    ({"a": {"b"}, "b": set()}, []),
+])
+def test_cycle_finder_finds_cycles(graph, expected):
+    assert cycles(graph) == expected
+
+
+def test_graph_reader_sees_function_level_imports_and_skips_type_checking(tmp_path):
+    pkg = tmp_path / "moe_unlearn"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "errors.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("")
+    (pkg / "data" / "config.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from moe_unlearn.train import engine\n"
+        "def f():\n    from moe_unlearn.benchmark.cache import x\n")
+    (pkg / "benchmark").mkdir()
+    (pkg / "benchmark" / "__init__.py").write_text("")
+    (pkg / "benchmark" / "cache.py").write_text("from moe_unlearn.data import config\nfrom . import x\n")
+    (pkg / "train").mkdir()
+    (pkg / "train" / "__init__.py").write_text("")
+    (pkg / "train" / "engine.py").write_text("")
+    graph = import_graph(tmp_path)
+    assert graph["moe_unlearn.data.config"] == {"moe_unlearn.benchmark.cache"}
+    assert graph["moe_unlearn.benchmark.cache"] == {"moe_unlearn.data.config", "moe_unlearn.benchmark"}
+    assert cycles(graph) == [["moe_unlearn.benchmark.cache", "moe_unlearn.data.config"]]
+    assert upward_imports(graph) == [("moe_unlearn.data.config", "moe_unlearn.benchmark.cache")]
+    typed = import_graph(tmp_path, type_checking=True)
+    assert "moe_unlearn.train.engine" in typed["moe_unlearn.data.config"]
