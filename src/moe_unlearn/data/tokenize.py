@@ -27,8 +27,10 @@ def clip(text: str, max_tokens: int, *, keep: str = "head") -> str:
     return text[:n] if keep == "head" else text[-n:]
 
 
-def _ids(tokenizer: Any, text: str, *, special: bool, max_tokens: int, keep: str = "head") -> list[int]:
-    return list(tokenizer(clip(text, max_tokens, keep=keep), add_special_tokens=special)["input_ids"])
+def _ids(tokenizer: Any, text: str, *, special: bool, max_tokens: int | None, keep: str = "head") -> list[int]:
+    """Token ids of text, of which only max_tokens (None: all) from the kept end are used."""
+    text = text if max_tokens is None else clip(text, max_tokens, keep=keep)
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
 def _eos(tokenizer: Any) -> list[int]:
@@ -67,8 +69,9 @@ def encode_text(tokenizer: Any, text: str, *, max_length: int) -> dict[str, list
 
 
 def chunk_text(tokenizer: Any, text: str, *, max_length: int) -> list[dict[str, list[int]]]:
-    """Text + EOS cut into consecutive pieces of max_length tokens; labels on every token."""
-    ids = _ids(tokenizer, text, special=True) + _eos(tokenizer)
+    """Text + EOS cut into consecutive pieces of max_length tokens; labels on every token (every
+    token is used, so the whole text is tokenized: memory follows the text here, by design)."""
+    ids = _ids(tokenizer, text, special=True, max_tokens=None) + _eos(tokenizer)
     return [{"input_ids": ids[i:i + max_length], "labels": ids[i:i + max_length]} for i in range(0, len(ids), max_length)]
 
 
