@@ -18,6 +18,11 @@ def _is_dtensor(t: torch.Tensor) -> bool:
     return isinstance(t, DTensor)
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether a distributed engine shards model's parameters (its forwards are then collective)."""
+    return any(_is_dtensor(p) for p in model.parameters())
+
+
 @torch.no_grad()
 def full_tensor(param: torch.Tensor) -> torch.Tensor:
     """The whole value of `param` as a plain tensor on its device (a copy when it was sharded)."""
