@@ -40,6 +40,7 @@ from moe_unlearn.adapters.routing_io import capture, layer_inputs, retain_batche
 from moe_unlearn.config import require
 from moe_unlearn.core.dist import all_reduce_sum, gather_objects, gather_rows
 from moe_unlearn.core.losses import token_mean
+from moe_unlearn.core.sharded import assign_full, full_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.core.context import ForwardOut, Role, RunContext
@@ -110,18 +111,20 @@ class GripConfig:
 # -- router rows as one [E, d'] matrix (weight, plus the bias column when it trains) ----------
 
 def router_rows(layer: MoELayer) -> torch.Tensor:
-    """[E, d'] current router rows: weight, with the trainable bias appended as a last column."""
-    w = layer.router_weight.detach()
+    """[E, d'] current router rows: weight, with the trainable bias appended as a last column
+    (whole values, gathered when a distributed engine shards the router)."""
+    w = full_tensor(layer.router_weight).clone()
     b = layer.router_bias
-    return w.clone() if b is None else torch.cat([w, b.detach()[:, None]], dim=1)
+    return w if b is None else torch.cat([w, full_tensor(b)[:, None]], dim=1)
 
 
 @torch.no_grad()
 def set_router_rows(layer: MoELayer, rows: torch.Tensor) -> None:
-    w = layer.router_weight
-    w.copy_(rows[:, : w.shape[1]])
+    """Write whole router rows (every process writes the same rows; each keeps its shard)."""
+    d = layer.router_weight.shape[1]
+    assign_full(layer.router_weight, rows[:, :d])
     if layer.router_bias is not None:
-        layer.router_bias.copy_(rows[:, -1])
+        assign_full(layer.router_bias, rows[:, -1])
 
 
 def router_features(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
@@ -147,6 +150,7 @@ class Grip(Adapter):
     name = "grip"
     config_cls = GripConfig
     supports_lora = False  # the projection constrains the router weights themselves, not LoRA deltas
+    edits_weights = True  # projection and refit write router rows after the optimizer
 
     def __init__(self, cfg: GripConfig) -> None:
         super().__init__(cfg)

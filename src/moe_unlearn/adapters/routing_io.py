@@ -13,6 +13,7 @@ import torch
 
 from moe_unlearn.core import losses
 from moe_unlearn.core.dist import all_reduce_sum, world_size
+from moe_unlearn.core.sharded import is_sharded
 from moe_unlearn.models.routing import capture_routing
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,7 +64,7 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
     inputs: dict[int, torch.Tensor] = {}
     handles = [layer.router.register_forward_pre_hook(
         lambda m, a, i=layer.index: inputs.setdefault(i, a[0].reshape(-1, a[0].shape[-1]))) for layer in layers]
-    if world_size() == 1:  # a sharded model's forward is collective: every process runs all of it
+    if world_size() == 1 and not is_sharded(model):  # a sharded forward is collective: run all of it
         last = max(layers, key=lambda layer: layer.index)
         handles.append(last.block.register_forward_hook(lambda m, a, o: _end_pass()))
     try:

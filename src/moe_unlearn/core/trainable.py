@@ -42,6 +42,13 @@ class Trainable:
         """What the optimizer updates: whole params, then slice leaves."""
         return [*self.full.values(), *(s.leaf for s in self.slices)]
 
+    def rebind(self, model: nn.Module) -> None:
+        """Point at `model`'s parameters of the same names (a sharding engine replaces them)."""
+        params = dict(model.named_parameters())
+        self.full = {name: params[name] for name in self.full}
+        for s in self.slices:
+            s.param = params[s.name]
+
     def trains(self, param: torch.Tensor) -> bool:
         """Whether `param` (or an expert slice of it) is trained."""
         return any(p is param for p in self.full.values()) or any(s.param is param for s in self.slices)

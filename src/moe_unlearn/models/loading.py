@@ -135,6 +135,7 @@ def first_nonfinite(tensors: Iterable[tuple[str, torch.Tensor]], chunk: int = 2*
     the check never needs more than `chunk` bytes of scratch memory (a full GPU stays usable)."""
     with torch.no_grad():
         for name, t in tensors:
+            t = t.to_local() if hasattr(t, "to_local") else t  # a sharded DTensor: this process's shard
             if t.is_floating_point() and not all(bool(torch.isfinite(part).all())
                                                  for part in t.detach().reshape(-1).split(chunk)):
                 return name

@@ -62,21 +62,40 @@ def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[
          config: dict[str, Any] | None = None) -> Path:
     """Write checkpoint `step` atomically (meta.json holds the step and the run's config); older
     checkpoints are removed afterwards. A failed write (disk full) leaves the previous one."""
+    tmp = begin(folder, step)
+    if tmp is None:  # same step, same state (e.g. Ctrl-C right after a checkpoint)
+        return folder / name_of(step)
+    return commit(folder, step, tmp, tensors, state, config)
+
+
+def begin(folder: Path, step: int) -> Path | None:
+    """The empty temporary folder checkpoint `step` is written into (None: it exists already).
+
+    A sharded run writes its engine state there from every process (accelerate's save_state)
+    before the main process commits."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name_of(step)
-    if (final / "meta.json").is_file():  # same step, same state (e.g. Ctrl-C right after a checkpoint)
-        return final
+    if (folder / name_of(step) / "meta.json").is_file():
+        return None
     for stale in folder.glob(f".tmp-{PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = folder / f".tmp-{PREFIX}{step:06d}"
+    tmp = folder / f".tmp-{name_of(step)}"
+    tmp.mkdir()
+    return tmp
+
+
+def commit(folder: Path, step: int, tmp: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+           config: dict[str, Any] | None = None) -> Path:
+    """Write the tensors and state into tmp, then move it into place and drop older checkpoints
+    (only folders named step-N: a user's copies beside them stay)."""
+    final = folder / name_of(step)
     try:
-        tmp.mkdir()
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
         torch.save(state, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, "config": config}))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         shutil.rmtree(final, ignore_errors=True)  # an incomplete folder without meta.json
         os.replace(tmp, final)
     except OSError as e:

@@ -27,12 +27,14 @@ from typing import Any, Iterable, Iterator
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.benchmark import resolve_manifest
 from moe_unlearn.core.context import ForwardSpec, RunContext
-from moe_unlearn.core.dist import all_reduce_sum, barrier, gather_objects, is_main, mean_over_processes, shard_rows, world_size
+from moe_unlearn.core.dist import (
+    all_reduce_sum, barrier, broadcast_object, gather_objects, is_main, mean_over_processes, shard_rows, world_size,
+)
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
 from moe_unlearn.data.tokenize import to_device
@@ -124,6 +126,34 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: 
     )
 
 
+SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: bool, adapters: list[Adapter]) -> None:
+    """Refuse what a sharding engine cannot run (before accelerate's prepare): expert-slice
+    leaves (SEUF, expert:L:E) and reference swaps need whole parameters; ZeRO-3 also rules out
+    adapters that write weights (GRIP), FSDP2 serves them through core.sharded."""
+    kind = accelerator.distributed_type
+    if kind not in SHARDED_ENGINES:
+        return
+    if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise UserError("moe-unlearn runs FSDP version 2 (fsdp_version: 2 in the accelerate config)")
+    zero3 = kind == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+    if kind == DistributedType.DEEPSPEED and not zero3:
+        return
+    engine = "FSDP2" if kind == DistributedType.FSDP else "DeepSpeed ZeRO-3"
+    ddp = "run it with DDP (configs/accelerate/multi_gpu_ddp.yaml) or on one GPU"
+    if trainable.slices:
+        raise UserError(f"training single expert slices (seuf, expert:L:E) is not supported under {engine}; {ddp}")
+    if reference:
+        raise UserError(f"this method keeps the original trained values (a reference), which is not supported "
+                        f"under {engine}; use a retain NLL instead of KL, or {ddp}")
+    writers = [a.name for a in adapters if a.edits_weights]
+    if zero3 and writers:
+        raise UserError(f"adapter '{writers[0]}' writes weights directly, which ZeRO-3's partitioned parameters "
+                        f"do not allow; use FSDP2 (configs/accelerate/fsdp2.yaml) or {ddp}")
+
+
 # ---- the loop -----------------------------------------------------------------------------
 class GracefulStop:
     """SIGINT/SIGTERM: the first asks for a checkpoint at the next step boundary; a second
@@ -180,7 +210,10 @@ class Trainer:
         self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
         optimizer = build_optimizer(cfg, self.trainable.leaves())
         scheduler = build_scheduler(cfg, optimizer, self.total)
+        check_engine(accelerator, self.trainable, reference=reference_bytes > 0, adapters=adapters)
+        self.sharded = accelerator.distributed_type in SHARDED_ENGINES
         ctx.model, self.optimizer, self.scheduler = accelerator.prepare(ctx.model, optimizer, scheduler)
+        self.trainable.rebind(accelerator.unwrap_model(ctx.model))  # FSDP2 replaces parameters by DTensors
         self.log_path = ctx.out_dir / "log.jsonl"
         self.ckpt_dir = ctx.out_dir / "checkpoints"
         self.step_seconds: list[float] = []
@@ -254,26 +287,31 @@ class Trainer:
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
-        """Every process's RNG state and the (replicated) trained values and optimizer state; the
-        main process writes them atomically."""
-        self.check_finite(self.trainable.state_tensors().items())
+        """Every process's RNG state, the trained values, optimizer, scheduler and adapter state,
+        written atomically by the main process. Under a sharding engine (FSDP2, ZeRO-3) the model
+        and optimizer shards are written by every process with accelerate's save_state."""
+        self.check_finite(self.eval_model().named_parameters())
         rng = gather_objects([checkpoint.rng_state()])  # one per process, in process order
-        final = self.ckpt_dir / checkpoint.name_of(self.ctx.step)
-        if is_main():
+        step = self.ctx.step
+        tmp = checkpoint.begin(self.ckpt_dir, step) if is_main() else None
+        exists = broadcast_object(tmp is None)
+        if not exists and self.sharded:
+            self.accelerator.save_state(str(broadcast_object(tmp) / "engine"))
+        if is_main() and not exists:
             state = {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
                 "rng": rng,
                 "adapters": {a.name: a.state_dict() for a in self.adapters},
-                "step": self.ctx.step,
+                "step": step,
                 "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
                 "step_seconds": list(self.step_seconds),
             }
-            final = checkpoint.save(self.ckpt_dir, self.ctx.step, self.trainable.state_tensors(), state,
-                                    self.ctx.cfg.to_dict())
+            if not self.sharded:
+                state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+            tensors = {} if self.sharded else self.trainable.state_tensors()
+            checkpoint.commit(self.ckpt_dir, step, tmp, tensors, state, self.ctx.cfg.to_dict())
         barrier()
-        self.last_checkpoint = final
-        return final
+        self.last_checkpoint = self.ckpt_dir / checkpoint.name_of(step)
+        return self.last_checkpoint
 
     def load_checkpoint(self) -> bool:
         """Restore the latest checkpoint's state; False when there is none."""
@@ -284,9 +322,12 @@ class Trainer:
         if len(state["rng"]) != world_size():
             raise UserError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resume it with "
                             f"the same number (this run has {world_size()})")
-        self.trainable.load_state_tensors(tensors)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.sharded:
+            self.accelerator.load_state(str(path / "engine"))
+        else:
+            self.trainable.load_state_tensors(tensors)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         for a in self.adapters:
             a.load_state_dict(state["adapters"].get(a.name, {}))
         checkpoint.set_rng_state(state["rng"][self.accelerator.process_index])
@@ -435,10 +476,11 @@ class Trainer:
             model = model.merge_and_unload()
             state = model.state_dict()
         else:
-            state = acc.get_state_dict(self.ctx.model)  # collective under FSDP / ZeRO-3
+            state = acc.get_state_dict(self.ctx.model)  # whole tensors on the main process under FSDP2 / ZeRO-3
         self.check_finite(model.named_parameters())
+        if acc.is_main_process or self.sharded:  # sharded: every process runs save_pretrained, the main one writes
+            model.save_pretrained(path, state_dict=state, safe_serialization=True, is_main_process=acc.is_main_process)
         if acc.is_main_process:
-            model.save_pretrained(path, state_dict=state, safe_serialization=True)
             self.ctx.tokenizer.save_pretrained(path)
         barrier()
         return model

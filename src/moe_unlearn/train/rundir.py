@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import yaml
 
 from moe_unlearn.config import parse_yaml
-from moe_unlearn.core.dist import is_main
+from moe_unlearn.core.dist import broadcast_object, is_main
 from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination, remove
@@ -166,9 +166,10 @@ class RunDir:
         replaces model/ only when complete; returns what save returns."""
         final = self.path / "model"
         if not is_main():  # the other processes take part in gathering the weights, and write nothing
-            return save(final)
+            return save(broadcast_object(None))
         try:
             with atomic_dir(final) as tmp:
+                broadcast_object(tmp)  # the folder the other processes pass to save_pretrained
                 result = save(tmp)
         except OSError as e:
             kept = f"checkpoint {last_checkpoint.name} is kept" if last_checkpoint else "no checkpoint was written"
