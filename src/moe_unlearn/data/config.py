@@ -8,6 +8,9 @@ from the cache) or explicit sources:
       retain: {path: wikitext.parquet, kind: text, fields: {text: content}}
       utility_mc: {path: mmlu.csv, kind: mc}
       train_format: text
+
+TOFU's model utility also reads its real-authors and world-facts QA sets (with perturbed
+answers), as the optional sources `real_authors` and `world_facts` (evaluation only).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Literal
 
 from moe_unlearn.config import require
 from moe_unlearn.data.sources import SourceConfig
-from moe_unlearn.data.splits import PairedBatches, UnlearnData, encode_records
+from moe_unlearn.data.splits import EVAL_QA_SOURCES, PairedBatches, UnlearnData, encode_records
 from moe_unlearn.data.tokenize import pad_id
 
 
@@ -28,6 +31,8 @@ class DataConfig:
     retain: SourceConfig | None = None
     holdout: SourceConfig | None = None
     utility_mc: SourceConfig | None = None
+    real_authors: SourceConfig | None = None  # TOFU's real-authors QA (evaluation only)
+    world_facts: SourceConfig | None = None  # TOFU's world-facts QA (evaluation only)
     train_format: Literal["qa", "text"] = "qa"
     max_length: int = 64
     batch_size: int = 8
@@ -37,7 +42,8 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         w = f"{where}." if where else ""
-        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc") if getattr(self, n) is not None]
+        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc", *EVAL_QA_SOURCES)
+                    if getattr(self, n) is not None]
         require(self.manifest is not None or self.forget is not None,
                 f"set '{w}manifest' (a built benchmark, or auto) or '{w}forget' (a data file)")
         require(self.manifest is None or not explicit,
@@ -47,6 +53,10 @@ class DataConfig:
             require(src is None or src.kind == self.train_format,
                     f"'{w}{name}.kind' is '{getattr(src, 'kind', '')}' but '{w}train_format' is "
                     f"'{self.train_format}'; make them match")
+        for name in EVAL_QA_SOURCES:
+            src = getattr(self, name)
+            require(src is None or src.kind == "qa", f"'{w}{name}.kind' must be 'qa' (questions with "
+                    f"perturbed_answer), got '{getattr(src, 'kind', '')}'")
         require(self.max_length >= 8, f"'{w}max_length' must be at least 8, got {self.max_length}")
         require(self.batch_size >= 1, f"'{w}batch_size' must be at least 1, got {self.batch_size}")
         require(self.retain_batch_size >= 1, f"'{w}retain_batch_size' must be at least 1, got {self.retain_batch_size}")
@@ -63,7 +73,8 @@ def load_data(cfg: DataConfig) -> UnlearnData:
         return UnlearnData.from_manifest(cfg.manifest)
     assert cfg.forget is not None  # validate() guarantees it
     return UnlearnData.from_sources(forget=cfg.forget, retain=cfg.retain, holdout=cfg.holdout,
-                                    utility_mc=cfg.utility_mc)
+                                    utility_mc=cfg.utility_mc, real_authors=cfg.real_authors,
+                                    world_facts=cfg.world_facts)
 
 
 def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int) -> PairedBatches:

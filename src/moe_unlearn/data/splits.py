@@ -33,6 +33,10 @@ class Split:
         return records
 
 
+# optional QA sets read only by evaluation (TOFU's model utility), each with perturbed answers
+EVAL_QA_SOURCES = ("real_authors", "world_facts")
+
+
 @dataclass
 class UnlearnData:
     forget: Split
@@ -41,6 +45,8 @@ class UnlearnData:
     utility_mc: list[dict] | None = None
     model: Path | None = None  # the manifest's base model, when there is one
     manifest: Path | None = None
+    real_authors: Split | None = None  # TOFU's real-authors QA
+    world_facts: Split | None = None  # TOFU's world-facts QA
 
     @classmethod
     def from_manifest(cls, path: str | Path) -> UnlearnData:
@@ -55,7 +61,8 @@ class UnlearnData:
 
     @classmethod
     def from_sources(cls, *, forget: SourceConfig, retain: SourceConfig | None = None,
-                     holdout: SourceConfig | None = None, utility_mc: SourceConfig | None = None) -> UnlearnData:
+                     holdout: SourceConfig | None = None, utility_mc: SourceConfig | None = None,
+                     real_authors: SourceConfig | None = None, world_facts: SourceConfig | None = None) -> UnlearnData:
         """One source per split (its kind says which list it fills)."""
 
         def split(src: SourceConfig | None) -> Split:
@@ -63,14 +70,29 @@ class UnlearnData:
 
         if utility_mc is not None and utility_mc.kind != "mc":
             raise UserError(f"utility_mc must be of kind 'mc', got '{utility_mc.kind}'")
+        extra = {name: _perturbed_qa(name, src) for name, src in
+                 (("real_authors", real_authors), ("world_facts", world_facts)) if src is not None}
         return cls(split(forget), split(retain), None if holdout is None else split(holdout),
-                   None if utility_mc is None else utility_mc.load())
+                   None if utility_mc is None else utility_mc.load(), **extra)
 
     def capped(self, n: int | None) -> UnlearnData:
         """Every split cut to its first n records per kind (for evaluation)."""
         return replace(self, forget=self.forget.head(n), retain=self.retain.head(n),
                        holdout=None if self.holdout is None else self.holdout.head(n),
-                       utility_mc=None if self.utility_mc is None else self.utility_mc[:n])
+                       utility_mc=None if self.utility_mc is None else self.utility_mc[:n],
+                       **{k: None if getattr(self, k) is None else getattr(self, k).head(n) for k in EVAL_QA_SOURCES})
+
+
+def _perturbed_qa(name: str, src: SourceConfig) -> Split:
+    """A QA evaluation set whose every record has perturbed answers (TOFU's truth ratio needs them)."""
+    if src.kind != "qa":
+        raise UserError(f"{name} must be of kind 'qa', got '{src.kind}'")
+    records = src.load()
+    for n, r in enumerate(records, 1):
+        if not r.get("perturbed_answer"):
+            raise UserError(f"{src.path}: record {n}: field 'perturbed_answer' is missing; {name} records need "
+                            "perturbed answers (TOFU's truth ratio and probability use them)")
+    return Split(qa=records)
 
 
 def encode_records(tokenizer: Any, records: list[dict], *, kind: str, max_length: int,

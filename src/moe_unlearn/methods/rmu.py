@@ -3,8 +3,10 @@
 forget: MSE(h_theta(x_f), c * u) with u a fixed random unit vector;
 retain: alpha * MSE(h_theta(x_r), h_ref(x_r)), h_ref from ctx.reference() (the ORIGINAL values
 of the trained parameters swapped in, so memory is one copy of the trained parameters).
-h is the output of decoder layer `layer` (hidden_states[layer + 1]), averaged over non-padding
-tokens. Only a few layers train: by default the decoder layers layer-2..layer.
+h is the output of decoder layer `layer`, read with a forward hook on that layer
+(`models.decoder_layer_output`; `output_hidden_states` would give the FINAL-NORMED state for
+the last layer), averaged over non-padding tokens. Only a few layers train: by default the
+decoder layers layer-2..layer.
 
 MoE models need a far larger steering coefficient than dense ones: WMDP used c = 6.5 on
 Zephyr-7B, the SEUF paper 3000-32000 on Qwen1.5-MoE / DeepSeek-V2-Lite. What matters is c
@@ -23,6 +25,7 @@ from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 from moe_unlearn.methods import losses
 from moe_unlearn.methods.base import METHODS, Batch, Method, MethodOutput
+from moe_unlearn.models import decoder_layer_output
 
 
 @dataclass
@@ -76,24 +79,26 @@ class RMU(Method):
         self.control = (self.cfg.steering_coef * u / u.norm()).to(ctx.device)
         norms = []
         for batch in ctx.iter_split("forget"):
-            h = self._hidden(ctx, batch, role="reference")
+            h = self._hidden(ctx, batch, role="reference")[0]
             norms.append(h[batch["attention_mask"].bool()].float().norm(dim=-1).mean())
         self.act_norm = float(torch.stack(norms).mean())
 
-    def _hidden(self, ctx, batch: Batch, *, role: str) -> torch.Tensor:
-        out = ctx.forward(batch, role=role, output_hidden_states=True)
-        return out.hidden_states[self.cfg.layer + 1]
+    def _hidden(self, ctx, batch: Batch, *, role: str) -> tuple[torch.Tensor, object]:
+        """(output of decoder layer `layer` [B, S, d], the ForwardOut of that forward)."""
+        with decoder_layer_output(ctx.model, self.cfg.layer) as seen:
+            out = ctx.forward(batch, role=role)
+        return seen.value, out
 
     def loss(self, ctx, forget: Batch, retain: Batch) -> MethodOutput:
         mask_f = forget["attention_mask"].bool()
-        lf = losses.weighted_token_mean(token_mse(self._hidden(ctx, forget, role="forget"), self.control), mask_f)
+        lf = losses.weighted_token_mean(token_mse(self._hidden(ctx, forget, role="forget")[0], self.control), mask_f)
         logs = {"forget_loss": float(lf.detach()), "rmu_act_norm": self.act_norm}
         if not self.has_retain_term:
             return MethodOutput(lf, logs)
         with torch.no_grad(), ctx.reference():
-            h_ref = self._hidden(ctx, retain, role="reference")
-        out = ctx.forward(retain, role="retain", output_hidden_states=True)
-        mse = token_mse(out.hidden_states[self.cfg.layer + 1], h_ref)
+            h_ref = self._hidden(ctx, retain, role="reference")[0]
+        h, out = self._hidden(ctx, retain, role="retain")
+        mse = token_mse(h, h_ref)
         lr = losses.weighted_token_mean(mse, retain["attention_mask"].bool(), out.token_weights)
         logs["retain_loss"] = float(lr.detach())
         return MethodOutput(lf + self.cfg.alpha * lr, logs)

@@ -1,5 +1,6 @@
 """The MoE model layer: loading, layout discovery, routing capture/replay/masking, selectors."""
 
+from moe_unlearn.models.decoder import LayerOutput, decoder_layer_output, decoder_layers
 from moe_unlearn.models.layout import ARCH_RULES, MoELayer, moe_layers
 from moe_unlearn.models.loading import load_model, resolve_device, save_model
 from moe_unlearn.models.routing import LayerRouting, RoutingCapture, capture_routing, mask_experts, replay_routing
@@ -7,6 +8,7 @@ from moe_unlearn.models.selectors import ParamRef, select_parameters
 from moe_unlearn.models.tiny import TINY_ARCHS, tiny_model, tiny_tokenizer
 
 __all__ = [
+    "LayerOutput", "decoder_layer_output", "decoder_layers",
     "ARCH_RULES", "MoELayer", "moe_layers", "load_model", "resolve_device", "save_model", "LayerRouting",
     "RoutingCapture", "capture_routing", "mask_experts", "replay_routing", "ParamRef", "select_parameters",
     "TINY_ARCHS", "tiny_model", "tiny_tokenizer",
