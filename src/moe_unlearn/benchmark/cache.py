@@ -43,7 +43,7 @@ def entry_name(preset: str, seed: int, forget_domain: str | None, forget_fractio
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def entry_lock(path: Path) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # no advisory locks: rely on "first rename wins"
@@ -68,7 +68,7 @@ def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str 
     if out_dir is not None:
         check_out_dir(Path(out_dir))
     if not (entry / "manifest.json").is_file():
-        with _locked(root / f"{name}.lock"):
+        with entry_lock(root / f"{name}.lock"):
             for stale in root.glob(f".{name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
             if not (entry / "manifest.json").is_file():

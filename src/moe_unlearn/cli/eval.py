@@ -51,7 +51,7 @@ def eval_command(
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. eval.max_examples=50"),
     model: Path = typer.Option(..., "--model", help="Model directory to evaluate (e.g. RUN/model)."),
     original: Optional[Path] = typer.Option(None, "--original", help="Original model: enables routing stability, activation and replay."),
-    retrained: Optional[Path] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model (forget quality, PrivLeak AUC)."),
+    retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model (forget quality, PrivLeak AUC), or 'oracle': the embedded benchmark's retrain oracle."),
     out: Path = typer.Option(..., "--out", help="Where to write metrics.json (not inside --model)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
@@ -60,6 +60,7 @@ def eval_command(
 ) -> None:
     """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
     from moe_unlearn.eval import evaluate_model
+    from moe_unlearn.eval.reference import read_retrained
     from moe_unlearn.models import load_model
 
     start = time.perf_counter()
@@ -71,16 +72,10 @@ def eval_command(
         raise UserError(f"--model {model} is not a directory; pass a saved model folder (e.g. RUN/model)")
     if is_inside(out, model) or (original is not None and original.is_dir() and is_inside(out, original)):
         raise UserError(f"--out {out} is inside a model directory; write metrics.json somewhere else")
-    ref = None
-    if retrained is not None:
-        try:
-            ref = json.loads(retrained.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"--retrained {retrained} is not a readable metrics.json ({type(e).__name__})") from None
-        if not isinstance(ref, dict) or "forget" not in ref:
-            raise UserError(f"--retrained {retrained} has no 'forget' results; pass the metrics.json of a "
-                            "retain-only model's run")
+    ref = None if retrained in (None, "oracle") else read_retrained(retrained)
     data, cfg, info = load_eval_inputs(config, overrides or [])
+    if retrained == "oracle":
+        ref = oracle_reference(data, cfg, progress=not quiet)
     kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
     net, tokenizer = load_model(model, **kwargs)
     orig_net = load_model(original, **kwargs)[0] if original is not None else None
@@ -101,6 +96,16 @@ def eval_command(
         f"mc {_fmt(r.get('mc_acc'))}; stability forget {_fmt(stab.get('forget'))} retain {_fmt(stab.get('retain'))}; "
         f"wrote {out}"
     )
+
+
+def oracle_reference(data: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
+    """`--retrained oracle`: the embedded benchmark's retrain oracle evaluated like the model (built if needed)."""
+    from moe_unlearn.benchmark.oracle import oracle_metrics
+
+    if getattr(data, "manifest", None) is None:
+        raise UserError("--retrained oracle needs the embedded benchmark: pass its manifest.json (or a config with "
+                        "data.manifest) as CONFIG, or pass a retain-only model's metrics.json")
+    return oracle_metrics(data.manifest, data, cfg, progress=progress)
 
 
 def _fmt(x: object) -> str:

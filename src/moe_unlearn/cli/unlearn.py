@@ -19,6 +19,9 @@ def unlearn(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model evaluated "
+                                            "the same way, or 'oracle' (the embedded benchmark's): PrivLeak's "
+                                            "retrained AUC, forget quality, distance to it."),
 ) -> None:
     """Run one unlearning job: train, save model/, evaluate, write metrics.json."""
     from moe_unlearn.train import load_config, run_unlearning
@@ -31,8 +34,19 @@ def unlearn(
     out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out_dir is None:
         raise UserError("no output directory: pass --out DIR or set output_dir in the config")
+    ref = None
+    if retrained == "oracle":
+        from moe_unlearn.cli.eval import oracle_reference
+        from moe_unlearn.data import load_data
+
+        ref = oracle_reference(load_data(cfg.data), cfg.eval, progress=not quiet)
+    elif retrained is not None:
+        from moe_unlearn.eval.reference import read_retrained
+
+        ref = read_retrained(retrained)
     try:
-        metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
+        metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet,
+                                 retrained=ref)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
     f, r = metrics.get("forget", {}), metrics.get("retain", {})

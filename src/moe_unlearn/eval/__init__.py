@@ -3,7 +3,7 @@
 Importing this package registers every metric module.
 """
 
-from moe_unlearn.eval import generation, harness, knowledge, privacy, relearn, routing, tofu  # noqa: F401
+from moe_unlearn.eval import generation, harness, knowledge, privacy, reference, relearn, routing, tofu  # noqa: F401
 from moe_unlearn.eval.config import EvalConfig, LmEvalConfig, RelearnConfig
 from moe_unlearn.eval.context import EvalCache, EvalContext, model_fingerprint
 from moe_unlearn.eval.metric import METRICS, Metric, MetricResult

@@ -17,10 +17,13 @@ DEFAULT_METRICS = [
     "replay",
     "rouge_qa",
     "rouge_text",
+    "tofu_rouge",
     "privacy",
     "truth_ratio",
     "forget_quality",
+    "oracle_distance",
     "model_utility",
+    "tofu_model_utility",
     "utility_mc",
 ]
 

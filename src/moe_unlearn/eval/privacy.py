@@ -86,7 +86,9 @@ def privleak(auc_value: float, retrained_auc: float) -> float:
     return (auc_value - retrained_auc) / retrained_auc * 100.0
 
 
-def _split_scores(ctx: EvalContext, split: str, on: str) -> dict[str, list[float]] | None:
+def membership_scores(ctx: EvalContext, split: str, on: str) -> dict[str, list[float]] | None:
+    """The four scores per example of split's texts (on="text") or QA answers (on="qa"), text tokens only
+    unless eval.mia_include_eos."""
     if on == "text":
         stats, texts = ctx.text_stats(split), [r["text"] for r in ctx.records(split, "text") or []]
     else:
@@ -120,7 +122,7 @@ def retrained_aucs(ctx: EvalContext) -> tuple[dict[str, float], str]:
 def privacy(ctx: EvalContext) -> MetricResult | None:
     """Membership-inference AUC forget vs holdout and PrivLeak (MUSE); value = Min-k% PrivLeak (0 ideal)."""
     on = "text" if ctx.records("forget", "text") and ctx.records("holdout", "text") else "qa"
-    forget, holdout = _split_scores(ctx, "forget", on), _split_scores(ctx, "holdout", on)
+    forget, holdout = membership_scores(ctx, "forget", on), membership_scores(ctx, "holdout", on)
     if not forget or not holdout:
         return None
     ref, source = retrained_aucs(ctx)

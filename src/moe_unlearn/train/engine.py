@@ -336,8 +336,11 @@ def prepare_trainer(cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool =
 
 
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
-                   resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one unlearning job into out_dir and return its metrics (also metrics.json)."""
+                   resume: bool = False, progress: bool = True, retrained: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one unlearning job into out_dir and return its metrics (also metrics.json).
+
+    retrained: metrics of a retain-only model evaluated like this run (PrivLeak, forget quality,
+    oracle_distance), e.g. `benchmark.oracle.oracle_metrics`."""
     from moe_unlearn.eval import evaluate_model
 
     t_start = time.perf_counter()
@@ -352,7 +355,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     model.save_pretrained(out / "model")
     ctx.tokenizer.save_pretrained(out / "model")
     results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
-                             original_routing=ctx.original_routing, progress=progress)
+                             original_routing=ctx.original_routing, retrained=retrained, progress=progress)
     metrics = {
         "method": cfg.method,
         "adapters": list(cfg.adapters),
