@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_unlearn.benchmark.base_model import ModelConfig, TrainConfig, build_base_model
-from moe_unlearn.benchmark.build import move_into_place, temp_sibling
+from moe_unlearn.benchmark.build import atomic_dir
 from moe_unlearn.benchmark.cache import BUILD_FORMAT, cache_root, entry_lock
 from moe_unlearn.benchmark.generator import Benchmark, GeneratorConfig, generate
 from moe_unlearn.errors import UserError
@@ -90,21 +90,14 @@ def build_oracle(manifest: str | Path, out_dir: str | Path, *, progress: bool = 
     base_tok = AutoTokenizer.from_pretrained(path.parent / raw["model"])
     if tok.get_vocab() != base_tok.get_vocab():  # the oracle must read the same tokens as the base model
         raise RuntimeError("the oracle's tokenizer differs from the benchmark's; tokenizer training is not deterministic")
-    out = Path(out_dir)
-    tmp = temp_sibling(out)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(Path(out_dir)) as tmp:
         model.save_pretrained(tmp / "model")
         base_tok.save_pretrained(tmp / "model")
         info = {"format": ORACLE_FORMAT, "benchmark": str(path), "steps": steps, "base_steps": t.steps,
                 "train_share": round(share, 4), "build_seconds": round(time.perf_counter() - start, 1),
                 "report": report}
         (tmp / "oracle.json").write_text(json.dumps(info, indent=2) + "\n")
-        move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out / "model"
+    return Path(out_dir) / "model"
 
 
 def cached_oracle(manifest: str | Path, *, progress: bool = False) -> Path:
