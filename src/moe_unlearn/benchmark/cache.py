@@ -34,10 +34,14 @@ def cache_root() -> Path:
 
 def entry_name(preset: str, seed: int, forget_domain: str | None, forget_fraction: float) -> str:
     """'<preset>-<16 hex>' from the preset's full config, the arguments and BUILD_FORMAT."""
-    key = {
-        "format": BUILD_FORMAT, "config": asdict(PRESETS.get(preset)), "seed": seed,
-        "forget_domain": check_forget(forget_domain, forget_fraction), "forget_fraction": forget_fraction,
-    }
+    return config_entry_name(preset, asdict(PRESETS.get(preset)), seed, check_forget(forget_domain, forget_fraction),
+                             forget_fraction)
+
+
+def config_entry_name(preset: str, config: dict, seed: int, forget_domain: str, forget_fraction: float) -> str:
+    """entry_name from a build config as a dict (e.g. a manifest's `build_config`)."""
+    key = {"format": BUILD_FORMAT, "config": config, "seed": seed, "forget_domain": forget_domain,
+           "forget_fraction": forget_fraction}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"{preset}-{digest}"
 

@@ -15,7 +15,6 @@ forget quality, distance to the oracle), and both become the first rows of the r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from moe_unlearn.benchmark.base_model import ModelConfig, TrainConfig, build_base_model
 from moe_unlearn.benchmark.build import atomic_dir
-from moe_unlearn.benchmark.cache import BUILD_FORMAT, cache_root, entry_lock
+from moe_unlearn.benchmark.cache import cache_root, config_entry_name, entry_lock
 from moe_unlearn.benchmark.generator import Benchmark, GeneratorConfig, generate
 from moe_unlearn.errors import UserError
 
@@ -49,12 +48,11 @@ def _manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def oracle_dir(manifest: str | Path) -> Path:
-    """Where the oracle of this benchmark is cached: next to its cache entry (same name + "-oracle")."""
+    """Where the oracle of this benchmark is cached: next to its cache entry (the entry's name + "-oracle1")."""
     _, raw = _manifest(manifest)
-    key = {"format": BUILD_FORMAT, "config": raw["build_config"], "seed": raw.get("seed"),
-           "forget_domain": raw.get("forget_domain"), "forget_fraction": raw.get("forget_fraction")}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]  # = cache.entry_name
-    return cache_root() / f"{raw.get('preset', 'custom')}-{digest}-oracle{ORACLE_FORMAT}"
+    entry = config_entry_name(raw.get("preset", "custom"), raw["build_config"], raw.get("seed"),
+                              raw.get("forget_domain"), raw.get("forget_fraction"))
+    return cache_root() / f"{entry}-oracle{ORACLE_FORMAT}"
 
 
 def retain_only(bench: Benchmark) -> Benchmark:
