@@ -57,7 +57,7 @@ UTILITY_SETS = ("real_authors", "world_facts")
 class PerturbedScores:
     """Length-normalised log-likelihoods of the records that have perturbed answers."""
 
-    answer: torch.Tensor  # [N] the true answer
+    answer: torch.Tensor | None  # [N] the true answer (None when every base is a paraphrase)
     base: torch.Tensor  # [N] the truth ratio's base: paraphrased answer (if any, outside UTILITY_SETS) or answer
     perturbed: list[torch.Tensor]  # N x [P_i]
     base_key: str  # "paraphrased_answer", "answer" or "mixed"
@@ -75,7 +75,7 @@ def perturbed_scores(ctx: EvalContext, split: str) -> PerturbedScores | None:
 
     def run() -> PerturbedScores:
         paraphrased = [bool(r.get("paraphrased_answer")) and split not in UTILITY_SETS for r in recs]
-        answer = _mean_logp(ctx, recs, f"tofu {split} answers")
+        answer = None if all(paraphrased) else _mean_logp(ctx, recs, f"tofu {split} answers")
         base = answer
         if any(paraphrased):
             base_recs = [{"question": r["question"], "answer": r["paraphrased_answer"] if p else r["answer"]}
@@ -128,7 +128,8 @@ def tofu_model_utility(ctx: EvalContext) -> MetricResult | None:
             parts[f"{split}_prob"] = None if prob is None else prob.value
         else:
             scored = perturbed_scores(ctx, split)
-            parts[f"{split}_prob"] = None if scored is None else nanmean(normalised_prob(scored.answer, scored.perturbed))
+            parts[f"{split}_prob"] = None if scored is None or scored.answer is None else nanmean(
+                normalised_prob(scored.answer, scored.perturbed))
         for name in ("tofu_rouge", "truth_ratio"):
             res = ctx.result(name, split)
             parts[f"{split}_{name}"] = None if res is None else res.value
