@@ -10,7 +10,7 @@ SMALL = ["preset=tiny", "common.train.max_steps=2", "common.train.eval_every=0",
 
 def test_demo_writes_results_report_and_lists_skipped_runs(tiny_benchmark, tmp_path, capsys):
     out = tmp_path / "demo"
-    assert run(["demo", "--quick", "--out", str(out), *SMALL]) == 0
+    assert run(["demo", "--quick", "--oracle", "--out", str(out), *SMALL]) == 0
 
     results = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["adapters"]) for r in results] == [("ga", []), ("graddiff", []), ("graddiff", ["trace"])]
@@ -20,12 +20,23 @@ def test_demo_writes_results_report_and_lists_skipped_runs(tiny_benchmark, tmp_p
         assert 0.0 <= r["routing"]["stability"]["retain"] <= 1.0
         assert json.loads((out / "runs" / r["run"] / "metrics.json").read_text())["forget"] == r["forget"]
 
+    # the reference rows: every run is evaluated against the retrain oracle
+    refs = {name: json.loads((out / "reference" / name / "metrics.json").read_text()) for name in ("original", "oracle")}
+    assert refs["original"]["routing"]["stability"]["retain"] == 1.0 and refs["oracle"]["privacy"]["value"] == 0.0
+    for r in results:
+        assert r["privacy"]["retrained_auc"] == refs["oracle"]["privacy"]["auc"]
+        assert r["oracle_distance"]["value"] is not None and r["forget_quality"]["n_retrained"] == 8
+    md = (out / "report" / "report.md").read_text()
+    assert md.index("| original model |") < md.index("| retrain oracle |") < md.index("| ga |")
+
     demo = json.loads((out / "demo.json").read_text())
+    assert demo["oracle"] is True and demo["oracle_build_seconds"] >= 0
     assert [s["run"] for s in demo["skipped"]] == ["ga+trace"]
     assert "no retain term" in demo["skipped"][0]["reason"]
     assert (out / "report" / "report.html").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "graddiff+trace" in printed and "skipped" in printed
+    assert printed.index("original model") < printed.index("retrain oracle") < printed.index("graddiff+trace")
 
 
 def test_demo_refuses_a_foreign_non_empty_out_dir(tmp_path, capsys):

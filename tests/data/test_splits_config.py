@@ -109,3 +109,26 @@ def test_tiny_benchmark_pairs_qa_batches(tiny_benchmark: Path) -> None:
     answer_ids = forget["labels"][0][forget["labels"][0] != -100].tolist()
     assert tok.decode(answer_ids, skip_special_tokens=True).strip() == data.forget.qa[i]["answer"]
     assert len(data.capped(3).retain.qa) == 3
+
+
+def test_tofu_utility_sources_load_validate_and_need_perturbed_answers(tmp_path: Path) -> None:
+    """data.real_authors / data.world_facts: optional QA sources (evaluation only), like data.holdout."""
+    rows = [{"question": "Who wrote X?", "answer": "A", "perturbed_answer": ["B", "C"]}]
+    for name in ("f", "ra", "wf"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "Q?", "answer": "A"}) + "\n")
+    cfg = build(DataConfig, {"forget": {"path": str(tmp_path / "f.jsonl")},
+                             "real_authors": {"path": str(tmp_path / "ra.jsonl")},
+                             "world_facts": {"path": str(tmp_path / "wf.jsonl")}}, "data")
+    data = load_data(cfg)
+    assert data.real_authors.qa == rows and data.world_facts.qa == rows
+    assert load_data(build(DataConfig, {"forget": {"path": str(tmp_path / "f.jsonl")}}, "data")).real_authors is None
+    with pytest.raises(UserError, match="record 1: field 'perturbed_answer' is missing"):
+        load_data(build(DataConfig, {"forget": {"path": str(tmp_path / "f.jsonl")},
+                                     "world_facts": {"path": str(tmp_path / "bad.jsonl")}}, "data"))
+    for data_cfg, message in [
+        ({"forget": {"path": "f.jsonl"}, "real_authors": {"path": "ra.jsonl", "kind": "text"}}, "'data.real_authors.kind' must be 'qa'"),
+        ({"manifest": "auto", "world_facts": {"path": "wf.jsonl"}}, "both set"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            build(DataConfig, data_cfg, "data")

@@ -12,7 +12,7 @@ import torch
 from moe_unlearn.eval import METRICS
 from moe_unlearn.eval.generation import rouge_l
 from moe_unlearn.eval.knowledge import answer_nll, answer_prob, mc_correct, token_accuracy
-from moe_unlearn.eval.privacy import auc, mink_score, minkpp_score, privleak, zlib_score
+from moe_unlearn.eval.privacy import member_auc, mink_score, muse_auc, minkpp_score, privleak, zlib_score
 from moe_unlearn.eval.routing import activation_frequency, stability_per_layer, topk_overlap
 from moe_unlearn.eval.scores import TokenStats, lowest_fraction_mean, token_stats
 from moe_unlearn.eval.tofu import forget_quality_pvalue, harmonic_mean, truth_ratio_values
@@ -43,8 +43,10 @@ def test_activation_frequency_sums_to_k():
 def test_auc_against_hand_count():
     members, non = [0.9, 0.4, 0.7], [0.5, 0.1]
     # pairs (member > non): 0.9>0.5, 0.9>0.1, 0.4>0.1, 0.7>0.5, 0.7>0.1 -> 5 of 6
-    assert auc(members, non) == pytest.approx(5 / 6)
-    assert auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)  # a tie counts half
+    assert member_auc(members, non) == pytest.approx(5 / 6)
+    assert muse_auc(members, non) == pytest.approx(1 / 6)  # MUSE: forget labelled 0, holdout 1
+    assert member_auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)  # a tie counts half
+    assert muse_auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx(0.5 / 4)
     assert privleak(0.6, 0.5) == pytest.approx(20.0)
     assert privleak(0.5, 0.5) == 0.0
 

@@ -96,8 +96,12 @@ def test_generation_privacy_and_tofu_metrics_run(tiny):
     assert out["privacy"]["on"] == "text"
     assert set(out["privacy"]["auc"]) == {"loss", "zlib", "mink", "minkpp"}
     assert all(0.0 <= a <= 1.0 for a in out["privacy"]["auc"].values())
-    leak = out["privacy"]["privleak"]["mink"]
-    assert leak == pytest.approx((out["privacy"]["auc"]["mink"] - 0.5) / 0.5 * 100)
+    priv = out["privacy"]
+    assert priv["privleak"]["mink"] == pytest.approx((priv["auc"]["mink"] - 0.5) / 0.5 * 100)
+    assert priv["value"] == priv["privleak"]["mink"] and priv["k"] == 0.4 and priv["orientation"] == "muse"
+    for s in ("loss", "zlib", "mink", "minkpp"):  # the member orientation is the complement
+        assert priv["member_auc"][s] == pytest.approx(1 - priv["auc"][s])
+        assert priv["member_privleak"][s] == pytest.approx((priv["member_auc"][s] - 0.5) / 0.5 * 100)
     assert 0.0 <= out["model_utility"]["value"] <= 1.0
     assert out["utility_mc"]["value"] in {i / 4 for i in range(5)}
 

@@ -47,7 +47,8 @@ def test_report_from_run_dirs(tmp_path, capsys):
     out = tmp_path / "report"
     assert run(["report", str(a), str(b), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "| graddiff | 20 | 4.500 | 0.250 | 0.200 | 0.100 | 0.950 | n/a | 0.600 | 0.700 | 0.700 | 0.300 | -12.500 | 123.5 |" in md
+    assert ("| graddiff | 20 | 4.500 | 0.250 | 0.200 | 0.100 | 0.950 | n/a | 0.600 | 0.700 | 0.700 | 0.300 | -12.500 "
+            "| n/a | n/a | n/a | 123.5 |") in md
     assert "| graddiff+grip |" in md
     figures = {"forget_vs_utility", "stability_per_layer", "replay_recovery", "relearn", "training_curves", "activation_00", "activation_01"}
     for name in figures:
@@ -84,3 +85,24 @@ def test_report_errors_are_one_line_exit_2(tmp_path, capsys):
         assert run(["report", str(path), "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+def test_reference_rows_head_the_table_and_stay_out_of_the_run_figures(tmp_path):
+    """The original model and the retrain oracle are listed first, whatever order they come in."""
+    results = tmp_path / "demo" / "results.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps([_metrics("ga", [], 0.3, 0.8)]))
+    for name, forget_mc in (("oracle", 0.25), ("original", 1.0)):
+        ref = {**_metrics("x", [], forget_mc, 1.0), "reference": name, "method": None, "adapters": []}
+        ref.update(forget_quality={"value": 1.0}, oracle_distance={"value": 0.0, "nll": 0.0})
+        (results.parent / "reference" / name).mkdir(parents=True)
+        (results.parent / "reference" / name / "metrics.json").write_text(json.dumps(ref))
+    runs = load_runs([results])
+    assert [(r.name, r.reference) for r in runs] == [("original model", "original"), ("retrain oracle", "oracle"), ("ga", None)]
+    assert table_rows(runs)[1][-4:] == ["1.000", "0.000", "0.000", "123.5"]
+    out = tmp_path / "r"
+    assert run(["report", str(results), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert md.index("| original model |") < md.index("| retrain oracle |") < md.index("| ga |")
+    assert "1 run(s) and 2 reference row(s)" in md
+    assert (out / "activation_00.png").is_file() and not (out / "activation_01.png").exists()  # the run's only

@@ -7,7 +7,7 @@ import json
 from moe_unlearn.cli.main import run
 from moe_unlearn.report import load_runs
 from moe_unlearn.report.render import COLUMNS, columns_for, table_rows
-from moe_unlearn.report.tables import TABLES, privleak
+from moe_unlearn.report.tables import TABLES
 
 
 def _run(root, name, metrics, benchmark=None):
@@ -48,9 +48,9 @@ def test_muse_rwku_values_are_scaled_as_the_papers_print_them(tmp_path):
     assert table_rows(load_runs([rwku]))[0][2:10] == ["50.000", "25.000", "10.000", "80.000", "n/a", "2.500", "1.500", "60.000"]
 
 
-def test_privleak_prefers_the_muse_number():
-    assert privleak({"privacy": {"privleak": -12.0, "value": 3.0}}) == -12.0
-    assert privleak({"privacy": {"privleak": {"mink": 5.0}, "value": 3.0}}) == 3.0  # today's per-score dict
+def test_muse_privleak_column_is_the_muse_value():
+    column = dict(TABLES["muse"].columns)["PrivLeak (→0)"]
+    assert column({"privacy": {"privleak": {"mink": -12.0}, "value": -12.0, "member_privleak": {"mink": 9.0}}}) == -12.0
 
 
 def test_default_table_for_embedded_and_mixed_runs(tmp_path):

@@ -6,13 +6,14 @@ sibling directory that is renamed into place at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from moe_unlearn.benchmark.base_model import build_base_model
 from moe_unlearn.benchmark.generator import check_forget, generate
@@ -54,6 +55,19 @@ def move_into_place(tmp: Path, out_dir: Path) -> bool:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
         return False
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temporary sibling to fill; it becomes out_dir only if the block completes."""
+    tmp = temp_sibling(out_dir)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        move_into_place(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_benchmark(out_dir: str | Path, *, preset: str = "default", seed: int = 0, forget_domain: str | None = None,

@@ -35,16 +35,20 @@ def cache_root() -> Path:
 
 def entry_name(preset: str, seed: int, forget_domain: str | None, forget_fraction: float) -> str:
     """'<preset>-<16 hex>' from the preset's full config, the arguments and BUILD_FORMAT."""
-    key = {
-        "format": BUILD_FORMAT, "config": asdict(PRESETS.get(preset)), "seed": seed,
-        "forget_domain": check_forget(forget_domain, forget_fraction), "forget_fraction": forget_fraction,
-    }
+    return config_entry_name(preset, asdict(PRESETS.get(preset)), seed, check_forget(forget_domain, forget_fraction),
+                             forget_fraction)
+
+
+def config_entry_name(preset: str, config: dict, seed: int, forget_domain: str, forget_fraction: float) -> str:
+    """entry_name from a build config as a dict (e.g. a manifest's `build_config`)."""
+    key = {"format": BUILD_FORMAT, "config": config, "seed": seed, "forget_domain": forget_domain,
+           "forget_fraction": forget_fraction}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"{preset}-{digest}"
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def entry_lock(path: Path) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # no advisory locks: rely on "first rename wins"
@@ -69,7 +73,7 @@ def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str 
     if out_dir is not None:
         out_dir = check_out_dir(Path(out_dir), [("benchmark cache entry", entry)])
     if not (entry / "manifest.json").is_file():
-        with _locked(root / f"{name}.lock"):
+        with entry_lock(root / f"{name}.lock"):
             for stale in root.glob(f".{name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
             if not (entry / "manifest.json").is_file():

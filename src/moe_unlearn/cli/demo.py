@@ -23,6 +23,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A smaller matrix (GA, GradDiff x none, GRIP, SEUF)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the benchmark and of every run."),
     forget_domain: Optional[str] = typer.Option(None, "--forget-domain", help="Domain to forget (default: the hazardous one)."),
+    oracle: bool = typer.Option(False, "--oracle/--no-oracle", help="Train (or reuse) the retrain oracle and compare every run with it (~3 min more the first time)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides of the demo spec, e.g. common.train.max_steps=10."),
 ) -> None:
     """Build or reuse the embedded benchmark, run base methods x adapters, write the report."""
@@ -45,6 +46,10 @@ def demo(
         else:
             console.print("  ".join(c.ljust(w) for c, w in zip(row(run.label, metrics, columns), widths)))
 
+    def show_reference(name: str, metrics: dict[str, Any]) -> None:
+        label = {"original": "original model", "oracle": "retrain oracle"}.get(name, name)
+        console.print("  ".join(c.ljust(w) for c, w in zip(row(label, metrics, columns), widths)), style="italic")
+
     results = run_demo(out, quick=quick, seed=seed, forget_domain=forget_domain, overrides=overrides or [],
-                       progress=False, on_result=show)
+                       progress=False, oracle=oracle, on_result=show, on_reference=show_reference)
     console.print(f"{len(results)} runs; results: {out / 'results.json'}; report: {out / 'report' / 'report.html'}")

@@ -59,7 +59,7 @@ def eval_command(
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. eval.max_examples=50"),
     model: Path = typer.Option(..., "--model", help="Model directory to evaluate (e.g. RUN/model)."),
     original: Optional[Path] = typer.Option(None, "--original", help="Original model: enables routing stability, activation and replay."),
-    retrained: Optional[Path] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model (forget quality, PrivLeak AUC)."),
+    retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model (forget quality, PrivLeak AUC), or 'oracle': the embedded benchmark's retrain oracle."),
     out: Path = typer.Option(..., "--out", help="Where to write metrics.json (not inside --model)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
@@ -70,6 +70,7 @@ def eval_command(
 ) -> None:
     """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
     from moe_unlearn.eval import evaluate_model
+    from moe_unlearn.eval.reference import read_retrained
     from moe_unlearn.models import load_model
     from moe_unlearn.report.format import format_value
     from moe_unlearn.train.engine import make_accelerator
@@ -81,20 +82,15 @@ def eval_command(
         hf_logging.disable_progress_bar()
     if not model.is_dir():
         raise UserError(f"--model {model} is not a directory; pass a saved model folder (e.g. RUN/model)")
-    given = [("--model dir", model), ("--original dir", original), ("--retrained file", retrained), ("config", config)]
+    retrained_file = None if retrained in (None, "oracle") else Path(retrained)
+    given = [("--model dir", model), ("--original dir", original), ("--retrained file", retrained_file), ("config", config)]
     check_destination(out, given)  # before the slow part; again below with the data files
-    ref = None
-    if retrained is not None:
-        try:
-            ref = json.loads(retrained.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise UserError(f"--retrained {retrained} is not a readable metrics.json ({type(e).__name__})") from None
-        if not isinstance(ref, dict) or "forget" not in ref:
-            raise UserError(f"--retrained {retrained} has no 'forget' results; pass the metrics.json of a "
-                            "retain-only model's run")
+    ref = None if retrained_file is None else read_retrained(retrained_file)
     data, cfg, info, read = load_eval_inputs(config, overrides or [])
     check_destination(out, [*given, *read])
     accelerator = make_accelerator(device)  # under a launcher: this process's device, eval sets split by rows
+    if retrained == "oracle":
+        ref = oracle_reference(data, cfg, progress=not quiet and accelerator.is_main_process)
     kwargs = {"dtype": dtype, "device": accelerator.device.type if accelerator.device.type == "cpu" else str(accelerator.device),
               "trust_remote_code": trust_remote_code, "allow_missing": allow_missing_weights}
     net, tokenizer = load_model(model, **kwargs)
@@ -119,3 +115,12 @@ def eval_command(
                f"mc {v(r.get('mc_acc'))}; stability forget {v(stab.get('forget'))} retain {v(stab.get('retain'))}; "
                f"wrote {out}")
 
+
+def oracle_reference(data: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
+    """`--retrained oracle`: the embedded benchmark's retrain oracle evaluated like the model (built if needed)."""
+    from moe_unlearn.benchmark.oracle import oracle_metrics
+
+    if getattr(data, "manifest", None) is None:
+        raise UserError("--retrained oracle needs the embedded benchmark: pass its manifest.json (or a config with "
+                        "data.manifest) as CONFIG, or pass a retain-only model's metrics.json")
+    return oracle_metrics(data.manifest, data, cfg, progress=progress)

@@ -21,6 +21,9 @@ def unlearn(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
                                               help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
+    retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model evaluated "
+                                            "the same way, or 'oracle' (the embedded benchmark's): PrivLeak's "
+                                            "retrained AUC, forget quality, distance to it."),
 ) -> None:
     """Run one unlearning job: train, save model/ (with a model card), evaluate, write metrics.json."""
     from moe_unlearn.core.dist import is_main
@@ -39,8 +42,20 @@ def unlearn(
     out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out_dir is None:
         raise UserError("no output directory: pass --out DIR or set output_dir in the config")
+    ref = None
+    if retrained == "oracle":
+        from moe_unlearn.benchmark import resolve_manifest
+        from moe_unlearn.cli.eval import oracle_reference
+        from moe_unlearn.data import load_data
+
+        ref = oracle_reference(load_data(resolve_manifest(cfg.data)), cfg.eval, progress=not quiet)
+    elif retrained is not None:
+        from moe_unlearn.eval.reference import read_retrained
+
+        ref = read_retrained(retrained)
     try:
-        metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet)
+        metrics = run_unlearning(cfg, out_dir=out_dir, overwrite=overwrite, resume=resume, progress=not quiet,
+                                 retrained=ref)
     except KeyboardInterrupt:  # outside the training loop (which checkpoints itself)
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
     if not is_main():  # under a launcher every process ran the job; one prints

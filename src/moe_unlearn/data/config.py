@@ -23,6 +23,9 @@ max_length-token piece of long texts instead of their start:
           - {path: "muse-bench/MUSE-Books:knowmem", split: forget_qa, kind: qa}
           - {path: "muse-bench/MUSE-Books:verbmem", split: forget, kind: completion, fields: {continuation: gt}}
       text_chunking: chunk
+
+TOFU's model utility also reads its real-authors and world-facts QA sets (with perturbed
+answers), as the optional sources `real_authors` and `world_facts` (evaluation only).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Literal
 from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 from moe_unlearn.data.sources import SourceConfig
-from moe_unlearn.data.splits import PairedBatches, UnlearnData, encode_records
+from moe_unlearn.data.splits import EVAL_QA_SOURCES, PairedBatches, UnlearnData, encode_records
 from moe_unlearn.data.tokenize import pad_id
 
 
@@ -66,6 +69,8 @@ class DataConfig:
     utility_mc: SourceConfig | None = None
     eval: EvalSources | None = None  # evaluation-only sources per split
     select: dict[str, list[str]] | None = None  # keep rows whose field value is listed, in every source with the field
+    real_authors: SourceConfig | None = None  # TOFU's real-authors QA (evaluation only)
+    world_facts: SourceConfig | None = None  # TOFU's world-facts QA (evaluation only)
     train_format: Literal["qa", "text"] = "qa"
     text_chunking: Literal["truncate", "chunk"] = "truncate"  # long training texts: keep the start, or every piece
     max_length: int = 64
@@ -76,7 +81,8 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         w = f"{where}." if where else ""
-        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc", "eval", "select") if getattr(self, n) is not None]
+        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc", "eval", "select", *EVAL_QA_SOURCES)
+                    if getattr(self, n) is not None]
         require(self.manifest is not None or self.forget is not None,
                 f"set '{w}manifest' (a built benchmark, or auto) or '{w}forget' (a data file)")
         require(self.manifest is None or not explicit,
@@ -86,6 +92,10 @@ class DataConfig:
             require(src is None or src.kind == self.train_format,
                     f"'{w}{name}.kind' is '{getattr(src, 'kind', '')}' but '{w}train_format' is "
                     f"'{self.train_format}'; make them match")
+        for name in EVAL_QA_SOURCES:
+            src = getattr(self, name)
+            require(src is None or src.kind == "qa", f"'{w}{name}.kind' must be 'qa' (questions with "
+                    f"perturbed_answer), got '{getattr(src, 'kind', '')}'")
         require(self.max_length >= 8, f"'{w}max_length' must be at least 8, got {self.max_length}")
         require(self.batch_size >= 1, f"'{w}batch_size' must be at least 1, got {self.batch_size}")
         require(self.retain_batch_size >= 1, f"'{w}retain_batch_size' must be at least 1, got {self.retain_batch_size}")
@@ -102,7 +112,7 @@ def load_data(cfg: DataConfig) -> UnlearnData:
     assert cfg.forget is not None  # validate() guarantees it
     return UnlearnData.from_sources(forget=cfg.forget, retain=cfg.retain, holdout=cfg.holdout,
                                     utility_mc=cfg.utility_mc, eval=cfg.eval.by_split() if cfg.eval else None,
-                                    select=cfg.select)
+                                    select=cfg.select, real_authors=cfg.real_authors, world_facts=cfg.world_facts)
 
 
 def paired_batches(cfg: DataConfig, data: UnlearnData, tokenizer: Any, *, seed: int,

@@ -42,6 +42,10 @@ class Split:
         return records
 
 
+# optional QA sets read only by evaluation (TOFU's model utility), each with perturbed answers
+EVAL_QA_SOURCES = ("real_authors", "world_facts")
+
+
 @dataclass
 class UnlearnData:
     """forget / retain / holdout are what evaluation reads; `train` holds the training records of
@@ -71,6 +75,8 @@ class UnlearnData:
         if self.utility_mc:
             out["utility"] = {"mc": len(self.utility_mc)}
         return out
+    real_authors: Split | None = None  # TOFU's real-authors QA
+    world_facts: Split | None = None  # TOFU's world-facts QA
 
     @classmethod
     def from_manifest(cls, path: str | Path) -> UnlearnData:
@@ -87,9 +93,11 @@ class UnlearnData:
     def from_sources(cls, *, forget: SourceConfig, retain: SourceConfig | None = None,
                      holdout: SourceConfig | None = None, utility_mc: SourceConfig | None = None,
                      eval: dict[str, list[SourceConfig]] | None = None,
-                     select: dict[str, list[str]] | None = None) -> UnlearnData:
+                     select: dict[str, list[str]] | None = None,
+                     real_authors: SourceConfig | None = None, world_facts: SourceConfig | None = None) -> UnlearnData:
         """One source per split (its kind says which list it fills); `eval` gives a split its own
-        evaluation sources (the training source then only trains); `select` filters every source."""
+        evaluation sources (the training source then only trains); `select` filters every source;
+        real_authors / world_facts are TOFU's evaluation-only QA sets with perturbed answers."""
 
         def split(src: SourceConfig | None) -> Split:
             return Split() if src is None else Split.of([src], select)
@@ -102,8 +110,10 @@ class UnlearnData:
             if name in ("forget", "retain") and splits[name] is not None:
                 train[name] = splits[name]
             splits[name] = Split.of(sources, select)
+        extra = {name: _perturbed_qa(name, src, select) for name, src in
+                 (("real_authors", real_authors), ("world_facts", world_facts)) if src is not None}
         data = cls(splits["forget"], splits["retain"], splits["holdout"],
-                   None if utility_mc is None else utility_mc.load(select), train=train)
+                   None if utility_mc is None else utility_mc.load(select), train=train, **extra)
         _check_select(data, select)
         return data
 
@@ -111,7 +121,20 @@ class UnlearnData:
         """Every split cut to its first n records per kind (for evaluation)."""
         return replace(self, forget=self.forget.head(n), retain=self.retain.head(n),
                        holdout=None if self.holdout is None else self.holdout.head(n),
-                       utility_mc=None if self.utility_mc is None else self.utility_mc[:n])
+                       utility_mc=None if self.utility_mc is None else self.utility_mc[:n],
+                       **{k: None if getattr(self, k) is None else getattr(self, k).head(n) for k in EVAL_QA_SOURCES})
+
+
+def _perturbed_qa(name: str, src: SourceConfig, select: dict[str, list[str]] | None) -> Split:
+    """A QA evaluation set whose every record has perturbed answers (TOFU's truth ratio needs them)."""
+    if src.kind != "qa":
+        raise UserError(f"{name} must be of kind 'qa', got '{src.kind}'")
+    records = src.load(select)
+    for n, r in enumerate(records, 1):
+        if not r.get("perturbed_answer"):
+            raise UserError(f"{src.path}: record {n}: field 'perturbed_answer' is missing; {name} records need "
+                            "perturbed answers (TOFU's truth ratio and probability use them)")
+    return Split(qa=records)
 
 
 def _check_select(data: UnlearnData, select: dict[str, list[str]] | None) -> None:

@@ -18,10 +18,13 @@ DEFAULT_METRICS = [
     "replay",
     "rouge_qa",
     "rouge_text",
+    "tofu_rouge",
     "privacy",
     "truth_ratio",
     "forget_quality",
+    "oracle_distance",
     "model_utility",
+    "tofu_model_utility",
     "utility_mc",
 ]
 
@@ -73,8 +76,10 @@ class EvalConfig:
     max_new_tokens_qa: int = 32  # KnowMem
     max_new_tokens_text: int = 128  # VerbMem
     text_prompt_tokens: int = 32  # VerbMem prompt length (at most half of each text)
-    mink_k: float = 0.4
-    retrained_auc: float = 0.5  # PrivLeak reference when no retrained model's metrics are given
+    mink_k: float = 0.4  # MUSE's Min-40%
+    mia_include_eos: bool = False  # score the appended EOS in LOSS/zlib/Min-k%/Min-k%++ (the papers do not)
+    # PrivLeak reference AUC in MUSE's orientation (forget 0, holdout 1) when no retrained model is given
+    retrained_auc: float = 0.5
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 

@@ -31,6 +31,8 @@ from moe_unlearn.eval.scores import TokenStats, gather_examples, token_stats
 from moe_unlearn.models import capture_routing
 
 SPLITS = ("forget", "retain", "holdout")
+# eval sets beyond the three splits: the utility MC set and TOFU's QA sets (real authors, world facts)
+EXTRA_SETS = ("utility", "real_authors", "world_facts")
 
 
 @dataclass
@@ -128,7 +130,7 @@ class EvalContext:
         """Hash of every eval record used, the eval settings and the retrained reference."""
         key = ("data_fp",)
         if key not in self._memo:
-            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc", "completion")} for s in (*SPLITS, "utility")}
+            blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc", "completion")} for s in (*SPLITS, *EXTRA_SETS)}
             cfg = {k: v for k, v in vars(self.cfg).items() if k not in ("metrics", "relearn", "lm_eval")}
             parts = [blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval), self.retrained]
             raw = json.dumps(parts, sort_keys=True, default=str)

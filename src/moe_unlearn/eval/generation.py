@@ -1,13 +1,17 @@
-"""Greedy-generation ROUGE-L (MUSE): KnowMem on QA answers, VerbMem on text continuations.
+"""Greedy-generation ROUGE-L, each benchmark's own way, from the `rouge-score` library (its
+default tokenizer: lower-cased alphanumeric words), reported in [0, 1] (the papers print x100).
 
-As in MUSE, KnowMem runs on the forget and retain sets and VerbMem on the forget set only.
-ROUGE-L F1 from the `rouge-score` library (its default tokenizer: lower-cased alphanumeric
-words), reported in [0, 1] (MUSE prints it x100).
+- MUSE (`rouge_qa` = KnowMem on QA answers, `rouge_text` = VerbMem on text continuations):
+  ROUGE-L F1, no stemming. As in MUSE, KnowMem runs on the forget and retain sets and VerbMem
+  on the forget set only.
+- TOFU (`tofu_rouge`): ROUGE-L RECALL with the Porter stemmer, of the greedy answer against
+  the true answer, on the forget and retain sets (and real authors / world facts inside
+  `tofu_model_utility`). It reuses rouge_qa's generations (same prompts, same greedy decoding).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from rouge_score import rouge_scorer
@@ -20,11 +24,17 @@ from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
 
 _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+_TOFU_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 between two strings."""
+    """ROUGE-L F1 between two strings, no stemming (MUSE)."""
     return float(_SCORER.score(reference, prediction)["rougeL"].fmeasure)
+
+
+def tofu_rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L recall between two strings, Porter-stemmed (TOFU)."""
+    return float(_TOFU_SCORER.score(reference, prediction)["rougeL"].recall)
 
 
 def greedy_generate(
@@ -77,9 +87,13 @@ def greedy_generate(
     return [t for _, t in sorted(gather_objects(mine))]
 
 
-def _rouge_result(ctx: EvalContext, prompts: list[list[int]], refs: list[str], max_new: int) -> MetricResult:
-    preds = greedy_generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=max_new, batch_size=ctx.cfg.batch_size, progress=ctx.progress)
-    per = [rouge_l(p, r) for p, r in zip(preds, refs)]
+def _generate(ctx: EvalContext, prompts: list[list[int]], max_new: int) -> list[str]:
+    return greedy_generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=max_new, batch_size=ctx.cfg.batch_size,
+                           progress=ctx.progress)
+
+
+def _rouge_result(preds: list[str], refs: list[str], score: Callable[[str, str], float]) -> MetricResult:
+    per = [score(p, r) for p, r in zip(preds, refs)]
     samples = [{"prediction": p, "reference": r} for p, r in zip(preds[:3], refs[:3])]
     return MetricResult(nanmean(per), per, {"samples": samples})
 
@@ -94,24 +108,39 @@ def qa_prompts(ctx: EvalContext, split: str) -> list[list[int]]:
     return prompts
 
 
-@metric("rouge_qa", higher_is_better=True, splits=("forget", "retain"))
-def rouge_qa(ctx: EvalContext, split: str) -> MetricResult | None:
-    """KnowMem: ROUGE-L F1 of the greedy answer (max_new_tokens_qa) against the true answer."""
+def qa_generations(ctx: EvalContext, split: str) -> tuple[list[str], list[str]] | None:
+    """(greedy answers, true answers) of split's QA set, generated once per context."""
     recs = ctx.records(split, "qa")
     if not recs:
         return None
-    return _rouge_result(ctx, qa_prompts(ctx, split), [str(r["answer"]) for r in recs], ctx.cfg.max_new_tokens_qa)
+    return ctx.memo(("qa_generations", split), lambda: (
+        _generate(ctx, qa_prompts(ctx, split), ctx.cfg.max_new_tokens_qa), [str(r["answer"]) for r in recs]))
+
+
+@metric("rouge_qa", higher_is_better=True, splits=("forget", "retain"))
+def rouge_qa(ctx: EvalContext, split: str) -> MetricResult | None:
+    """KnowMem (MUSE): ROUGE-L F1, unstemmed, of the greedy answer (max_new_tokens_qa) vs the true answer."""
+    gen = qa_generations(ctx, split)
+    return None if gen is None else _rouge_result(*gen, rouge_l)
+
+
+@metric("tofu_rouge", higher_is_better=True, splits=("forget", "retain"))
+def tofu_rouge(ctx: EvalContext, split: str) -> MetricResult | None:
+    """TOFU: ROUGE-L recall, Porter-stemmed, of the greedy answer (max_new_tokens_qa) vs the true answer."""
+    gen = qa_generations(ctx, split)
+    return None if gen is None else _rouge_result(*gen, tofu_rouge_l)
 
 
 @metric("rouge_text", higher_is_better=True, splits=("forget",))
 def rouge_text(ctx: EvalContext, split: str) -> MetricResult | None:
-    """VerbMem: ROUGE-L F1 of the greedy continuation of each text's prefix against the rest
-    (of each completion record's prompt against its continuation, where the split has them)."""
+    """VerbMem (MUSE): ROUGE-L F1, unstemmed, of the greedy continuation of each text's prefix against
+    the rest (of each completion record's prompt against its continuation, where the split has them)."""
     pairs = ctx.records(split, "completion")
     if pairs:  # MUSE's verbmem set: the prompt and the true continuation are given
         prompts = [ctx.tokenizer(clip(r["prompt"], ctx.cfg.max_length, keep="tail"), add_special_tokens=False)["input_ids"]
                    for r in pairs]
-        return _rouge_result(ctx, prompts, [r["continuation"] for r in pairs], ctx.cfg.max_new_tokens_text)
+        return _rouge_result(_generate(ctx, prompts, ctx.cfg.max_new_tokens_text),
+                             [r["continuation"] for r in pairs], rouge_l)
     recs = ctx.records(split, "text")
     if not recs:
         return None
@@ -126,4 +155,4 @@ def rouge_text(ctx: EvalContext, split: str) -> MetricResult | None:
         refs.append(ctx.tokenizer.decode(ids[cut : cut + ctx.cfg.max_new_tokens_text], skip_special_tokens=True))
     if not prompts:
         return None
-    return _rouge_result(ctx, prompts, refs, ctx.cfg.max_new_tokens_text)
+    return _rouge_result(_generate(ctx, prompts, ctx.cfg.max_new_tokens_text), refs, rouge_l)

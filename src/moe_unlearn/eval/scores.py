@@ -17,19 +17,38 @@ from moe_unlearn.core.losses import answer_mask
 
 @dataclass
 class TokenStats:
-    """Per example, over its scored tokens: log p [n_i], argmax hit [n_i] and, for Min-k%++,
-    the mean mu [n_i] and std sigma [n_i] of log p under the model's own next-token distribution."""
+    """Per example, over its scored tokens: log p [n_i], argmax hit [n_i], the scored token ids
+    [n_i] and, for Min-k%++, the mean mu [n_i] and std sigma [n_i] of log p under the model's own
+    next-token distribution."""
 
     logp: list[torch.Tensor] = field(default_factory=list)
     correct: list[torch.Tensor] = field(default_factory=list)
     mu: list[torch.Tensor] = field(default_factory=list)
     sigma: list[torch.Tensor] = field(default_factory=list)
+    ids: list[torch.Tensor] = field(default_factory=list)
 
     def extend(self, other: TokenStats) -> None:
         self.logp += other.logp
         self.correct += other.correct
         self.mu += other.mu
         self.sigma += other.sigma
+        self.ids += other.ids
+
+    def without_final(self, token_id: int | None) -> TokenStats:
+        """A copy where each example's LAST scored token is dropped if it is `token_id` (e.g. the
+        EOS the encoder appended: the membership-inference papers score the text's own tokens)."""
+        if token_id is None:
+            return self
+        out = TokenStats()
+        for i, ids in enumerate(self.ids):
+            n = ids.numel() - int(ids.numel() > 0 and int(ids[-1]) == token_id)
+            out.logp.append(self.logp[i][:n])
+            out.correct.append(self.correct[i][:n])
+            out.ids.append(ids[:n])
+            if self.mu:
+                out.mu.append(self.mu[i][:n])
+                out.sigma.append(self.sigma[i][:n])
+        return out
 
     def __len__(self) -> int:
         return len(self.logp)
@@ -63,6 +82,7 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor, *, moments: bool = F
         m = mask[b]
         out.logp.append(lp[b][m].cpu())
         out.correct.append(hit[b][m].cpu())
+        out.ids.append(target[b][m].cpu())
         if moments:
             out.mu.append(mu[b][m].cpu())
             out.sigma.append(sigma[b][m].cpu())

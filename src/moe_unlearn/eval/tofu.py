@@ -1,15 +1,27 @@
 """TOFU metrics: truth ratio, forget quality (KS test) and model utility (harmonic mean).
 
-Truth ratio per question (TOFU): R = p~(perturbed) / p~(paraphrased), p~(a) = P(a|q)^(1/|a|),
+Truth ratio per question (TOFU): R = p~(perturbed) / p~(base), p~(a) = P(a|q)^(1/|a|),
 the perturbed side the geometric mean over the perturbed answers:
-R = exp(mean_j mean_t log p(pert_j) - mean_t log p(para)). R < 1: the model prefers the truth.
-The aggregate is TOFU's retain statistic mean(max(0, 1 - R)) (higher = knows the truth);
-per-example values are the raw R, which forget quality compares with a retain-only model.
+R = exp(mean_j mean_t log p(pert_j) - mean_t log p(base)). R < 1: the model prefers the truth.
+The base answer is the paraphrased answer where a record has one, else the answer itself
+(TOFU's own choice for its real-authors and world-facts sets, which are always scored against
+the answer). The aggregate is TOFU's retain statistic mean(max(0, 1 - R)) (higher = knows the
+truth); per-example values are the raw R, which forget quality compares with a retain-only
+model (two-sample KS test, as TOFU; the test is the same on R and on TOFU's 1/R).
+
+Two model utilities, each under its own name:
+- `tofu_model_utility` (TOFU): harmonic mean of NINE numbers, probability, ROUGE-L recall
+  (stemmed, `tofu_rouge`) and truth statistic on each of retain, real authors and world facts
+  (`data.real_authors`, `data.world_facts`). Probability is exp(-mean answer NLL) on retain and
+  the normalised p~(answer) / (p~(answer) + sum_j p~(pert_j)) on the other two, as TOFU.
+- `model_utility` (this project's retain-only form): harmonic mean of the retain set's `prob`,
+  `rouge_qa` (MUSE's F1) and `truth_ratio`, those that ran.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from scipy.stats import ks_2samp
@@ -37,19 +49,60 @@ def harmonic_mean(values: list[float]) -> float:
     return len(values) / sum(1.0 / v for v in values)
 
 
-@metric("truth_ratio", higher_is_better=True)
-def truth_ratio(ctx: EvalContext, split: str) -> MetricResult | None:
-    """TOFU truth ratio where paraphrased_answer and perturbed_answer exist; mean max(0, 1 - R)."""
-    recs = [r for r in ctx.records(split, "qa") or [] if r.get("paraphrased_answer") and r.get("perturbed_answer")]
+# TOFU's extra utility sets (data.real_authors, data.world_facts): truth ratio against the answer
+UTILITY_SETS = ("real_authors", "world_facts")
+
+
+@dataclass
+class PerturbedScores:
+    """Length-normalised log-likelihoods of the records that have perturbed answers."""
+
+    answer: torch.Tensor | None  # [N] the true answer (None when every base is a paraphrase)
+    base: torch.Tensor  # [N] the truth ratio's base: paraphrased answer (if any, outside UTILITY_SETS) or answer
+    perturbed: list[torch.Tensor]  # N x [P_i]
+    base_key: str  # "paraphrased_answer", "answer" or "mixed"
+
+
+def _mean_logp(ctx: EvalContext, recs: list[dict], desc: str) -> torch.Tensor:
+    return ctx.score(make_batches(qa_examples(ctx.tokenizer, recs, ctx.cfg), ctx.global_batch, ctx.pad_id), desc=desc).mean_logp()
+
+
+def perturbed_scores(ctx: EvalContext, split: str) -> PerturbedScores | None:
+    """Score answers, base answers and perturbed answers of split's QA records once per context."""
+    recs = [r for r in ctx.records(split, "qa") or [] if r.get("perturbed_answer")]
     if not recs:
         return None
-    para_ex = qa_examples(ctx.tokenizer, recs, ctx.cfg, answer="paraphrased_answer")
-    pert_recs = [{"question": r["question"], "answer": a} for r in recs for a in r["perturbed_answer"]]
-    pert_ex = qa_examples(ctx.tokenizer, pert_recs, ctx.cfg)
-    para = ctx.score(make_batches(para_ex, ctx.cfg.batch_size, ctx.pad_id), desc=f"tofu {split} paraphrased").mean_logp()
-    pert = ctx.score(make_batches(pert_ex, ctx.cfg.batch_size, ctx.pad_id), desc=f"tofu {split} perturbed").mean_logp()
-    ratios = truth_ratio_values(para, list(torch.split(pert, [len(r["perturbed_answer"]) for r in recs])))
-    details = {"mean_ratio": nanmean(ratios), "tofu_forget_stat": nanmean([min(r, 1 / r) for r in ratios])}
+
+    def run() -> PerturbedScores:
+        paraphrased = [bool(r.get("paraphrased_answer")) and split not in UTILITY_SETS for r in recs]
+        answer = None if all(paraphrased) else _mean_logp(ctx, recs, f"tofu {split} answers")
+        base = answer
+        if any(paraphrased):
+            base_recs = [{"question": r["question"], "answer": r["paraphrased_answer"] if p else r["answer"]}
+                         for r, p in zip(recs, paraphrased)]
+            base = _mean_logp(ctx, base_recs, f"tofu {split} paraphrased")
+        pert_recs = [{"question": r["question"], "answer": a} for r in recs for a in r["perturbed_answer"]]
+        pert = _mean_logp(ctx, pert_recs, f"tofu {split} perturbed")
+        key = "paraphrased_answer" if all(paraphrased) else "mixed" if any(paraphrased) else "answer"
+        return PerturbedScores(answer, base, list(torch.split(pert, [len(r["perturbed_answer"]) for r in recs])), key)
+
+    return ctx.memo(("perturbed_scores", split), run)
+
+
+def normalised_prob(answer: torch.Tensor, perturbed: list[torch.Tensor]) -> list[float]:
+    """TOFU's probability on real authors / world facts: p~(a) / (p~(a) + sum_j p~(pert_j))."""
+    return [float(a.exp() / (a.exp() + p.exp().sum())) for a, p in zip(answer, perturbed)]
+
+
+@metric("truth_ratio", higher_is_better=True)
+def truth_ratio(ctx: EvalContext, split: str) -> MetricResult | None:
+    """TOFU truth ratio where perturbed_answer exists (base: paraphrased answer, else answer); mean max(0, 1 - R)."""
+    scored = perturbed_scores(ctx, split)
+    if scored is None:
+        return None
+    ratios = truth_ratio_values(scored.base, scored.perturbed)
+    details = {"mean_ratio": nanmean(ratios), "tofu_forget_stat": nanmean([min(r, 1 / r) for r in ratios]),
+               "base": scored.base_key}
     return MetricResult(nanmean([max(0.0, 1 - r) for r in ratios]), ratios, details)
 
 
@@ -61,6 +114,28 @@ def forget_quality(ctx: EvalContext) -> MetricResult | None:
     if not ref or own is None:
         return None
     return MetricResult(forget_quality_pvalue(own.per_example, ref), [], {"n": len(own.per_example), "n_retrained": len(ref)})
+
+
+@metric("tofu_model_utility", higher_is_better=True, scope="global")
+def tofu_model_utility(ctx: EvalContext) -> MetricResult | None:
+    """TOFU model utility: harmonic mean of prob, ROUGE-L recall, truth statistic on retain, real authors, world facts."""
+    if not all(ctx.records(s, "qa") for s in UTILITY_SETS):
+        return None  # needs data.real_authors and data.world_facts
+    parts: dict[str, float | None] = {}
+    for split in ("retain", *UTILITY_SETS):
+        if split == "retain":
+            prob = ctx.result("prob", split)
+            parts[f"{split}_prob"] = None if prob is None else prob.value
+        else:
+            scored = perturbed_scores(ctx, split)
+            parts[f"{split}_prob"] = None if scored is None or scored.answer is None else nanmean(
+                normalised_prob(scored.answer, scored.perturbed))
+        for name in ("tofu_rouge", "truth_ratio"):
+            res = ctx.result(name, split)
+            parts[f"{split}_{name}"] = None if res is None else res.value
+    missing = [k for k, v in parts.items() if v is None or math.isnan(v)]
+    value = None if missing else harmonic_mean([float(v) for v in parts.values()])  # type: ignore[arg-type]
+    return MetricResult(value, [], {"parts": parts, "missing": missing})
 
 
 @metric("model_utility", higher_is_better=True, scope="global")

@@ -3,8 +3,10 @@
 forget: MSE(h_theta(x_f), c * u) with u a fixed random unit vector;
 retain: alpha * MSE(h_theta(x_r), h_ref(x_r)), h_ref from ctx.reference() (the ORIGINAL values
 of the trained parameters swapped in, so memory is one copy of the trained parameters).
-h is the output of decoder layer `layer` (hidden_states[layer + 1]), averaged over non-padding
-tokens. Only a few layers train: by default the decoder layers layer-2..layer.
+h is the output of decoder layer `layer`, read with a forward hook on that layer
+(`models.decoder_layer_output`; `output_hidden_states` would give the FINAL-NORMED state for
+the last layer), averaged over non-padding tokens. Only a few layers train: by default the
+decoder layers layer-2..layer.
 
 MoE models need a far larger steering coefficient than dense ones: WMDP used c = 6.5 on
 Zephyr-7B, the SEUF paper 3000-32000 on Qwen1.5-MoE / DeepSeek-V2-Lite. What matters is c
@@ -24,6 +26,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.core import losses
 from moe_unlearn.core.dist import all_reduce_sum
 from moe_unlearn.methods.base import METHODS, Batch, Method, MethodOutput
+from moe_unlearn.models import decoder_layer_output
 
 
 @dataclass
@@ -77,25 +80,27 @@ class RMU(Method):
         self.control = (self.cfg.steering_coef * u / u.norm()).to(ctx.device)
         total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # (sum of token norms, tokens)
         for batch in ctx.iter_split("forget"):
-            h = self._hidden(ctx, batch, role="reference")[batch["attention_mask"].bool()].float()
+            h = self._hidden(ctx, batch, role="reference")[0][batch["attention_mask"].bool()].float()
             total += torch.stack([h.norm(dim=-1).sum().double(), torch.tensor(float(h.shape[0]), device=ctx.device)])
         norm_sum, tokens = all_reduce_sum(total).tolist()
         self.act_norm = norm_sum / max(tokens, 1.0)
 
-    def _hidden(self, ctx, batch: Batch, *, role: str) -> torch.Tensor:
-        out = ctx.forward(batch, role=role, output_hidden_states=True)
-        return out.hidden_states[self.cfg.layer + 1]
+    def _hidden(self, ctx, batch: Batch, *, role: str) -> tuple[torch.Tensor, object]:
+        """(output of decoder layer `layer` [B, S, d], the ForwardOut of that forward)."""
+        with decoder_layer_output(ctx.model, self.cfg.layer) as seen:
+            out = ctx.forward(batch, role=role)
+        return seen.value, out
 
     def loss(self, ctx, forget: Batch, retain: Batch) -> MethodOutput:
         mask_f = forget["attention_mask"].bool()
-        lf = losses.weighted_token_mean(token_mse(self._hidden(ctx, forget, role="forget"), self.control), mask_f)
+        lf = losses.weighted_token_mean(token_mse(self._hidden(ctx, forget, role="forget")[0], self.control), mask_f)
         logs = {"forget_loss": float(lf.detach()), "rmu_act_norm": self.act_norm}
         if not self.has_retain_term:
             return MethodOutput(lf, logs)
         with torch.no_grad(), ctx.reference():
-            h_ref = self._hidden(ctx, retain, role="reference")
-        out = ctx.forward(retain, role="retain", output_hidden_states=True)
-        mse = token_mse(out.hidden_states[self.cfg.layer + 1], h_ref)
+            h_ref = self._hidden(ctx, retain, role="reference")[0]
+        h, out = self._hidden(ctx, retain, role="retain")
+        mse = token_mse(h, h_ref)
         l_retain = losses.weighted_token_mean(mse, retain["attention_mask"].bool(), out.token_weights)
         logs["retain_loss"] = float(l_retain.detach())
         return MethodOutput(lf + self.cfg.alpha * l_retain, logs)

@@ -3,6 +3,11 @@
 Every run shares one budget (steps, batch, early-stopping target, evaluation) so the comparison
 is fair; only each method's own learning rate differs. Runs whose combination is undefined
 (TRACE without a retain term) are listed as skipped, not silently dropped.
+
+Every run is read between two reference rows, evaluated with the same eval settings and written
+to DIR/reference/<name>/metrics.json: the original model, and (oracle=True) the retrain oracle
+(the base recipe without the forget set, `benchmark.oracle`), which is also every run's
+`retrained` reference (PrivLeak's retrained AUC, forget quality, distance to the oracle).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any, Callable
 
 from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.benchmark.cache import cache_root, entry_name
+from moe_unlearn.benchmark.oracle import cached_oracle, reference_metrics
 from moe_unlearn.config import apply_overrides, load_yaml, require
+from moe_unlearn.data import load_data
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destination
 from moe_unlearn.registry import suggest
@@ -104,9 +111,12 @@ def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) ->
 
 
 def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_domain: str | None = None,
-             overrides: list[str] | None = None, progress: bool = True,
-             on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None = None) -> list[dict[str, Any]]:
-    """Run the demo matrix into out_dir; returns results.json's list (one metrics dict per run)."""
+             overrides: list[str] | None = None, progress: bool = True, oracle: bool = False,
+             on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None = None,
+             on_reference: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run the demo matrix into out_dir; returns results.json's list (one metrics dict per run).
+
+    oracle: build (or reuse) the retrain oracle and evaluate every run against it."""
     spec = load_spec(overrides)
     check_spec(spec, quick=quick)
     entry = cache_root() / entry_name(spec.get("preset", "default"), seed, forget_domain, 1.0)
@@ -117,26 +127,43 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_
     lock = DirLock.acquire(out, "demo dir")
     try:
         return _run_demo(out, spec, quick=quick, seed=seed, forget_domain=forget_domain, progress=progress,
-                         on_result=on_result)
+                         oracle=oracle, on_result=on_result, on_reference=on_reference)
     finally:
         lock.release()
 
 
 def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, forget_domain: str | None,
-              progress: bool, on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None
-              ) -> list[dict[str, Any]]:
+              progress: bool, oracle: bool,
+              on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None,
+              on_reference: Callable[[str, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     # the first call builds the benchmark (minutes): always show its progress bars
     manifest = cached_benchmark(preset=spec.get("preset", "default"), seed=seed, forget_domain=forget_domain,
                                 progress=True)
     bench_seconds = time.perf_counter() - t0
+    runs = plan(spec, quick=quick)
+
+    t1 = time.perf_counter()
+    if oracle:  # training it (minutes) shows its progress bars, as the benchmark build does
+        cached_oracle(manifest, progress=True)
+    oracle_seconds = time.perf_counter() - t1
+    first = build_config(run_config(spec, runs[0], manifest, seed))  # every run shares data and eval settings
+    refs = reference_metrics(manifest, load_data(first.data), first.eval, oracle=oracle)
+    references = [("original", refs.original)] + ([("oracle", refs.oracle)] if refs.oracle else [])
+    for name, metrics in references:
+        (out / "reference" / name).mkdir(parents=True, exist_ok=True)
+        _write_json(out / "reference" / name / "metrics.json", metrics)
+        if on_reference:
+            on_reference(name, metrics)
+    reference_seconds = time.perf_counter() - t1
 
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for run in plan(spec, quick=quick):
+    for run in runs:
         try:
             cfg = build_config(run_config(spec, run, manifest, seed))
-            metrics = run_unlearning(cfg, out_dir=out / "runs" / run.label, overwrite=True, progress=progress)
+            metrics = run_unlearning(cfg, out_dir=out / "runs" / run.label, overwrite=True, progress=progress,
+                                     retrained=refs.retrained)
         except UserError as e:  # an undefined combination, e.g. TRACE with a method without retain term
             skipped.append({"run": run.label, "reason": str(e)})
             if on_result:
@@ -149,10 +176,12 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, forget
         _write_json(out / "results.json", results)
 
     _write_json(out / "results.json", results)
-    _write_json(out / "demo.json", {"manifest": str(manifest), "quick": quick, "seed": seed,
-                                    "benchmark_seconds": bench_seconds,
+    _write_json(out / "demo.json", {"manifest": str(manifest), "quick": quick, "seed": seed, "oracle": oracle,
+                                    "benchmark_seconds": bench_seconds, "oracle_build_seconds": oracle_seconds,
+                                    "reference_seconds": reference_seconds,
                                     "total_seconds": time.perf_counter() - t0, "skipped": skipped})
-    write_report([out / "runs" / r["run"] for r in results], out / "report")
+    write_report([out / "reference" / name for name, _ in references] + [out / "runs" / r["run"] for r in results],
+                 out / "report")
     return results
 
 

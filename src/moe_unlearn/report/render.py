@@ -33,6 +33,9 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("stab H", lambda m: get(m, "routing", "stability", "holdout")),
     ("replay Δacc ↓", lambda m: get(m, "replay", "value")),
     ("PrivLeak (→0)", lambda m: get(m, "privacy", "value")),
+    ("forget quality ↑", lambda m: get(m, "forget_quality", "value")),
+    ("Δ oracle MC ↓", lambda m: get(m, "oracle_distance", "value")),
+    ("Δ oracle NLL ↓", lambda m: get(m, "oracle_distance", "nll")),
     ("seconds", lambda m: get(m, "timing", "total_seconds")),
 ]
 
@@ -42,8 +45,15 @@ HOW_TO_READ = [
     "forget/retain/holdout tokens (1 = unchanged). Low retain stability = the router was rewired.",
     "replay Δacc: forget answer accuracy gained when the ORIGINAL routing is replayed into the unlearned "
     "model. Large = the forgetting was done by re-routing; the knowledge is still in the experts.",
-    "PrivLeak: Min-k% membership AUC forget vs holdout relative to a retrained model's AUC (0 is ideal, "
-    "negative = over-unlearned, positive = membership still leaks).",
+    "The first rows are references: the original model (before unlearning) and, when built, the retrain "
+    "oracle (the same recipe trained without the forget set: what perfect unlearning would give). Read every "
+    "run between the two; the oracle row is the target.",
+    "PrivLeak (MUSE's definition): Min-40% membership AUC forget vs holdout (forget labelled 0) relative to "
+    "the retrained model's AUC, x100. 0 is ideal, about -100 = membership fully visible (the original model), "
+    "positive = over-unlearned. The reference AUC is the oracle's when there is one, else 0.5.",
+    "forget quality (TOFU): KS-test p-value between the forget-set truth ratios of the run and of the "
+    "oracle (1 = indistinguishable). Δ oracle MC / NLL: mean |run - oracle| of forget and holdout MC "
+    "accuracy / answer NLL.",
     "Details of every metric: docs/evaluation.md.",
 ]
 
@@ -66,8 +76,9 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
 
 
 def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
+    every, runs = runs, [r for r in runs if r.reference is None]  # the references only as anchor points
     figs: list[tuple[str, Path | None]] = [
-        ("Forgetting vs utility", plots.forget_vs_utility(runs, out / "forget_vs_utility.png")),
+        ("Forgetting vs utility", plots.forget_vs_utility(every, out / "forget_vs_utility.png")),
         ("Routing stability per layer", plots.stability_per_layer(runs, out / "stability_per_layer.png")),
         ("Replay attack", plots.replay_recovery(runs, out / "replay_recovery.png")),
         ("Relearning attack", plots.relearn_curves(runs, out / "relearn.png")),
@@ -78,10 +89,15 @@ def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
     return [(title, p) for title, p in figs if p is not None]
 
 
+def _count(runs: list[Run]) -> str:
+    refs = sum(r.reference is not None for r in runs)
+    return f"{len(runs) - refs} run(s)" + (f" and {refs} reference row(s)" if refs else "")
+
+
 def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     columns, how_to_read = columns_for(runs)
     head = ["run", *(h for h, _ in columns)]
-    lines = ["# moe-unlearn report", "", f"{len(runs)} run(s). ↑ / ↓: the direction an ideal unlearning moves a number.", ""]
+    lines = ["# moe-unlearn report", "", f"{_count(runs)}. ↑ / ↓: the direction an ideal unlearning moves a number.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
     lines += ["", "How to read it:", "", *(f"- {item}" for item in how_to_read), ""]
@@ -107,7 +123,7 @@ def render_html(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>moe-unlearn report</title><style>{style}</style>"
-        f"</head><body><h1>moe-unlearn report</h1><p>{len(runs)} run(s). ↑ / ↓: the direction an ideal unlearning "
+        f"</head><body><h1>moe-unlearn report</h1><p>{_count(runs)}. ↑ / ↓: the direction an ideal unlearning "
         f"moves a number.</p><table><tr>{head}</tr>{body}</table><h2>How to read it</h2><ul>{how}</ul>{imgs}</body></html>"
     )
 

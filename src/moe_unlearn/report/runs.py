@@ -25,9 +25,21 @@ class Run:
     config: dict[str, Any] | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def reference(self) -> str | None:
+        """"original" or "oracle" for the reference rows every run is read between, else None."""
+        ref = self.metrics.get("reference")
+        return ref if ref in REFERENCE_LABELS else None
+
+
+# reference rows (metrics.json with a "reference" key), in the order they head the report
+REFERENCE_LABELS = {"original": "original model", "oracle": "retrain oracle"}
+
 
 def run_label(metrics: dict[str, Any], fallback: str) -> str:
-    """'graddiff+grip' from method and adapters, else the fallback (directory name)."""
+    """'graddiff+grip' from method and adapters, a reference's label, else the fallback (directory name)."""
+    if metrics.get("reference") in REFERENCE_LABELS:
+        return REFERENCE_LABELS[metrics["reference"]]
     method = metrics.get("method")
     if not method:
         return fallback
@@ -127,7 +139,8 @@ def _check_metrics(obj: Any, where: Path) -> dict[str, Any]:
 
 def load_runs(paths: list[Path]) -> list[Run]:
     """Runs from each path: a run dir (metrics.json [+ config.yaml, log.jsonl]), a metrics.json,
-    or a demo results.json (a list of metrics objects). Names are made unique."""
+    or a demo results.json (a list of metrics objects, plus the demo's reference/*/metrics.json).
+    Reference rows (original model, retrain oracle) come first; names are made unique."""
     if not paths:
         raise UserError("no runs given; pass one or more run directories (each with metrics.json)")
     runs: list[Run] = []
@@ -141,7 +154,11 @@ def load_runs(paths: list[Path]) -> list[Run]:
         else:
             raise UserError(f"run directory not found: {p}")
         obj = _read_json(target)
-        if isinstance(obj, list):  # demo results.json
+        if isinstance(obj, list):  # demo results.json, and the demo's reference rows next to it
+            for name in REFERENCE_LABELS:
+                ref = target.parent / "reference" / name / "metrics.json"
+                if ref.is_file():
+                    runs.append(Run(REFERENCE_LABELS[name], _check_metrics(_read_json(ref), ref)))
             for i, entry in enumerate(obj):
                 m = _check_metrics(entry, target)
                 runs.append(Run(run_label(m, f"{target.parent.name}[{i}]"), m))
@@ -149,6 +166,8 @@ def load_runs(paths: list[Path]) -> list[Run]:
         m = _check_metrics(obj, target)
         folder = target.parent
         runs.append(Run(run_label(m, folder.name), m, _read_config(folder / "config.yaml"), _read_log(folder / "log.jsonl")))
+    order = list(REFERENCE_LABELS)
+    runs.sort(key=lambda r: order.index(r.reference) if r.reference else len(order))  # references head the table
     seen: dict[str, int] = {}
     for r in runs:
         n = seen.get(r.name, 0)

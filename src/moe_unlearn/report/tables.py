@@ -41,12 +41,6 @@ def lm_eval_acc(task: str) -> Callable[[dict[str, Any]], Any]:
     return lambda m: get(m, "lm_eval", "tasks", task, "acc,none")
 
 
-def privleak(m: dict[str, Any]) -> Any:
-    """PrivLeak in MUSE's convention: privacy.privleak when it is one number, else privacy.value."""
-    value = get(m, "privacy", "privleak")
-    return value if _num(value) is not None else get(m, "privacy", "value")
-
-
 _STEPS: Column = ("steps", lambda m: m.get("steps"))
 _STAB: list[Column] = [
     ("stab F", lambda m: get(m, "routing", "stability", "forget")),
@@ -69,7 +63,7 @@ TABLES.register("muse")(Table(
      ("VerbMem D_f ↓", lambda m: x100(get(m, "forget", "rouge_text"))),
      ("KnowMem D_f ↓", lambda m: x100(get(m, "forget", "rouge_qa"))),
      ("KnowMem D_r ↑", lambda m: x100(get(m, "retain", "rouge_qa"))),
-     ("PrivLeak (→0)", privleak),
+     ("PrivLeak (→0)", lambda m: get(m, "privacy", "value")),  # MUSE's PrivLeak (Min-40%)
      *_STAB, _SECONDS],
     ["MUSE's four criteria: VerbMem and KnowMem are ROUGE-L F1 x100 (as MUSE prints them); PrivLeak in "
      "MUSE's convention (0 ideal, very negative = the forget set looks less familiar than unseen data)."],

@@ -502,11 +502,13 @@ def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, 
 
 # ---- public API ---------------------------------------------------------------------------
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
-                   resume: bool = False, progress: bool = True) -> dict[str, Any]:
+                   resume: bool = False, progress: bool = True, retrained: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one unlearning job into out_dir and return its metrics (also metrics.json).
 
-    Under a launcher (accelerate launch, torchrun) every process runs this; the main process
-    writes the files and every process returns the same metrics.
+    retrained: metrics of a retain-only model evaluated like this run (PrivLeak, forget quality,
+    oracle_distance), e.g. `benchmark.oracle.oracle_metrics`. Under a launcher (accelerate
+    launch, torchrun) every process runs this; the main process writes the files and every
+    process returns the same metrics.
     """
     from moe_unlearn.eval import evaluate_model
 
@@ -521,7 +523,8 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
             a.after_training(ctx)
         model = trainer.run_dir.save_model(trainer.save_model, trainer.last_checkpoint)  # model/ appears complete
         results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
-                                 original_routing=trainer.original_routing, progress=trainer.progress)
+                                 original_routing=trainer.original_routing, retrained=retrained,
+                                 progress=trainer.progress)
         metrics = {
             "method": cfg.method,
             "adapters": list(cfg.adapters),
