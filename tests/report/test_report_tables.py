@@ -49,7 +49,7 @@ def test_muse_rwku_values_are_scaled_as_the_papers_print_them(tmp_path):
 
 
 def test_muse_privleak_column_is_the_muse_value():
-    column = dict(TABLES["muse"].columns)["PrivLeak (→0)"]
+    column = dict(TABLES.get("muse").columns)["PrivLeak (→0)"]
     assert column({"privacy": {"privleak": {"mink": -12.0}, "value": -12.0, "member_privleak": {"mink": 9.0}}}) == -12.0
 
 
