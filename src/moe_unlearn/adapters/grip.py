@@ -320,7 +320,7 @@ class Grip(Adapter):
         model = ctx.model
         was_training = model.training
         model.eval()
-        nll = retain_nll(model, self.check_batches)
+        nll = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
         states = {state.index: state for state in self.layers}
         report = []
         for layer in ctx.layers:
@@ -339,7 +339,7 @@ class Grip(Adapter):
             accepted = cos >= self.cfg.ptc_min_cos
             if accepted:
                 set_router_rows(layer, refit)
-                after = retain_nll(model, self.check_batches)
+                after = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
                 entry["nll_after"] = after
                 accepted = after <= nll * (1 + self.cfg.ptc_nll_tolerance)
                 if accepted:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from moe_unlearn.core import losses
+from moe_unlearn.core import chunked, losses
 from moe_unlearn.models.routing import capture_routing
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,9 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 Batch = dict[str, torch.Tensor]
 
 
-def run(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Logits [B, S, V] of one plain forward (no labels, so no aux loss folded in)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+def run(model: nn.Module, batch: Batch) -> None:
+    """One plain forward for its routing or router inputs: no labels (no aux loss), no logits."""
+    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+          **chunked.no_logits(model, batch["input_ids"].device))
 
 
 def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch], list[Batch], bool]:
@@ -94,11 +95,13 @@ def capture(model: nn.Module, batches: Iterable[Batch]) -> RoutingCapture:
 
 
 @torch.no_grad()
-def retain_nll(model: nn.Module, batches: list[Batch]) -> float:
-    """Mean answer-token NLL over the batches (the utility check of a router refit)."""
+def retain_nll(model: nn.Module, batches: list[Batch], chunk: int) -> float:
+    """Mean answer-token NLL over the batches (the utility check of a router refit); `chunk`:
+    answer rows per vocabulary-sized chunk (train.loss_chunk)."""
     total, count = 0.0, 0
     for batch in batches:
-        ce = losses.token_ce(run(model, batch), batch["labels"])
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        ce = losses.token_ce(chunked.lm_forward(model, inputs, chunk=chunk)[1], batch["labels"])
         mask = losses.answer_mask(batch["labels"])
         total += float((ce * mask).sum())
         count += int(mask.sum())

@@ -73,6 +73,8 @@ class EvalConfig:
     text_prompt_tokens: int = 32  # VerbMem prompt length (at most half of each text)
     mink_k: float = 0.4
     retrained_auc: float = 0.5  # PrivLeak reference when no retrained model's metrics are given
+    # scored tokens whose vocabulary-sized logits exist at once (core/chunked.py); 0: full logits
+    loss_chunk: int = 512
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 
@@ -87,6 +89,7 @@ class EvalConfig:
             self.max_examples is None or self.max_examples >= 1,
             f"'{where}.max_examples' must be >= 1 or null (all), got {self.max_examples}",
         )
+        require(self.loss_chunk >= 0, f"'{where}.loss_chunk' must be >= 0 (0: full logits), got {self.loss_chunk}")
         require(0 < self.mink_k <= 1, f"'{where}.mink_k' must be in (0, 1], got {self.mink_k}")
         require(0 < self.retrained_auc < 1, f"'{where}.retrained_auc' must be in (0, 1), got {self.retrained_auc}")
         self.relearn.validate(f"{where}.relearn")

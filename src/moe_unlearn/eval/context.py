@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from moe_unlearn.core.chunked import ChunkedLogits, lm_forward
 from moe_unlearn.data.tokenize import pad_id, to_device
 from moe_unlearn.eval.batches import Batch, make_batches, mc_examples, qa_examples, text_examples
 from moe_unlearn.eval.config import EvalConfig
@@ -135,17 +136,17 @@ class EvalContext:
         return self._memo[key]
 
     # ---- forward passes -----------------------------------------------------------------
-    def _forward(self, batch: Batch) -> torch.Tensor:
+    def _forward(self, batch: Batch) -> ChunkedLogits:
         batch = to_device(batch, self.device)
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return lm_forward(self.model, inputs, chunk=self.cfg.loss_chunk)[1]
 
     def score(self, batch_list: list[Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
         """Token scores of every batch, in order, under no_grad."""
         out = TokenStats()
         with torch.no_grad():
             for batch in tqdm(batch_list, desc=desc, disable=not self.progress, leave=False):
-                logits = self._forward(batch)
-                out.extend(token_stats(logits, batch["labels"].to(logits.device), moments=moments))
+                out.extend(token_stats(self._forward(batch), batch["labels"].to(self.device), moments=moments))
         return out
 
     def qa_pass(self, split: str) -> QAPass | None:
