@@ -54,15 +54,15 @@ class Settings:
 SETTINGS = {
     "full": Settings(preset="default", repeats=15, warmup=3, experts=(8, 16, 32, 64),
                      geometry={"d": 2048, "experts": 128, "top_k": 8, "layers": 48, "tokens": 32768,
-                               "sampled_experts": 8},
+                               "sampled_experts": 4},
                      demo_steps=None, eval_examples=64,
                      real={"batch": 4, "repeats": 4, "warmup": 1, "intermediate": 128, "grip_cache_tokens": 1024,
-                           "eval_examples": 16}),
+                           "eval_examples": 16, "text_batch": 8, "loss_chunk": 64}),
     "smoke": Settings(preset="tiny", repeats=2, warmup=1, experts=(4,),
                       geometry={"d": 64, "experts": 8, "top_k": 2, "layers": 4, "tokens": 512, "sampled_experts": 4},
                       demo_steps=2, eval_examples=8,
                       real={"batch": 2, "repeats": 1, "warmup": 0, "intermediate": 32, "grip_cache_tokens": 64,
-                            "eval_examples": 4}),
+                            "eval_examples": 4, "text_batch": 4, "loss_chunk": 16}),
 }
 
 

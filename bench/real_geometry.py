@@ -115,7 +115,7 @@ def run(env: Env) -> list[Figure]:
 
 def _peak(env: Env, tag: str, method: str, overrides: list[str]) -> dict[str, int]:
     trainer = trainer_for(env.manifest, env.work / f"real-memory-{tag}", method, [], overrides)
-    out = trainer_peak(trainer)
+    out = trainer_peak(trainer, warmup=1)  # AdamW's state exists after one step
     out["reference_bytes"] = trainer.reference_bytes
     del trainer
     gc.collect()
@@ -135,10 +135,11 @@ def memory_figures(env: Env, g: Geometry, label: str, common: list[str]) -> list
                       detail=mib)]
     if g.vocab != max(x.vocab for x in (SMOKE if g.name == "smoke" else GEOMETRIES)):
         return figures
-    text = [*common, "data.train_format=text"]
-    chunked = _peak(env, f"{g.name}-chunked", "ga", text)
+    r = env.settings.real
+    text = [*common, "data.train_format=text", f"data.batch_size={r['text_batch']}"]
+    chunked = _peak(env, f"{g.name}-chunked", "ga", [*text, f"train.loss_chunk={r['loss_chunk']}"])
     full = _peak(env, f"{g.name}-full", "ga", [*text, "train.loss_chunk=0"])
-    detail = {"batch": "GA, text format (every token scored)", "loss_chunk": 256,
+    detail = {"batch": f"GA, {r['text_batch']} texts (every token scored)", "loss_chunk": r["loss_chunk"],
               "chunked": {"peak_MiB": round(chunked["peak"] / MIB, 1), "start_MiB": round(chunked["start"] / MIB, 1)},
               "unchunked": {"peak_MiB": round(full["peak"] / MIB, 1), "start_MiB": round(full["start"] / MIB, 1)}}
     working = (chunked["peak"] - chunked["start"]) / (full["peak"] - full["start"])

@@ -64,7 +64,7 @@ def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, d
     parts = []
     for g in gram.split(chunk or gram.shape[0]):
         evals, evecs = torch.linalg.eigh(g.to(eigh_dtype))  # ascending
-        parts.append(_select(evals.flip(-1), evecs.flip(-1), rel_energy, max_rank, dtype))
+        parts.append(select_span(evals.flip(-1), evecs.flip(-1), rel_energy, max_rank, dtype))
     return _stack(parts)
 
 
@@ -87,7 +87,7 @@ def span_bases_from_inputs(x: torch.Tensor, selected: torch.Tensor, *, rel_energ
         if dual:  # left singular vectors -> right: U = X_e^T V Lambda^(-1/2), for the nonzero eigenvalues
             evecs = (xe.T @ evecs) / evals.clamp_min(1e-300).sqrt()
             evecs = torch.where(evals > 0, evecs, torch.zeros_like(evecs))
-        parts.append(_select(evals[None], evecs[None], rel_energy, max_rank, dtype))
+        parts.append(select_span(evals[None], evecs[None], rel_energy, max_rank, dtype))
     return _stack(parts)
 
 
@@ -98,7 +98,7 @@ def _stack(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> Span
     return SpanBases(basis=basis, rank=torch.cat([p[1] for p in parts]), energy=torch.cat([p[2] for p in parts]))
 
 
-def _select(evals: torch.Tensor, evecs: torch.Tensor, rel_energy: float, max_rank: int | None,
+def select_span(evals: torch.Tensor, evecs: torch.Tensor, rel_energy: float, max_rank: int | None,
             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(basis [C, d', r_c], rank [C], energy [C]) from eigenpairs in DESCENDING order
     (evals [C, m], evecs [C, d', m])."""

@@ -150,8 +150,42 @@ def spread(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # ---- row functions ----------------------------------------------------------------------------
+class _LabelLogProb(torch.autograd.Function):
+    """log softmax(z)[target] per row of z [n, V]; backward builds ONE [n, V] tensor,
+    g * (onehot - softmax), where autograd's log_softmax + gather would build several."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(z, dim=1)
+        ctx.save_for_backward(z, target, lse)
+        return z.gather(1, target[:, None]).squeeze(1) - lse
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z, target, lse = ctx.saved_tensors
+        grad = (z - lse[:, None]).exp_().mul_(-g[:, None])
+        return grad.scatter_add_(1, target[:, None], g[:, None]), None
+
+
+class _SoftCrossEntropy(torch.autograd.Function):
+    """-sum_v q_v log softmax(z)_v per row (q [n, V] a fixed distribution, no gradient);
+    backward builds one [n, V] tensor, g * (softmax(z) sum(q) - q)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(z, dim=1)
+        ctx.save_for_backward(z, q, lse)
+        return lse * q.sum(1) - (q * z).sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z, q, lse = ctx.saved_tensors
+        grad = (z - lse[:, None]).exp_().mul_(q.sum(1)[:, None]).sub_(q)
+        return grad.mul_(g[:, None]), None
+
+
 def _label_logprob(z: torch.Tensor, idx: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor]:
-    return (z.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(z, dim=1),)
+    return (_LabelLogProb.apply(z, target),)
 
 
 def label_logprobs(lm: LogitsLike, labels: torch.Tensor) -> torch.Tensor:
@@ -164,7 +198,7 @@ def label_logprobs(lm: LogitsLike, labels: torch.Tensor) -> torch.Tensor:
 
 def soft_cross_entropy(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """-sum_v target_v log softmax(z)_v per row: [n, V] logits and target distributions -> [n]."""
-    return -(target * F.log_softmax(z, dim=1)).sum(dim=1)
+    return _SoftCrossEntropy.apply(z, target.detach())
 
 
 def token_kl(ref: LogitsLike, lm: LogitsLike, labels: torch.Tensor) -> torch.Tensor:
@@ -178,7 +212,9 @@ def token_kl(ref: LogitsLike, lm: LogitsLike, labels: torch.Tensor) -> torch.Ten
 
     def kl(z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor]:
         ref_logp = F.log_softmax(ref.rows(idx).detach(), dim=1)
-        return ((ref_logp.exp() * (ref_logp - F.log_softmax(z, dim=1))).sum(dim=1),)
+        p = ref_logp.exp_()  # in place: one [n, V] tensor for the reference side
+        neg_entropy = (p * torch.log(p.clamp_min(1e-45))).sum(dim=1)
+        return (neg_entropy + soft_cross_entropy(z, p),)
 
     (values,) = lm.map_rows(rows, kl)
     return spread(values, mask)
