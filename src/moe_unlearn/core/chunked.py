@@ -184,6 +184,22 @@ class _SoftCrossEntropy(torch.autograd.Function):
         return grad.mul_(g[:, None]), None
 
 
+class _KLFromReference(torch.autograd.Function):
+    """KL(p_ref || softmax(z)) per row from reference log-probs [n, V] (no gradient); backward
+    builds one [n, V] tensor, g * (softmax(z) - p_ref)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z, ref_logp)
+        return (ref_logp.exp() * (ref_logp - F.log_softmax(z, dim=1))).sum(dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z, ref_logp = ctx.saved_tensors
+        grad = F.log_softmax(z, dim=1).exp_().sub_(ref_logp.exp())
+        return grad.mul_(g[:, None]), None
+
+
 def _label_logprob(z: torch.Tensor, idx: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor]:
     return (_LabelLogProb.apply(z, target),)
 
@@ -211,10 +227,7 @@ def token_kl(ref: LogitsLike, lm: LogitsLike, labels: torch.Tensor) -> torch.Ten
     mask, rows = scored(labels)
 
     def kl(z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor]:
-        ref_logp = F.log_softmax(ref.rows(idx).detach(), dim=1)
-        p = ref_logp.exp_()  # in place: one [n, V] tensor for the reference side
-        neg_entropy = (p * torch.log(p.clamp_min(1e-45))).sum(dim=1)
-        return (neg_entropy + soft_cross_entropy(z, p),)
+        return (_KLFromReference.apply(z, F.log_softmax(ref.rows(idx).detach(), dim=1)),)
 
     (values,) = lm.map_rows(rows, kl)
     return spread(values, mask)
