@@ -57,7 +57,7 @@ SETTINGS = {
                                "sampled_experts": 4},
                      demo_steps=None, eval_examples=64,
                      real={"batch": 4, "repeats": 4, "warmup": 1, "intermediate": 128, "grip_cache_tokens": 1024,
-                           "eval_examples": 8, "text_batch": 8, "loss_chunk": 64}),
+                           "eval_examples": 8, "text_batch": 16, "loss_chunk": 64}),
     "smoke": Settings(preset="tiny", repeats=2, warmup=1, experts=(4,),
                       geometry={"d": 64, "experts": 8, "top_k": 2, "layers": 4, "tokens": 512, "sampled_experts": 4},
                       demo_steps=2, eval_examples=8,
