@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 @dataclass
 class Figure:
-    """One table row: `measured` compared with `target` by `op` ("<=", or "report": no target)."""
+    """One table row: `measured` compared with `target` by `op` ("<=", ">=", or "report": no target)."""
 
     name: str
     measured: float
@@ -29,7 +29,7 @@ class Figure:
     def passed(self) -> bool | None:
         if self.target is None or self.op == "report":
             return None
-        return self.measured <= self.target
+        return self.measured >= self.target if self.op == ">=" else self.measured <= self.target
 
     def row(self) -> dict[str, Any]:
         return {"figure": self.name, "measured": self.measured, "target": self.target, "op": self.op,
@@ -47,16 +47,22 @@ class Settings:
     geometry: dict[str, int]  # GRIP projector figure: d, experts, top_k, layers, tokens, sampled_experts
     demo_steps: int | None  # None: the demo recipe's own step budget
     eval_examples: int  # examples per eval set in the throughput figure
+    # real-geometry figures: batch, timing rounds, trimmed expert intermediate size, GRIP cache, eval examples
+    real: dict[str, int]
 
 
 SETTINGS = {
     "full": Settings(preset="default", repeats=15, warmup=3, experts=(8, 16, 32, 64),
                      geometry={"d": 2048, "experts": 128, "top_k": 8, "layers": 48, "tokens": 32768,
-                               "sampled_experts": 8},
-                     demo_steps=None, eval_examples=64),
+                               "sampled_experts": 4},
+                     demo_steps=None, eval_examples=64,
+                     real={"batch": 4, "repeats": 4, "warmup": 1, "intermediate": 128, "grip_cache_tokens": 1024,
+                           "eval_examples": 8, "text_batch": 16, "loss_chunk": 64}),
     "smoke": Settings(preset="tiny", repeats=2, warmup=1, experts=(4,),
                       geometry={"d": 64, "experts": 8, "top_k": 2, "layers": 4, "tokens": 512, "sampled_experts": 4},
-                      demo_steps=2, eval_examples=8),
+                      demo_steps=2, eval_examples=8,
+                      real={"batch": 2, "repeats": 1, "warmup": 0, "intermediate": 32, "grip_cache_tokens": 64,
+                            "eval_examples": 4, "text_batch": 4, "loss_chunk": 16}),
 }
 
 

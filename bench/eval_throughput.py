@@ -7,6 +7,7 @@ per-example splitting, zlib and AUCs. Reported, no target.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from bench import evalset
@@ -17,17 +18,21 @@ SPLITS = ("forget", "holdout")
 
 
 def throughput(env: Env, name: str, scored: Callable[[evalset.EvalContext], object],
-               batches: Callable[[evalset.EvalContext], list[dict]]) -> Figure:
+               batches: Callable[[evalset.EvalContext], list[dict]], *, model_dir: Path | None = None,
+               examples: int | None = None, repeats: int | None = None, warmup: int | None = None,
+               target: float | None = None) -> Figure:
     s = env.settings
-    ctx = evalset.eval_context(env.manifest, s.eval_examples)
+    ctx = evalset.eval_context(env.manifest, examples or s.eval_examples, model_dir)
     bl = batches(ctx)
     n = evalset.tokens(bl)
+    repeats, warmup = repeats or s.repeats, s.warmup if warmup is None else warmup
     times = interleaved({"plain": lambda: evalset.plain_forward(ctx, bl), "scored": lambda: scored(evalset.fresh(ctx))},
-                        repeats=s.repeats, warmup=s.warmup, sync=lambda: evalset.sync(ctx))
+                        repeats=repeats, warmup=warmup, sync=lambda: evalset.sync(ctx))
     ratio = paired_ratio(times, "plain", "scored")  # = scored tokens/s over plain tokens/s
     detail = {"tokens": n, "scored_tokens_per_s": round(n / min(times["scored"]), 1),
-              "plain_tokens_per_s": round(n / min(times["plain"]), 1), "repeats": s.repeats}
-    return Figure(f"{name} tokens/s / plain forward tokens/s", sig(ratio), None, op="report", detail=detail)
+              "plain_tokens_per_s": round(n / min(times["plain"]), 1), "repeats": repeats}
+    return Figure(f"{name} tokens/s / plain forward tokens/s", sig(ratio), target,
+                  op="report" if target is None else ">=", detail=detail)
 
 
 def mc_batches(ctx: evalset.EvalContext) -> list[dict]:
@@ -44,7 +49,13 @@ def text_batches(ctx: evalset.EvalContext) -> list[dict]:
 
 
 def run(env: Env) -> list[Figure]:
+    return figures(env)
+
+
+def figures(env: Env, label: str = "", **kwargs: object) -> list[Figure]:
+    """MC scoring and membership scoring over plain forwards (kwargs: see `throughput`)."""
     return [
-        throughput(env, "MC scoring", lambda c: c.mc_loglik("forget"), mc_batches),
-        throughput(env, "membership scoring (LOSS, zlib, Min-k%, Min-k%++)", lambda c: c.result("privacy"), text_batches),
+        throughput(env, f"MC scoring{label}", lambda c: c.mc_loglik("forget"), mc_batches, **kwargs),
+        throughput(env, f"membership scoring (LOSS, zlib, Min-k%, Min-k%++){label}", lambda c: c.result("privacy"),
+                   text_batches, **kwargs),
     ]

@@ -13,9 +13,9 @@ from moe_unlearn.eval import EvalConfig, EvalContext
 from moe_unlearn.models import load_model
 
 
-def eval_context(manifest: Path, examples: int, **cfg: Any) -> EvalContext:
-    """EvalContext on the benchmark's model (eval mode) with `examples` records per eval set."""
-    model_dir = manifest.parent / json.loads(manifest.read_text())["model"]
+def eval_context(manifest: Path, examples: int, model_dir: Path | None = None, **cfg: Any) -> EvalContext:
+    """EvalContext on the benchmark's model (or `model_dir`; eval mode) with `examples` records per eval set."""
+    model_dir = model_dir or manifest.parent / json.loads(manifest.read_text())["model"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_model(model_dir, device=device)
     model.eval()

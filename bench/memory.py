@@ -1,12 +1,14 @@
 """Memory figures: NPO vs GA peak memory of a training step, SEUF optimizer state vs its slices.
 
-Peak memory of a step = bytes alive when the step starts (weights, gradients, optimizer state,
-kept reference values, NPO's precomputed reference log-probs, ...) + the largest growth during
-the step. On CUDA that is torch.cuda.max_memory_allocated. On CPU, where torch keeps no
-allocator statistics, `StepMemory` counts it: every tensor storage alive at the start (found
-by the garbage collector) plus every storage an op creates inside a TorchDispatchMode, released
-when the storage dies (weak storage references), so the count follows the same allocations
-the CUDA allocator would see (forward, autograd backward, optimizer), minus allocator caching.
+Peak memory of a step = bytes alive when the step starts (weights, optimizer state, kept
+reference values, NPO's precomputed reference log-probs, ...; the previous step's gradients are
+cleared first, as the step itself does before its backward) + the largest growth during the
+step. On CUDA that is torch.cuda.max_memory_allocated. On CPU, where torch keeps no allocator
+statistics, `StepMemory` counts it: every tensor storage alive at the start (found by the
+garbage collector) plus every NEW storage an op creates inside a TorchDispatchMode (a view of,
+or an in-place update on, a storage that existed at the start is not new), released when it
+dies (weak storage references), so the count follows the same allocations the CUDA allocator
+would see (forward, autograd backward, optimizer), minus allocator caching.
 """
 
 from __future__ import annotations
@@ -21,30 +23,41 @@ from torch.utils._pytree import tree_leaves
 
 from bench.common import Env, Figure, sig
 from bench.session import trainer_for
-from moe_unlearn.train.engine import optimizer_state_bytes
+from moe_unlearn.train.engine import Trainer, optimizer_state_bytes
 
 WARMUP_STEPS = 2  # the optimizer state exists from the first step on
 
 
-def live_storage_bytes() -> int:
-    """Bytes of every distinct tensor storage reachable from Python right now."""
-    seen: dict[int, int] = {}
+def live_storages() -> dict[int, tuple[StorageWeakRef, int]]:
+    """Every distinct tensor storage reachable from Python right now: data_ptr -> (weak ref, bytes)."""
+    seen: dict[int, tuple[StorageWeakRef, int]] = {}
     for obj in gc.get_objects():
         if issubclass(type(obj), torch.Tensor) and not obj.is_meta:  # type(): no attribute hooks run
             st = obj.untyped_storage()
-            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
-    return sum(seen.values())
+            if st.data_ptr() not in seen or seen[st.data_ptr()][1] < st.nbytes():
+                seen[st.data_ptr()] = (StorageWeakRef(st), st.nbytes())
+    return seen
+
+
+def live_storage_bytes() -> int:
+    """Bytes of every distinct tensor storage reachable from Python right now."""
+    return sum(n for _, n in live_storages().values())
 
 
 class StepMemory(TorchDispatchMode):
     """Peak bytes of storages created inside the mode while they are alive.
 
-    `current` may over-count storages that died since the last sweep; a sweep (dropping dead
-    ones) runs whenever `current` would set a new peak, so `peak` is exact.
+    Storages that existed before (`existing`: weights, optimizer state, ...; counted in the
+    start bytes) are skipped when an op returns them again: a view of a weight, an in-place
+    update of a moment. Without that, every view of a parameter would count the parameter once
+    more for the rest of the step. `current` may over-count storages that died since the last
+    sweep; a sweep (dropping dead ones) runs whenever `current` would set a new peak, so `peak`
+    is exact.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, existing: dict[int, tuple[StorageWeakRef, int]] | None = None) -> None:
         super().__init__()
+        self.existing = dict(existing or {})
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.current = 0
         self.peak = 0
@@ -54,6 +67,15 @@ class StepMemory(TorchDispatchMode):
         for k in dead:
             self.current -= self.live.pop(k)[1]
 
+    def _is_existing(self, key: int) -> bool:
+        before = self.existing.get(key)
+        if before is None:
+            return False
+        if before[0].expired():  # freed since, and the address reused by a new storage
+            del self.existing[key]
+            return False
+        return True
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
@@ -61,7 +83,7 @@ class StepMemory(TorchDispatchMode):
                 continue
             st = t.untyped_storage()
             key, old = st.data_ptr(), self.live.get(st.data_ptr())
-            if st.nbytes() and (old is None or old[0].expired()):
+            if st.nbytes() and (old is None or old[0].expired()) and not self._is_existing(key):
                 if old is not None:
                     self.current -= old[1]
                 self.live[key] = (StorageWeakRef(st), st.nbytes())
@@ -82,17 +104,28 @@ def peak_bytes(step: Callable[[], Any], device: torch.device) -> dict[str, int]:
         step()
         torch.cuda.synchronize(device)
         return {"start": start, "peak": torch.cuda.max_memory_allocated(device)}
-    start = live_storage_bytes()
-    with StepMemory() as mem:
+    existing = live_storages()
+    start = sum(n for _, n in existing.values())
+    with StepMemory(existing) as mem:
         step()
     return {"start": start, "peak": start + mem.peak}
 
 
-def method_peak(env: Env, method: str, overrides: list[str] | None = None) -> dict[str, int]:
-    trainer = trainer_for(env.manifest, env.work / f"memory-{method}", method, [], overrides)
-    for _ in range(WARMUP_STEPS):
+def trainer_peak(trainer: Trainer, *, keep_grads: bool = False, warmup: int = WARMUP_STEPS) -> dict[str, int]:
+    """Peak of one step after the warm-up steps. The previous step's gradients are cleared first
+    (the step would free them before its backward anyway); keep_grads=True measures as the bench
+    did before, counting one extra gradient copy in the starting bytes."""
+    for _ in range(warmup):
         trainer.step()
-    out = peak_bytes(trainer.step, trainer.ctx.device)
+    if not keep_grads:
+        trainer.optimizer.zero_grad(set_to_none=True)
+    return peak_bytes(trainer.step, trainer.ctx.device)
+
+
+def method_peak(env: Env, method: str, overrides: list[str] | None = None, *, keep_grads: bool = False,
+                adapters: list[str] | None = None) -> dict[str, int]:
+    trainer = trainer_for(env.manifest, env.work / f"memory-{method}", method, adapters or [], overrides)
+    out = trainer_peak(trainer, keep_grads=keep_grads)
     del trainer
     gc.collect()
     return out
@@ -114,10 +147,14 @@ def run(env: Env) -> list[Figure]:
     ga = method_peak(env, "ga")
     npo = method_peak(env, "npo")
     npo_forget_only = method_peak(env, "npo", ["npo.alpha=0"])
+    ga_kept, npo_kept = method_peak(env, "ga", keep_grads=True), method_peak(env, "npo", keep_grads=True)
     mib = 1 / 2**20
     detail = {"method": "cuda.max_memory_allocated" if torch.cuda.is_available() else "live storages + dispatch-mode step peak",
               "ga_MiB": round(ga["peak"] * mib, 2), "npo_MiB": round(npo["peak"] * mib, 2),
               "ga_start_MiB": round(ga["start"] * mib, 2), "npo_start_MiB": round(npo["start"] * mib, 2),
-              "npo_forget_only_ratio": round(npo_forget_only["peak"] / ga["peak"], 4)}
+              "npo_forget_only_ratio": round(npo_forget_only["peak"] / ga["peak"], 4),
+              # as measured before issue 13: the previous step's gradients counted in the start bytes
+              "previous_grads_kept": {"ga_MiB": round(ga_kept["peak"] * mib, 2), "npo_MiB": round(npo_kept["peak"] * mib, 2),
+                                      "ratio": round(npo_kept["peak"] / ga_kept["peak"], 4)}}
     return [Figure("NPO peak memory / GA peak memory", sig(npo["peak"] / ga["peak"]), 1.2, detail=detail),
             seuf_state(env)]

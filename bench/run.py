@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import transformers
 
-from bench import capture, eval_throughput, grip_geometry, grip_prep, memory, step_time
+from bench import capture, eval_throughput, grip_geometry, grip_modes, grip_prep, memory, real_geometry, step_time
 from bench.common import SETTINGS, Env, Figure
 from moe_unlearn.benchmark import cached_benchmark
 
@@ -33,7 +33,9 @@ GROUPS: dict[str, ModuleType] = {
     "memory": memory,
     "grip_prep": grip_prep,
     "grip_geometry": grip_geometry,
+    "grip_modes": grip_modes,
     "eval": eval_throughput,
+    "real_geometry": real_geometry,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 

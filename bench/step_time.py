@@ -21,18 +21,20 @@ EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
 
 
 def step_overhead(env: Env, name: str, method: str, adapter: str, target: float,
-                  manifest_overrides: list[str] | None = None, tag: str = "") -> Figure:
+                  manifest_overrides: list[str] | None = None, tag: str = "", *, repeats: int | None = None,
+                  warmup: int | None = None) -> Figure:
     s = env.settings
+    repeats, warmup = repeats or s.repeats, s.warmup if warmup is None else warmup
     work = env.work / f"steps-{method}-{adapter}{tag}"
     base = trainer_for(env.manifest, work / "base", method, [], manifest_overrides)
     with_adapter = trainer_for(env.manifest, work / adapter, method, [adapter], manifest_overrides)
-    times = interleaved({"base": base.step, adapter: with_adapter.step}, repeats=s.repeats, warmup=s.warmup,
+    times = interleaved({"base": base.step, adapter: with_adapter.step}, repeats=repeats, warmup=warmup,
                         sync=sync_for(base))
     detail = {"base_ms": median_ms(times["base"]), f"{adapter}_ms": median_ms(times[adapter]),
-              "repeats": s.repeats, "trainable_params": {"base": base.trainable.numel(),
+              "repeats": repeats, "trainable_params": {"base": base.trainable.numel(),
                                                           adapter: with_adapter.trainable.numel()}}
     summary = with_adapter.adapters[0].summary()
-    for key in ("prep_seconds", "project_ms_per_step", "trained_params"):
+    for key in ("prep_seconds", "project_ms_per_step", "trained_params", "cache_tokens", "prep_gram"):
         if key in summary:
             detail[key] = summary[key]
     return Figure(name, sig(paired_ratio(times, adapter, "base")), target, detail=detail)

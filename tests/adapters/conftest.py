@@ -38,7 +38,7 @@ class FakeCtx:
 
     def __post_init__(self) -> None:
         self.layers = moe_layers(self.model)
-        self.cfg = SimpleNamespace(seed=0, train=SimpleNamespace(lora=None, params=["all"]))
+        self.cfg = SimpleNamespace(seed=0, train=SimpleNamespace(lora=None, params=["all"], loss_chunk=256))
         self.device = next(self.model.parameters()).device
 
     def iter_split(self, role: str, batch_size: int | None = None):

@@ -47,7 +47,7 @@ def test_streamed_preparation_gives_the_one_shot_bases_and_targets(arch, fake_ct
     # one tiny layer's Gram stack is 8 x 65 x 65 float64 = 0.26 MiB: 1 MiB holds both, 0.3 MiB one
     for budget, passes in ((1, 1), (0.3, 2)):
         grip = Grip(GripConfig(mode="project+ptc", cache_tokens=100, eigh_chunk=3, margins=True,
-                               ptc_check_batches=1, prep_gram_mib=budget))
+                               ptc_check_batches=1, prep_gram_mib=budget, prep_gram="stack"))
         grip.prepare(ctx)
         assert grip.prep_passes == passes
         assert len(grip.cache) == 3  # 100 tokens need 3 of the batches

@@ -19,6 +19,7 @@ from moe_unlearn.models.tiny import tiny_config
 from moe_unlearn.train import run_unlearning
 from moe_unlearn.train.config import TrainConfig
 from moe_unlearn.core.context import RunContext
+from moe_unlearn.core import losses
 from moe_unlearn.core.trainable import split_refs
 
 
@@ -178,3 +179,27 @@ def test_forward_reference_and_load_balancing_on_every_architecture(arch):
     assert float(forwards["forget"].aux_loss.detach()) > 0
     loss.backward()
     assert ctx.trainable.full and all(p.grad is not None for p in ctx.trainable.full.values())
+
+
+def test_reference_rows_computed_after_the_block_use_the_original_trained_head():
+    """A reference forward's logits are computed later, chunk by chunk (core/chunked.py): when the
+    LM head itself trains, those rows must still come from its ORIGINAL values."""
+    model = tiny_model("olmoe", seed=0)
+    batch = _batch()
+    ctx = _ctx(model)
+    ctx.cfg.train.loss_chunk = 3  # several chunks
+    ctx.trainable = split_refs(select_parameters(model, ["embeddings", "routers"]))
+    ctx.trainable.keep_originals()
+    with torch.no_grad():
+        original = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        head = model.get_output_embeddings().weight
+        head.add_(0.5 * torch.randn(head.shape, generator=torch.Generator().manual_seed(1)))  # the head "trained"
+        with ctx.reference():
+            ref = ctx.forward(batch, role="reference").lm
+        current = ctx.forward(batch, role="forget").lm
+        assert torch.allclose(ref.full(), original, atol=1e-6)  # read after the block: still the original head
+        assert not torch.allclose(current.full(), original, atol=1e-3)
+    kl = losses.masked_kl(ref, ctx.forward(batch, role="forget").lm, batch["labels"])
+    assert float(kl) > 0
+    kl.backward()
+    assert model.get_output_embeddings().weight.grad is not None  # the current side is differentiable

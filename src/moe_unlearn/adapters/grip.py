@@ -22,6 +22,13 @@ experts that have changed since: methods.md section 7).
 
 Modes: project | ptc | project+ptc | online (PTC every `online_every` steps and at the end) |
 project+online. Correction-bias buffers (DeepSeek-V3, Ernie) are never touched.
+
+Projector memory (docs/adapters.md, "Memory"): `span: expert` (the paper) stores [E, d', r] per
+protected layer; `span: shared` one [d', r] basis of ALL retained inputs (a stricter invariance:
+every retained logit is kept); `basis_dtype: bfloat16` halves the bytes (projection still in
+fp32); `offload_bases` keeps them in host memory and copies one layer at a time. Preparation
+holds either the E x d'^2 float64 Gram stack or the layer's inputs, T x d' (`prep_gram`), and
+decomposes an expert with n_e < d' tokens through its n_e x n_e Gram.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import torch
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.adapters.nullspace import (
     RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, project_rows, span_bases,
+    span_bases_from_inputs,
 )
 from moe_unlearn.adapters.routing_io import capture, layer_inputs, retain_batches, retain_nll
 from moe_unlearn.config import require
@@ -69,7 +77,14 @@ class GripConfig:
     prep_gram_mib: float = 1024  # float64 Gram stacks alive per pass over the cache (>= 1 layer)
     eigh_chunk: int | None = 32  # experts per eigendecomposition (None: all E at once)
     eigh_dtype: Literal["float64", "float32"] = "float64"  # float32: half the workspace, rel_energy >= 1e-5
-    basis_dtype: Literal["router", "bfloat16"] = "router"  # bfloat16: half the projector bytes
+    basis_dtype: Literal["router", "bfloat16"] = "router"  # bfloat16: half the projector bytes (fp32 arithmetic)
+    # expert: one span per router row, of the inputs that selected it (the paper); shared: one
+    # span per layer of ALL retained inputs (every retained logit kept, d' x r per layer, not E x d' x r)
+    span: Literal["expert", "shared"] = "expert"
+    offload_bases: bool = False  # bases in host memory, copied to the accelerator one layer at a time
+    # how per-expert bases are prepared: stack (stream an E x d'^2 float64 Gram stack), inputs
+    # (cache the layer's inputs, T x d', and decompose expert by expert), auto (the smaller)
+    prep_gram: Literal["auto", "stack", "inputs"] = "auto"
     # weight of a routing-consistency retain term (0: off): a hinge keeping each retained token's
     # original top-k ahead of the other experts by `consistency_margin` logits; unlike the
     # projection it acts on the upstream layers whose drift moves the router inputs
@@ -143,6 +158,7 @@ class LayerState:
     old: torch.Tensor  # [E, d'] router rows after the previous projected step
     margin_x: torch.Tensor | None = None  # [T, d'] cached inputs
     margin_bound: torch.Tensor | None = None  # [T, E] allowed score rise (+inf where selected)
+    prep: str = "stack"  # how the bases were prepared (GRIP._strategy)
 
 
 @ADAPTERS.register("grip")
@@ -214,12 +230,26 @@ class Grip(Adapter):
         bias = layer.router_bias
         return ctx.trainable.trains(layer.router_weight) or (bias is not None and ctx.trainable.trains(bias))
 
+    def _strategy(self, layer: MoELayer) -> tuple[str, int]:
+        """(how the layer's bases are prepared, the bytes that preparation holds during a pass):
+        shared (one d' x d' Gram), stack (E x d' x d' float64) or inputs (T x d' float32 + the mask)."""
+        d, e = router_rows(layer).shape[1], layer.num_experts
+        if self.cfg.span == "shared":
+            return "shared", d * d * 8
+        stack, inputs = e * d * d * 8, self.cache_tokens * (d * 4 + e)
+        if self.cfg.prep_gram == "stack" or (self.cfg.prep_gram == "auto" and stack <= inputs):
+            return "stack", stack
+        return "inputs", inputs
+
+    @property
+    def cache_tokens(self) -> int:
+        return sum(int(b["attention_mask"].sum()) for b in self.cache)
+
     def _groups(self, layers: list[MoELayer]) -> list[list[MoELayer]]:
-        """Consecutive layers whose float64 Gram stacks (E x d' x d' each) fit prep_gram_mib together."""
+        """Consecutive layers whose preparation state (see _strategy) fits prep_gram_mib together."""
         budget, groups, used = self.cfg.prep_gram_mib * 2**20, [], 0
         for layer in layers:
-            d = router_rows(layer).shape[1]
-            size = layer.num_experts * d * d * 8
+            size = self._strategy(layer)[1]
             if not groups or used + size > budget:
                 groups.append([])
                 used = 0
@@ -230,12 +260,14 @@ class Grip(Adapter):
     def _prepare_group(self, ctx: RunContext, group: list[MoELayer], protected: set[int]) -> None:
         """One pass over the cache for `group`: stream Gram stacks, cache targets / margins, build bases."""
         rows = {layer.index: router_rows(layer) for layer in group}
-        grams = {i: torch.zeros(layer.num_experts, rows[i].shape[1], rows[i].shape[1], dtype=torch.float64,
-                                device=rows[i].device)
-                 for layer in group if (i := layer.index) in protected}
+        how = {layer.index: self._strategy(layer)[0] for layer in group if layer.index in protected}
+        grams = {i: torch.zeros(1 if how[i] == "shared" else layer.num_experts, rows[i].shape[1], rows[i].shape[1],
+                                dtype=torch.float64, device=rows[i].device)
+                 for layer in group if (i := layer.index) in how and how[i] != "inputs"}
+        held: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {i: [] for i in how if how[i] == "inputs"}
         targets: dict[int, list[torch.Tensor]] = {layer.index: [] for layer in group}
-        margin_x: dict[int, list[torch.Tensor]] = {i: [] for i in grams}
-        margin_bound: dict[int, list[torch.Tensor]] = {i: [] for i in grams}
+        margin_x: dict[int, list[torch.Tensor]] = {i: [] for i in how}
+        margin_bound: dict[int, list[torch.Tensor]] = {i: [] for i in how}
         for batch in self.cache:
             captured = layer_inputs(ctx.model, group, batch)
             for layer in group:
@@ -245,9 +277,14 @@ class Grip(Adapter):
                 scores = x @ rows[i].T  # [T, E]
                 if self.cfg.refit:
                     targets[i].append(scores.float())
-                if i in grams:
+                if i in how:
                     sel = _selection_mask(indices, layer.num_experts)
-                    accumulate_gram(grams[i], x, sel)
+                    if how[i] == "inputs":
+                        held[i].append((x, sel))
+                    elif how[i] == "shared":  # every retained token: one span for all rows
+                        accumulate_gram(grams[i], x, torch.ones_like(sel[:, :1]))
+                    else:
+                        accumulate_gram(grams[i], x, sel)
                     if self.cfg.margins:
                         margin_x[i].append(x)
                         margin_bound[i].append(_margin_bound(scores, sel, self.cfg.margin_eps))
@@ -256,12 +293,19 @@ class Grip(Adapter):
             i = layer.index
             if self.cfg.refit:
                 self.targets[i] = torch.cat(targets.pop(i))  # this process's cache tokens, in cache order
-            if i not in grams:
+            if i not in how:
                 continue
             dtype = torch.bfloat16 if self.cfg.basis_dtype == "bfloat16" else rows[i].dtype
-            bases = span_bases(all_reduce_sum(grams.pop(i)), rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
-                                  chunk=self.cfg.eigh_chunk, eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
-            state = LayerState(index=i, bases=bases, orig=rows[i], old=rows[i].clone())
+            settings = dict(rel_energy=self.cfg.rel_energy, max_rank=self.cfg.max_rank, dtype=dtype,
+                            eigh_dtype=getattr(torch, self.cfg.eigh_dtype))
+            if how[i] == "inputs":  # every process's cached inputs, in 1-process order
+                xs, sels = zip(*held.pop(i))
+                bases = span_bases_from_inputs(gather_rows(list(xs)), gather_rows(list(sels)), **settings)
+            else:  # Gram matrices summed over processes
+                bases = span_bases(all_reduce_sum(grams.pop(i)), chunk=self.cfg.eigh_chunk, **settings)
+            if self.cfg.offload_bases:
+                bases.basis = _to_host(bases.basis)
+            state = LayerState(index=i, bases=bases, orig=rows[i], old=rows[i].clone(), prep=how[i])
             if self.cfg.margins:  # the projection reads every process's cached tokens, in 1-process order
                 state.margin_x = gather_rows(margin_x.pop(i))
                 state.margin_bound = gather_rows(margin_bound.pop(i))
@@ -327,7 +371,7 @@ class Grip(Adapter):
         model = ctx.model
         was_training = model.training
         model.eval()
-        nll = retain_nll(model, self.check_batches)
+        nll = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
         states = {state.index: state for state in self.layers}
         report = []
         for layer in ctx.layers:
@@ -347,7 +391,7 @@ class Grip(Adapter):
             accepted = cos >= self.cfg.ptc_min_cos
             if accepted:
                 set_router_rows(layer, refit)
-                after = retain_nll(model, self.check_batches)
+                after = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
                 entry["nll_after"] = after
                 accepted = after <= nll * (1 + self.cfg.ptc_nll_tolerance)
                 if accepted:
@@ -392,13 +436,18 @@ class Grip(Adapter):
     def summary(self) -> dict[str, Any]:
         return {
             "mode": self.cfg.mode,
-            "cache_tokens": sum(int(b["attention_mask"].sum()) for b in self.cache),
+            "cache_tokens": self.cache_tokens,
             "protected_layers": [s.index for s in self.layers],
             "null_dim": [s.bases.null_dim.tolist() for s in self.layers],  # [protected layer][expert]
             "row_dim": [int(s.orig.shape[1]) for s in self.layers],
             # share of each row's retained input energy inside its protected span (1 - what a cap gives up)
             "protected_energy": [[round(e, 5) for e in s.bases.energy.tolist()] for s in self.layers],
+            "span": self.cfg.span,
+            "prep_gram": [s.prep for s in self.layers],
             "projector_bytes": sum(s.bases.nbytes for s in self.layers),
+            # projector bytes on the training device at once: all of them, or one layer's when offloaded
+            "projector_device_bytes": (max((s.bases.nbytes for s in self.layers), default=0) if self.cfg.offload_bases
+                                       else sum(s.bases.nbytes for s in self.layers)),
             "ptc_target_bytes": sum(_nbytes(t) for t in self.targets.values()),
             "margin_cache_bytes": sum(_nbytes(s.margin_x) + _nbytes(s.margin_bound)
                                       for s in self.layers if s.margin_x is not None),
@@ -413,6 +462,12 @@ class Grip(Adapter):
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """A host copy, page-locked when CUDA is there (asynchronous copies back to the device)."""
+    host = t.to("cpu")
+    return host.pin_memory() if torch.cuda.is_available() else host
 
 
 @torch.no_grad()

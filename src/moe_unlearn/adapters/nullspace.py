@@ -3,7 +3,8 @@
 Shapes: a router has E rows of width d' (d, or d + 1 for a router with a trainable bias, whose
 inputs are augmented to [x; 1]). Everything here is batched over the E rows; nothing loops over
 tokens in Python. Ridge solves run in float64; eigen-decompositions in float64 unless asked
-for float32 (span_bases); the results come back in the dtype of the inputs.
+for float32 (span_bases); the results come back in the dtype of the inputs. A basis stack
+[E, d', r] gives each row its own span (the paper); [1, d', r] is one span shared by all rows.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, selected: torch.Tensor)
     """gram[e] += X_e^T X_e in place, X_e = rows of x [T, d'] whose selection mask [T, E] has e.
 
     gram is [E, d', d'] (float64): the streaming form of the per-expert span of retained inputs.
+    Only each expert's own rows are converted to float64.
     """
-    xd = x.to(gram.dtype)
     for e in range(gram.shape[0]):
-        xs = xd[selected[:, e]]
+        xs = x[selected[:, e]].to(gram.dtype)
         if xs.shape[0]:
             gram[e] += xs.T @ xs
 
@@ -62,19 +63,48 @@ def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, d
     gets rank 0: it is unconstrained. `chunk` experts are decomposed at a time (None: all), so
     the eigh workspace is chunk x d' x d', not E x d' x d'; `eigh_dtype` float32 halves it.
     """
-    parts = [_chunk_bases(g, rel_energy, max_rank, dtype, eigh_dtype)
-             for g in gram.split(chunk or gram.shape[0])]
+    parts = []
+    for g in gram.split(chunk or gram.shape[0]):
+        evals, evecs = torch.linalg.eigh(g.to(eigh_dtype))  # ascending
+        parts.append(select_span(evals.flip(-1), evecs.flip(-1), rel_energy, max_rank, dtype))
+    return _stack(parts)
+
+
+def span_bases_from_inputs(x: torch.Tensor, selected: torch.Tensor, *, rel_energy: float, max_rank: int | None,
+                           dtype: torch.dtype, eigh_dtype: torch.dtype = torch.float64) -> SpanBases:
+    """The bases of `span_bases` computed expert by expert from the inputs x [T, d'] and the
+    selection mask [T, E], with no Gram stack: an expert with n_e < d' tokens is decomposed
+    through its n_e x n_e Gram X_e X_e^T (same nonzero eigenvalues; U = X_e^T V / sqrt(lambda)),
+    so memory and time follow min(n_e, d')^2 and min(n_e, d')^3, not d'^2 and d'^3."""
+    parts = []
+    for e in range(selected.shape[1]):
+        xe = x[selected[:, e]].to(torch.float64)
+        if xe.shape[0] == 0:  # no retained token chose this row: nothing to protect
+            parts.append((x.new_zeros(1, x.shape[1], 1, dtype=dtype), torch.zeros(1, dtype=torch.long), torch.ones(1)))
+            continue
+        dual = xe.shape[0] < xe.shape[1]
+        gram = xe @ xe.T if dual else xe.T @ xe
+        evals, evecs = torch.linalg.eigh(gram.to(eigh_dtype))
+        evals, evecs = evals.flip(-1).double(), evecs.flip(-1).double()
+        if dual:  # left singular vectors -> right: U = X_e^T V Lambda^(-1/2), for the nonzero eigenvalues
+            evecs = (xe.T @ evecs) / evals.clamp_min(1e-300).sqrt()
+            evecs = torch.where(evals > 0, evecs, torch.zeros_like(evecs))
+        parts.append(select_span(evals[None], evecs[None], rel_energy, max_rank, dtype))
+    return _stack(parts)
+
+
+def _stack(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> SpanBases:
     r = max(p[0].shape[2] for p in parts)
     # contiguous: the batched matmuls in project_rows are ~8x faster on it than on a strided view
     basis = torch.cat([torch.nn.functional.pad(b, (0, r - b.shape[2])) for b, _, _ in parts]).contiguous()
     return SpanBases(basis=basis, rank=torch.cat([p[1] for p in parts]), energy=torch.cat([p[2] for p in parts]))
 
 
-def _chunk_bases(gram: torch.Tensor, rel_energy: float, max_rank: int | None, dtype: torch.dtype,
-                 eigh_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(basis [C, d', r_c], rank [C], energy [C]) of a chunk of C Gram matrices."""
-    evals, evecs = torch.linalg.eigh(gram.to(eigh_dtype))  # ascending
-    evals, evecs = evals.flip(-1).double().clamp_min(0), evecs.flip(-1)
+def select_span(evals: torch.Tensor, evecs: torch.Tensor, rel_energy: float, max_rank: int | None,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(basis [C, d', r_c], rank [C], energy [C]) from eigenpairs in DESCENDING order
+    (evals [C, m], evecs [C, d', m])."""
+    evals = evals.double().clamp_min(0)
     keep = (evals > 0) & (evals >= rel_energy * evals[:, :1])
     if max_rank is not None:
         keep[:, max_rank:] = False
@@ -82,17 +112,38 @@ def _chunk_bases(gram: torch.Tensor, rel_energy: float, max_rank: int | None, dt
     total = evals.sum(dim=1)
     energy = torch.where(total > 0, (evals * keep).sum(dim=1) / total.clamp_min(1e-300), torch.ones_like(total))
     r = max(int(rank.max()), 1)
+    if evecs.shape[2] < r:
+        evecs = torch.nn.functional.pad(evecs, (0, r - evecs.shape[2]))
+        keep = torch.nn.functional.pad(keep, (0, r - keep.shape[1]))
     return (evecs[:, :, :r] * keep[:, None, :r]).to(dtype), rank, energy.float()
 
 
-def project_rows(delta: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def project_rows(delta: torch.Tensor, basis: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
     """Each row of delta [E, d'] minus its component in span(basis[e]) ([E, d', r]).
 
-    Afterwards delta[e] . x = 0 for every x in that span (the GRIP equality constraint).
+    Afterwards delta[e] . x = 0 for every x in that span (the GRIP equality constraint). A
+    shared basis ([1, d', r]) is one span for every row. A basis held in another dtype (bf16)
+    or on another device (host memory) is brought to delta's dtype and device `chunk` rows at a
+    time, so the arithmetic runs in delta's precision (fp32 accumulation) and the transient
+    copy is chunk x d' x r.
     """
-    d = delta.to(basis.dtype)  # a bf16 basis projects in bf16 (fp32 accumulation): ~1e-2 leak
-    coef = torch.bmm(d[:, None, :], basis)  # [E, 1, r]
-    return delta - torch.bmm(basis, coef.transpose(1, 2)).squeeze(-1).to(delta.dtype)
+    if basis.shape[0] == 1:
+        u = basis[0].to(delta.device, delta.dtype, non_blocking=True)
+        return delta - (delta @ u) @ u.T
+    if basis.dtype == delta.dtype and basis.device == delta.device:
+        chunk = basis.shape[0]
+    out = []
+    for start in range(0, basis.shape[0], chunk):
+        b = basis[start:start + chunk].to(delta.device, delta.dtype, non_blocking=True)
+        d = delta[start:start + chunk]
+        coef = torch.bmm(d[:, None, :], b)  # [c, 1, r]
+        out.append(d - torch.bmm(b, coef.transpose(1, 2)).squeeze(-1))
+    return torch.cat(out)
+
+
+def rows_of(basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The bases of the listed rows (a shared [1, d', r] basis serves every row)."""
+    return basis if basis.shape[0] == 1 else basis[rows]
 
 
 def kaczmarz_margins(
@@ -127,7 +178,7 @@ def kaczmarz_margins(
         w = viol[:, rows].T.double().pow(2)  # [R, T]
         pick = torch.multinomial(w / w.sum(dim=1, keepdim=True), 1, generator=generator).flatten()
         xt = x[pick]
-        a = project_rows(xt, basis[rows])  # null-space component of each picked token
+        a = project_rows(xt, rows_of(basis, rows))  # null-space component of each picked token
         a2 = a.pow(2).sum(dim=1)
         movable = a2 > 1e-8 * xt.pow(2).sum(dim=1)  # a token inside the span cannot be fixed here
         step = torch.where(movable, viol[pick, rows] / a2.clamp_min(1e-30), torch.zeros_like(a2))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import torch
 
-from moe_unlearn.core import losses
+from moe_unlearn.core import chunked, losses
 from moe_unlearn.core.dist import all_reduce_sum, world_size
 from moe_unlearn.core.sharded import is_sharded
 from moe_unlearn.models.routing import capture_routing
@@ -26,9 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
 Batch = dict[str, torch.Tensor]
 
 
-def run(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Logits [B, S, V] of one plain forward (no labels, so no aux loss folded in)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+def run(model: nn.Module, batch: Batch) -> None:
+    """One plain forward for its routing or router inputs: no labels (no aux loss), no logits."""
+    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+          **chunked.no_logits(model, batch["input_ids"].device))
 
 
 def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch], list[Batch], bool]:
@@ -104,11 +105,13 @@ def frequencies(cap: RoutingCapture) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def retain_nll(model: nn.Module, batches: list[Batch]) -> float:
-    """Mean answer-token NLL over the batches, all processes (the utility check of a router refit)."""
+def retain_nll(model: nn.Module, batches: list[Batch], chunk: int) -> float:
+    """Mean answer-token NLL over the batches, all processes (the utility check of a router refit);
+    `chunk`: answer rows per vocabulary-sized chunk (train.loss_chunk)."""
     total = torch.zeros(2, dtype=torch.float64)
     for batch in batches:
-        ce = losses.token_ce(run(model, batch), batch["labels"])
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        ce = losses.token_ce(chunked.lm_forward(model, inputs, chunk=chunk)[1], batch["labels"])
         mask = losses.answer_mask(batch["labels"])
         total += torch.tensor([float((ce * mask).sum()), float(mask.sum())], dtype=torch.float64)
     nll_sum, count = all_reduce_sum(total).tolist()

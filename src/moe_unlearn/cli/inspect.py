@@ -16,6 +16,7 @@ import typer
 from tqdm.auto import tqdm
 
 from moe_unlearn.cli.app import app
+from moe_unlearn.core.chunked import no_logits
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import atomic_path, atomic_write, check_destination
 from moe_unlearn.data import load_records
@@ -62,7 +63,7 @@ def routing_stats(model, tokenizer, sequences: list[list[int]], *, batch_size: i
         for start in tqdm(starts, desc="inspect", unit="batch", disable=not progress):
             input_ids, mask = _pad(sequences[start : start + batch_size], pad, device)
             with capture_routing(model) as cap:  # one capture per batch keeps memory flat
-                model(input_ids=input_ids, attention_mask=mask)
+                model(input_ids=input_ids, attention_mask=mask, **no_logits(model, device))  # routing only
             tokens += cap.tokens
             for i in range(len(layers)):
                 counts[i] += cap.counts(i).cpu()

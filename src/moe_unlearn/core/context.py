@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 from torch import nn
 
+from moe_unlearn.core.chunked import ChunkedLogits, lm_forward, output_embedding
 from moe_unlearn.core.dist import shard_rows, world_size
 from moe_unlearn.core.losses import answer_mask, normalise_weights
 from moe_unlearn.core.trainable import Trainable
@@ -40,18 +41,24 @@ RetainWeights = Callable[[Batch, RoutingCapture], "torch.Tensor | None"]
 class ForwardOut:
     """One model forward of a step.
 
-    logits [B, S, V]; hidden_states: tuple of [B, S, d] (embeddings, then each decoder layer)
-    when asked; routing: RoutingCapture (gradients kept when asked) when the role is captured;
-    token_weights [B, S] (retain role only, mean 1 over answer tokens) or None; aux_loss: the
-    load-balancing loss when train.load_balancing_coef > 0.
+    lm: the logits as ChunkedLogits (pass it to core.losses: answer rows only, in chunks of
+    train.loss_chunk; `logits` materialises all [B, S, V] on demand, each time it is read);
+    hidden_states: tuple of [B, S, d] (embeddings, then each decoder layer) when asked; routing:
+    RoutingCapture (gradients kept when asked) when the role is captured; token_weights [B, S]
+    (retain role only, mean 1 over answer tokens) or None; aux_loss: the load-balancing loss
+    when train.load_balancing_coef > 0.
     """
 
-    logits: torch.Tensor
+    lm: ChunkedLogits
     hidden_states: tuple[torch.Tensor, ...] | None
     routing: RoutingCapture | None
     token_weights: torch.Tensor | None
     batch: Batch
     aux_loss: torch.Tensor | None = None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.lm.full()
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class RunContext:
     trainable: Trainable | None = None
     lora: bool = False
     _recording: dict[str, ForwardOut] | None = None
+    _in_reference: int = 0
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[dict[str, ForwardOut]]:
@@ -104,14 +112,11 @@ class RunContext:
         cm = (capture_routing(self.model, keep_grad=role in self.spec.capture_grad) if capture
               else contextlib.nullcontext())
         extra = {"output_router_logits": True} if lb else {}  # not every MoE class takes the flag
+        inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      output_hidden_states=output_hidden_states, use_cache=False, **extra)
+        contexts = (self.autocast, *self._reference_head())
         with cm as routing, self.autocast():
-            out = self.model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                output_hidden_states=output_hidden_states,
-                use_cache=False,
-                **extra,
-            )
+            out, lm = lm_forward(self.model, inputs, chunk=self.cfg.train.loss_chunk, contexts=contexts)
         aux = None
         if lb and torch.is_grad_enabled() and getattr(out, "router_logits", None):
             layer = self.layers[0]
@@ -120,7 +125,7 @@ class RunContext:
         if role == "retain" and self.spec.retain_weights is not None:
             w = self.spec.retain_weights(batch, routing)
             weights = None if w is None else normalise_weights(w.detach().float(), answer_mask(batch["labels"]))
-        result = ForwardOut(out.logits, out.hidden_states if output_hidden_states else None,
+        result = ForwardOut(lm, out.hidden_states if output_hidden_states else None,
                             routing, weights, batch, aux)
         if training and self._recording is not None:
             self._recording[role] = result
@@ -139,14 +144,28 @@ class RunContext:
         LoRA: adapters disabled. Otherwise the kept originals (one copy of the trained
         parameters, see Trainable.keep_originals) are swapped in.
         """
-        if self.lora:
-            with self.model.disable_adapter():
+        self._in_reference += 1
+        try:
+            if self.lora:
+                with self.model.disable_adapter():
+                    yield
+                return
+            if self.trainable is None:
+                raise RuntimeError("ctx.reference() needs the trained parameter set; the engine builds it before training")
+            with self.trainable.swapped_to_originals():
                 yield
-            return
-        if self.trainable is None:
-            raise RuntimeError("ctx.reference() needs the trained parameter set; the engine builds it before training")
-        with self.trainable.swapped_to_originals():
-            yield
+        finally:
+            self._in_reference -= 1
+
+    def _reference_head(self) -> tuple[Callable[[], Any], ...]:
+        """Inside reference(): what restores the ORIGINAL LM head when a reference forward's
+        logit rows are computed later (after the block), if the head trains."""
+        if not self._in_reference:
+            return ()
+        if self.lora:
+            return (self.model.disable_adapter,)
+        head = [p for p in output_embedding(self.model).parameters() if self.trainable.trains(p)]
+        return (lambda: self.trainable.swapped_to_originals(only=head),) if head else ()
 
     def split_size(self, role: str) -> int:
         return len(self.splits[role])

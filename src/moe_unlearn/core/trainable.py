@@ -94,18 +94,23 @@ class Trainable:
         return sum(t.numel() * t.element_size() for t in self.originals.values())
 
     @contextlib.contextmanager
-    def swapped_to_originals(self) -> Iterator[None]:
-        """Temporarily run with the original values: `.data` pointers are swapped, never
-        copied in place, so autograd graphs built before are untouched. A sliced fused tensor
-        needs one transient copy of that tensor."""
+    def swapped_to_originals(self, only: list[torch.Tensor] | None = None) -> Iterator[None]:
+        """Temporarily run with the original values (of the parameters in `only`, or all):
+        `.data` pointers are swapped, never copied in place, so autograd graphs built before are
+        untouched. A sliced fused tensor needs one transient copy of that tensor."""
         if not self.originals:
             raise RuntimeError("reference requested but originals were not kept (Method.uses_reference)")
+        keep = None if only is None else {id(p) for p in only}
         saved: list[tuple[nn.Parameter, torch.Tensor]] = []
         try:
             for name, p in self.full.items():
+                if keep is not None and id(p) not in keep:
+                    continue
                 saved.append((p, p.data))
                 p.data = self.originals[name]
             for s in self.slices:
+                if keep is not None and id(s.param) not in keep:
+                    continue
                 current = s.param.data
                 swapped = current.clone()
                 swapped[s.expert] = self.originals[f"{s.name}@{s.expert}"]

@@ -80,6 +80,8 @@ class EvalConfig:
     mia_include_eos: bool = False  # score the appended EOS in LOSS/zlib/Min-k%/Min-k%++ (the papers do not)
     # PrivLeak reference AUC in MUSE's orientation (forget 0, holdout 1) when no retrained model is given
     retrained_auc: float = 0.5
+    # scored tokens whose vocabulary-sized logits exist at once (core/chunked.py); 0: full logits
+    loss_chunk: int = 512
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 
@@ -94,6 +96,7 @@ class EvalConfig:
             self.max_examples is None or self.max_examples >= 1,
             f"'{where}.max_examples' must be >= 1 or null (all), got {self.max_examples}",
         )
+        require(self.loss_chunk >= 0, f"'{where}.loss_chunk' must be >= 0 (0: full logits), got {self.loss_chunk}")
         require(0 < self.mink_k <= 1, f"'{where}.mink_k' must be in (0, 1], got {self.mink_k}")
         require(0 < self.retrained_auc < 1, f"'{where}.retrained_auc' must be in (0, 1), got {self.retrained_auc}")
         self.relearn.validate(f"{where}.relearn")

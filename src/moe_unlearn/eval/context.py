@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from moe_unlearn.core.chunked import ChunkedLogits, lm_forward
 from moe_unlearn.data.tokenize import pad_id, to_device
 from moe_unlearn.eval.batches import Batch, make_batches, mc_examples, qa_examples, text_examples
 from moe_unlearn.eval.config import EvalConfig
@@ -151,9 +152,10 @@ class EvalContext:
         return self.cfg.batch_size * world_size()
 
     # ---- forward passes -----------------------------------------------------------------
-    def _forward(self, batch: Batch) -> torch.Tensor:
+    def _forward(self, batch: Batch) -> ChunkedLogits:
         batch = to_device(batch, self.device)
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return lm_forward(self.model, inputs, chunk=self.cfg.loss_chunk)[1]
 
     def score(self, batch_list: list[Batch], *, moments: bool = False, desc: str = "") -> TokenStats:
         """Token scores of every example of every batch, in order, under no_grad (each process
@@ -165,8 +167,7 @@ class EvalContext:
         with torch.no_grad():
             for batch in tqdm(batch_list, desc=desc, disable=not self.progress, leave=False):
                 local = shard_rows(batch)
-                logits = self._forward(local)
-                mine.extend(token_stats(logits, local["labels"].to(logits.device), moments=moments))
+                mine.extend(token_stats(self._forward(local), local["labels"].to(self.device), moments=moments))
                 rows.append(local["index"].tolist())
         return gather_examples(mine, [i for r in rows for i in r]), rows
 

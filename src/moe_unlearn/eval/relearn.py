@@ -19,6 +19,7 @@ from moe_unlearn.eval.batches import make_batches, qa_examples
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
+from moe_unlearn.core.chunked import lm_forward
 from moe_unlearn.core.losses import answer_nll
 
 
@@ -50,8 +51,8 @@ def relearn_curve(ctx: EvalContext) -> list[dict[str, float | int | None]]:
     curve = [_point(model, ctx, 0, n_train)]
     for step in range(1, rc.steps + 1):
         batch = to_device(train[(step - 1) % len(train)], device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = answer_nll(logits, batch["labels"])
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        loss = answer_nll(lm_forward(model, inputs, chunk=ctx.cfg.loss_chunk)[1], batch["labels"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

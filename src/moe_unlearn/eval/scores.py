@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
+from moe_unlearn.core.chunked import ChunkedLogits, LogitsLike, scored
 from moe_unlearn.core.dist import gather_objects, world_size
-from moe_unlearn.core.losses import answer_mask
 
 
 @dataclass
@@ -62,30 +64,34 @@ class TokenStats:
         return torch.stack([x.sum() for x in self.logp])
 
 
-def token_stats(logits: torch.Tensor, labels: torch.Tensor, *, moments: bool = False) -> TokenStats:
-    """Split a batch's logits [B, S, V] and labels [B, S] into per-example TokenStats (on CPU).
+def _row_stats(z: torch.Tensor, idx: torch.Tensor, target: torch.Tensor, moments: bool) -> tuple[torch.Tensor, ...]:
+    """Per logit row [n, V]: log p(target), argmax hit and, with moments, mu and sigma."""
+    logp = F.log_softmax(z, dim=1)
+    lp = logp.gather(1, target[:, None]).squeeze(1)
+    hit = z.argmax(1) == target
+    if not moments:
+        return lp, hit
+    q = logp.exp().mul_(logp)  # p log p, then p (log p)^2 in place: one [n, V] buffer, 40% faster at V = 152k
+    mu = q.sum(1)
+    sigma = (q.mul_(logp).sum(1) - mu.square()).clamp_min(0).sqrt()
+    return lp, hit, mu, sigma
+
+
+@torch.no_grad()
+def token_stats(logits: LogitsLike, labels: torch.Tensor, *, moments: bool = False) -> TokenStats:
+    """Split a batch's logits ([B, S, V] or ChunkedLogits) and labels [B, S] into per-example
+    TokenStats (on CPU), computing vocabulary-sized rows only at scored positions, in chunks.
 
     moments=True also computes mu_t = sum_v p_v log p_v and sigma_t^2 = sum_v p_v (log p_v)^2 - mu_t^2
     (Min-k%++), which costs one more pass over the vocabulary.
     """
-    logp_all = F.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, S-1, V]
-    target = labels[:, 1:].clamp_min(0)
-    lp = logp_all.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    hit = logp_all.argmax(-1) == target
-    mask = answer_mask(labels)[:, 1:]
+    mask, rows = scored(labels)
+    per_row = ChunkedLogits.of(logits).map_rows(rows, partial(_row_stats, moments=moments), labels[mask])
+    counts = mask.sum(1).tolist()
+    lp, hit, *mom = (x.cpu().split(counts) for x in per_row)
+    out = TokenStats(logp=list(lp), correct=list(hit), ids=list(labels[mask].cpu().split(counts)))
     if moments:
-        p = logp_all.exp()
-        mu = (p * logp_all).sum(-1)
-        sigma = ((p * logp_all.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
-    out = TokenStats()
-    for b in range(labels.size(0)):
-        m = mask[b]
-        out.logp.append(lp[b][m].cpu())
-        out.correct.append(hit[b][m].cpu())
-        out.ids.append(target[b][m].cpu())
-        if moments:
-            out.mu.append(mu[b][m].cpu())
-            out.sigma.append(sigma[b][m].cpu())
+        out.mu, out.sigma = list(mom[0]), list(mom[1])
     return out
 
 
@@ -95,12 +101,13 @@ def gather_examples(stats: TokenStats, indices: list[int]) -> TokenStats:
     if world_size() == 1:
         return stats
     n = len(stats.logp)
-    rows = [(i, stats.logp[j], stats.correct[j], stats.mu[j] if stats.mu else None, stats.sigma[j] if stats.sigma else None)
-            for j, i in enumerate(indices[:n]) if i >= 0]
+    rows = [(i, stats.logp[j], stats.correct[j], stats.ids[j], stats.mu[j] if stats.mu else None,
+             stats.sigma[j] if stats.sigma else None) for j, i in enumerate(indices[:n]) if i >= 0]
     out = TokenStats()
-    for _, logp, correct, mu, sigma in sorted(gather_objects(rows), key=lambda r: r[0]):
+    for _, logp, correct, ids, mu, sigma in sorted(gather_objects(rows), key=lambda r: r[0]):
         out.logp.append(logp)
         out.correct.append(correct)
+        out.ids.append(ids)
         if mu is not None:
             out.mu.append(mu)
             out.sigma.append(sigma)

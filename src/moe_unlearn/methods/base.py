@@ -97,11 +97,11 @@ def retain_loss(ctx: RunContext, retain: Batch, kind: str) -> torch.Tensor:
     """
     if kind == "nll":
         out = ctx.forward(retain, role="retain")
-        return losses.answer_nll(out.logits, retain["labels"], out.token_weights)
+        return losses.answer_nll(out.lm, retain["labels"], out.token_weights)
     with torch.no_grad(), ctx.reference():
-        ref_logits = ctx.forward(retain, role="reference").logits
+        ref = ctx.forward(retain, role="reference").lm  # rows computed per chunk, with the original values
     out = ctx.forward(retain, role="retain")
-    return losses.masked_kl(ref_logits, out.logits, retain["labels"], out.token_weights)
+    return losses.masked_kl(ref, out.lm, retain["labels"], out.token_weights)
 
 
 @torch.no_grad()
@@ -115,8 +115,7 @@ def reference_logps(ctx: RunContext, make_batch: Any = None) -> torch.Tensor:
     for batch in ctx.iter_split("forget"):
         if make_batch is not None:
             batch = make_batch(ctx, batch)
-        logits = ctx.forward(batch, role="reference").logits
-        nll, _ = losses.sequence_nll(logits, batch["labels"])
+        nll, _ = losses.sequence_nll(ctx.forward(batch, role="reference").lm, batch["labels"])
         real = batch["index"] >= 0  # not a placeholder row (core.dist.shard_rows)
         out[batch["index"][real]] = -nll.float()[real]
     return all_reduce_sum(out)

@@ -101,9 +101,9 @@ class DPO(Method):
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         idx = forget["index"]
-        lose_nll, _ = losses.sequence_nll(ctx.forward(forget, role="forget").logits, forget["labels"])
+        lose_nll, _ = losses.sequence_nll(ctx.forward(forget, role="forget").lm, forget["labels"])
         idk = self.refusal_batch(ctx, forget)
-        win_nll, _ = losses.sequence_nll(ctx.forward(idk, role="forget_refusal").logits, idk["labels"])
+        win_nll, _ = losses.sequence_nll(ctx.forward(idk, role="forget_refusal").lm, idk["labels"])
         win, lose = -win_nll - self.ref_win[idx], -lose_nll - self.ref_lose[idx]
         loss = dpo_loss(win, lose, self.cfg.beta)
         return loss, {"reward_margin": float((win - lose).detach().mean())}

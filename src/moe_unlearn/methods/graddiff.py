@@ -22,5 +22,5 @@ class GradDiff(Method):
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = ctx.forward(forget, role="forget")
-        nll = losses.answer_nll(out.logits, forget["labels"])
+        nll = losses.answer_nll(out.lm, forget["labels"])
         return -nll, {"forget_nll": float(nll.detach())}

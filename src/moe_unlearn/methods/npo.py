@@ -40,7 +40,7 @@ class NPO(Method):
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = ctx.forward(forget, role="forget")
-        nll, _ = losses.sequence_nll(out.logits, forget["labels"])
+        nll, _ = losses.sequence_nll(out.lm, forget["labels"])
         ref = self.ref_logp[forget["index"]]
         loss = npo_loss(-nll, ref, self.cfg.beta)
         return loss, {"forget_logratio": float((-nll.detach() - ref).mean())}

@@ -39,6 +39,6 @@ class SimNPO(Method):
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = ctx.forward(forget, role="forget")
-        nll, count = losses.sequence_nll(out.logits, forget["labels"])
+        nll, count = losses.sequence_nll(out.lm, forget["labels"])
         loss = simnpo_loss(nll, count, self.cfg.beta, self.cfg.delta)
         return loss, {"forget_nll": float((nll / count.clamp_min(1)).mean().detach())}

@@ -1,18 +1,22 @@
 """UNDIAL: self-distillation towards adjusted logits, answer tokens only.
 
 target = softmax(z_ref - beta * onehot(y)); L_f = CE(z_theta, target). z_ref for every forget
-answer token is computed once in prepare() and stored per example (no reference model kept).
+answer token is computed once in prepare() and stored per example (no reference model kept):
+N_answer_tokens x V floats, the one vocabulary-sized store of any method. The loss runs over
+the answer rows in chunks (core/chunked.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from moe_unlearn.config import require
-from moe_unlearn.core import losses
+from moe_unlearn.core import chunked, losses
+from moe_unlearn.core.dist import gather_objects
 from moe_unlearn.methods.base import METHODS, Batch, Method, RetainConfig
 
 
@@ -31,10 +35,12 @@ def undial_target(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float) 
     return adjusted.softmax(dim=-1)
 
 
-def answer_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits that predict answer tokens [N, V] and those tokens [N], row-major order."""
-    mask = losses.answer_mask(labels)[:, 1:]
-    return logits[:, :-1][mask], labels[:, 1:][mask]
+def undial_rows(z: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, targets: torch.Tensor,
+                beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per answer row: (CE(z, target) with grad, the plain NLL of the answer token, detached)."""
+    loss = chunked.soft_cross_entropy(z, undial_target(ref, targets, beta))
+    zd = z.detach()
+    return loss, torch.logsumexp(zd, dim=1) - zd.gather(1, targets[:, None]).squeeze(1)
 
 
 @METHODS.register("undial")
@@ -46,15 +52,16 @@ class UNDIAL(Method):
     def prepare(self, ctx) -> None:
         self.ref: dict[int, torch.Tensor] = {}
         for batch in ctx.iter_split("forget"):
-            logits = ctx.forward(batch, role="reference").logits
-            mask = losses.answer_mask(batch["labels"])[:, 1:]
-            for row, i in enumerate(batch["index"].tolist()):
-                self.ref[i] = logits[row, :-1][mask[row]].float()
+            lm = ctx.forward(batch, role="reference").lm
+            mask, rows = chunked.scored(batch["labels"])
+            (ref,) = lm.map_rows(rows, lambda z, idx: (z,))
+            mine = [(i, part.cpu()) for i, part in zip(batch["index"].tolist(), ref.split(mask.sum(1).tolist())) if i >= 0]
+            for i, part in gather_objects(mine):  # every process trains on any forget example
+                self.ref[i] = part.to(ctx.device)
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = ctx.forward(forget, role="forget")
-        pred, targets = answer_positions(out.logits, forget["labels"])
+        mask, rows = chunked.scored(forget["labels"])
         ref = torch.cat([self.ref[i] for i in forget["index"].tolist()])
-        target = undial_target(ref, targets, self.cfg.beta)
-        loss = losses.token_mean(-(target * F.log_softmax(pred.float(), dim=-1)).sum(-1))
-        return loss, {"forget_nll": float(F.cross_entropy(pred.detach().float(), targets))}
+        loss, nll = out.lm.map_rows(rows, partial(undial_rows, beta=self.cfg.beta), ref, forget["labels"][mask])
+        return losses.token_mean(loss), {"forget_nll": float(nll.mean())}

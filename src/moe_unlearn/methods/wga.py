@@ -30,7 +30,7 @@ class WGA(Method):
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         out = ctx.forward(forget, role="forget")
-        ce = losses.token_ce(out.logits, forget["labels"])
+        ce = losses.token_ce(out.lm, forget["labels"])
         mask = losses.answer_mask(forget["labels"])
         weights = torch.exp(-ce.detach() * self.cfg.beta)
         loss = -losses.weighted_token_mean(weights * ce, mask)

@@ -80,3 +80,12 @@ GENERIC_ARCHS: list[str] = [
     "minimax", "minimax_m2", "minimax_m3_vl_text", "nemotron_h", "solar_open",
 ]
 GENERIC_EXTRA = dict(first_k_dense_replace=0, n_group=1, topk_group=1, decoder_sparse_step=1, mlp_only_layers=[])
+
+# What some causal LMs do to the LM head's output before returning logits (config attribute ->
+# transform), applied in this order by core.chunked when it computes logits from hidden states.
+# Anything else is caught by core.chunked's one-time check against the model's own logits.
+LOGIT_SCALES: dict[str, Literal["multiply", "divide"]] = {
+    "logit_scale": "multiply",  # Cohere
+    "logits_scaling": "divide",  # Granite
+}
+LOGIT_SOFTCAP = "final_logit_softcapping"  # cap * tanh(z / cap): Gemma-2 style, Inkling2

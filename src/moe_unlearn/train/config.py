@@ -95,6 +95,9 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     early_stop: EarlyStop = field(default_factory=EarlyStop)
     checkpoint_every: int = 10  # 0: no periodic checkpoints
+    # answer tokens whose vocabulary-sized logits exist at once in a loss (core/chunked.py);
+    # 0: the model computes full [B, S, V] logits as before
+    loss_chunk: int = 256
 
     def validate(self, where: str) -> None:
         from moe_unlearn.models.selectors import check_specs
@@ -115,7 +118,7 @@ class TrainConfig:
                 f"'{where}.max_grad_norm' must be > 0 or null, got {self.max_grad_norm}")
         require(self.load_balancing_coef >= 0,
                 f"'{where}.load_balancing_coef' must be >= 0 (it is a regulariser), got {self.load_balancing_coef}")
-        for key in ("eval_every", "checkpoint_every"):
+        for key in ("eval_every", "checkpoint_every", "loss_chunk"):
             require(getattr(self, key) >= 0, f"'{where}.{key}' must be >= 0, got {getattr(self, key)}")
         require(not self.early_stop.enabled or self.eval_every > 0,
                 f"'{where}.early_stop' needs '{where}.eval_every' > 0")

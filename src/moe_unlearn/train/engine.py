@@ -236,6 +236,8 @@ class Trainer:
         from moe_unlearn.eval import capture_eval_routing, check_processes
 
         accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum)
+        if accelerator.distributed_type in SHARDED_ENGINES:  # the LM head is resharded after each forward
+            cfg = replace(cfg, train=replace(cfg.train, loss_chunk=0), eval=replace(cfg.eval, loss_chunk=0))
         check_processes(cfg.eval)
         out = Path(out_dir)
         data = load_data(resolve_manifest(cfg.data))
@@ -522,7 +524,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
         for a in trainer.adapters:
             a.after_training(ctx)
         model = trainer.run_dir.save_model(trainer.save_model, trainer.last_checkpoint)  # model/ appears complete
-        results = evaluate_model(model, ctx.tokenizer, ctx.data, cfg.eval,
+        results = evaluate_model(model, ctx.tokenizer, ctx.data, ctx.cfg.eval,
                                  original_routing=trainer.original_routing, retrained=retrained,
                                  progress=trainer.progress)
         metrics = {

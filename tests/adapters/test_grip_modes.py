@@ -1,0 +1,125 @@
+"""GRIP's memory modes: bases from cached inputs (dual Gram), the shared span, bf16 bases with
+fp32 arithmetic, offloaded bases; each protects what it promises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moe_unlearn.adapters import nullspace
+from moe_unlearn.adapters.grip import Grip, GripConfig, router_features, router_rows, set_router_rows
+from moe_unlearn.adapters.routing_io import layer_inputs
+from moe_unlearn.models.tiny import tiny_model
+from tests.adapters.conftest import random_batches
+
+
+def _projector(basis: torch.Tensor) -> torch.Tensor:
+    b = basis.double()
+    return b @ b.transpose(1, 2)
+
+
+def _inputs(d: int, t: int, experts: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs with a decaying spectrum and a selection where experts have few / many / no tokens."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(t, d, generator=g) * torch.pow(10.0, -2.0 * torch.arange(d) / d)
+    sel = torch.zeros(t, experts, dtype=torch.bool)
+    sel[:, 0] = torch.rand(t, generator=g) < 0.9  # n_e > d: primal
+    sel[:, 1] = torch.rand(t, generator=g) < 0.1  # n_e < d: dual
+    sel[:5, 2] = True  # 5 tokens
+    return x, sel  # expert 3: nobody
+
+
+@pytest.mark.parametrize("rel_energy, max_rank", [(1e-3, None), (0.0, 4), (1e-6, None)])
+def test_bases_from_inputs_equal_the_gram_stack_bases(rel_energy, max_rank):
+    x, sel = _inputs(24, 200, 4, 0)
+    gram = torch.zeros(4, 24, 24, dtype=torch.float64)
+    nullspace.accumulate_gram(gram, x, sel)
+    stack = nullspace.span_bases(gram, rel_energy=rel_energy, max_rank=max_rank, dtype=torch.float32)
+    inputs = nullspace.span_bases_from_inputs(x, sel, rel_energy=rel_energy, max_rank=max_rank, dtype=torch.float32)
+    assert torch.equal(inputs.rank, stack.rank)
+    assert inputs.rank[1] < 24 and inputs.rank[3] == 0  # the dual path ran, an unselected row is free
+    assert torch.allclose(inputs.energy, stack.energy, atol=1e-6)
+    assert torch.allclose(_projector(inputs.basis), _projector(stack.basis), atol=1e-5)
+    eye = torch.eye(inputs.basis.shape[2]).expand(4, -1, -1) * (torch.arange(inputs.basis.shape[2]) < inputs.rank[:, None])[:, None]
+    assert torch.allclose(inputs.basis.transpose(1, 2) @ inputs.basis, eye, atol=1e-5)  # orthonormal
+
+
+def test_shared_basis_projection_keeps_every_score_and_conversions_keep_the_result():
+    x, _ = _inputs(16, 300, 3, 1)
+    x = x[:, :10] @ torch.randn(10, 16, generator=torch.Generator().manual_seed(2))  # a rank-10 span
+    gram = torch.zeros(1, 16, 16, dtype=torch.float64)
+    nullspace.accumulate_gram(gram, x, torch.ones(300, 1, dtype=torch.bool))
+    shared = nullspace.span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
+    assert shared.basis.shape == (1, 16, 10)
+    delta = torch.randn(5, 16, generator=torch.Generator().manual_seed(3))
+    out = nullspace.project_rows(delta, shared.basis)
+    assert (x @ out.T).abs().max() < 1e-4 * (x @ delta.T).abs().max()  # every row, every retained token
+    assert out.norm() > 0.3 * delta.norm()  # six free directions remain
+    # a stack in another dtype is converted chunk by chunk: same result as converting it whole
+    stack = torch.randn(5, 16, 4, dtype=torch.float64)
+    assert torch.allclose(nullspace.project_rows(delta, stack, chunk=2), nullspace.project_rows(delta, stack.float()),
+                          atol=1e-5)
+
+
+def test_bf16_bases_project_in_fp32_with_a_small_leak():
+    x, sel = _inputs(64, 2000, 4, 4)
+    gram = torch.zeros(2, 64, 64, dtype=torch.float64)
+    nullspace.accumulate_gram(gram, x, sel[:, :2])
+    exact = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
+    low = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.bfloat16)
+    delta = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
+    out = nullspace.project_rows(delta, low.basis)
+    assert out.dtype == torch.float32
+    leak = torch.bmm(_projector(exact.basis).float(), out[:, :, None]).norm()
+    old_leak = torch.bmm(_projector(exact.basis).float(), (delta - torch.bmm(  # bf16 arithmetic, as before
+        low.basis, torch.bmm(delta.bfloat16()[:, None, :], low.basis).transpose(1, 2)).squeeze(-1).float())[:, :, None]).norm()
+    assert leak < 2e-2 * delta.norm() and leak < old_leak
+
+
+def _prepared(cfg: GripConfig, fake_ctx, model=None):
+    model = model or tiny_model("mixtral", seed=0)
+    ctx = fake_ctx(model, retain=random_batches(5, seed=1))
+    grip = Grip(cfg)
+    grip.prepare(ctx)
+    return grip, ctx
+
+
+def test_input_preparation_equals_the_gram_stack_in_the_adapter(fake_ctx):
+    stack, _ = _prepared(GripConfig(mode="project", cache_tokens=100, prep_gram="stack"), fake_ctx)
+    inputs, _ = _prepared(GripConfig(mode="project", cache_tokens=100, prep_gram="inputs"), fake_ctx)
+    assert stack.summary()["prep_gram"] == ["stack", "stack"] and inputs.summary()["prep_gram"] == ["inputs", "inputs"]
+    for a, b in zip(stack.layers, inputs.layers):
+        assert torch.equal(a.bases.rank, b.bases.rank)
+        assert torch.allclose(_projector(a.bases.basis), _projector(b.bases.basis), atol=1e-5)
+    # auto picks the smaller: 8 x 64^2 float64 (256 KiB) vs ~130 tokens x 64 float32 (~34 KiB)
+    auto, _ = _prepared(GripConfig(mode="project", cache_tokens=100), fake_ctx)
+    assert auto.summary()["prep_gram"] == ["inputs", "inputs"]
+
+
+def test_shared_span_keeps_every_retained_logit_after_a_step(fake_ctx):
+    grip, ctx = _prepared(GripConfig(mode="project", span="shared", cache_tokens=20, rel_energy=1e-9), fake_ctx)
+    info = grip.summary()
+    assert info["span"] == "shared" and info["projector_bytes"] == sum(s.bases.basis.numel() * 4 for s in grip.layers)
+    assert all(s.bases.basis.shape[0] == 1 for s in grip.layers)
+    layer = ctx.layers[0]
+    x = router_features(layer, torch.cat([layer_inputs(ctx.model, [layer], b)[0][0] for b in grip.cache]))
+    original = router_rows(layer)
+    before = x @ original.T
+    torch.manual_seed(0)
+    set_router_rows(layer, original + 0.1 * torch.randn_like(original))
+    grip.after_step(ctx)
+    after = x @ router_rows(layer).T
+    assert (after - before).abs().max() < 1e-4  # every logit of every retained token, not only the selected ones
+    assert (router_rows(layer) - original).abs().max() > 1e-2  # yet the router moved
+    assert int(grip.layers[0].bases.rank[0]) < x.shape[1]  # (one batch, fewer tokens than d': routers can move)
+
+
+def test_offloaded_bases_live_on_the_host_and_give_the_same_projection(fake_ctx):
+    plain, ctx = _prepared(GripConfig(mode="project", cache_tokens=60), fake_ctx)
+    off, _ = _prepared(GripConfig(mode="project", cache_tokens=60, offload_bases=True), fake_ctx)
+    assert all(s.bases.basis.device.type == "cpu" for s in off.layers)
+    info = off.summary()
+    assert info["projector_device_bytes"] == max(s.bases.nbytes for s in off.layers) < info["projector_bytes"]
+    delta = torch.randn(8, plain.layers[0].bases.basis.shape[1])
+    assert torch.allclose(nullspace.project_rows(delta, off.layers[0].bases.basis),
+                          nullspace.project_rows(delta, plain.layers[0].bases.basis))
