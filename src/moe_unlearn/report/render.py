@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.report import plots
+from moe_unlearn.report import aggregate, plots
 from moe_unlearn.report.format import format_value
 from moe_unlearn.report.plots import get
 from moe_unlearn.report.runs import Run, load_runs
+from moe_unlearn.report.tradeoff import tradeoff_curves
 
 # (header, getter) for the results table; None prints as n/a
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
@@ -56,7 +57,10 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
     return [row(r.name, r.metrics) for r in runs]
 
 
-def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
+def _figures(all_runs: list[Run], out: Path) -> list[tuple[str, Path]]:
+    # with several seeds per cell the per-run figures show each cell's first seed; the
+    # trade-off curves show every run
+    runs = aggregate.first_of_each_cell(all_runs) if aggregate.has_repeats(all_runs) else all_runs
     figs: list[tuple[str, Path | None]] = [
         ("Forgetting vs utility", plots.forget_vs_utility(runs, out / "forget_vs_utility.png")),
         ("Routing stability per layer", plots.stability_per_layer(runs, out / "stability_per_layer.png")),
@@ -64,6 +68,7 @@ def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
         ("Relearning attack", plots.relearn_curves(runs, out / "relearn.png")),
         ("Training curves", plots.training_curves(runs, out / "training_curves.png")),
     ]
+    figs += tradeoff_curves(all_runs, out)
     for i, r in enumerate(runs):
         figs.append((f"Expert activation: {r.name}", plots.activation_heatmaps(r, out / f"activation_{i:02d}.png")))
     return [(title, p) for title, p in figs if p is not None]
@@ -72,6 +77,11 @@ def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
 def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     head = ["run", *(h for h, _ in COLUMNS)]
     lines = ["# moe-unlearn report", "", f"{len(runs)} run(s). ↑ / ↓: the direction an ideal unlearning moves a number.", ""]
+    if aggregate.has_repeats(runs):  # several seeds per cell: mean ± sd first, every run below
+        lines += ["Mean ± sd over the seeds of each cell (sample standard deviation):", ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in aggregate.spread_rows(runs, COLUMNS)]
+        lines += ["", "Every run:", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
     lines += ["", "How to read it:", "", *(f"- {item}" for item in HOW_TO_READ), ""]
@@ -83,6 +93,10 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
 def render_html(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *(h for h, _ in COLUMNS)])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(runs))
+    if aggregate.has_repeats(runs):
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                        for row in aggregate.spread_rows(runs, COLUMNS))
+        body = (f"{cells}<tr><th colspan='{len(COLUMNS) + 1}'>every run</th></tr>{body}")
     how = "".join(f"<li>{html.escape(item)}</li>" for item in HOW_TO_READ)
     imgs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,"
