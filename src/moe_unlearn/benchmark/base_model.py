@@ -52,10 +52,6 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_length: int = 48
     eval_size: int = 256  # examples per split in the report
-    # > 1: each epoch's shuffled order is cut into runs of `length_buckets` batches, sorted by
-    # length inside a run, and the batches are shuffled again: batches of similar length pad
-    # less (the forward's cost is B x the longest sequence), with the same examples per epoch
-    length_buckets: int = 1
 
 
 def new_model(m: ModelConfig, tok: PreTrainedTokenizerFast, max_len: int) -> torch.nn.Module:
@@ -100,39 +96,23 @@ def _lr_factor(step: int, t: TrainConfig) -> float:
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def epoch_batches(lengths: list[int], batch_size: int, buckets: int, generator: torch.Generator) -> list[list[int]]:
-    """One epoch's batches (example indices): a seeded permutation cut into full batches; with
-    buckets > 1, each run of `buckets` batches is regrouped by length and all batches reshuffled."""
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    per_epoch = max(1, len(lengths) // batch_size)
-    order = order[: per_epoch * batch_size] if len(lengths) >= batch_size else order
-    if buckets > 1:
-        run = batch_size * buckets
-        order = [i for start in range(0, len(order), run)
-                 for i in sorted(order[start:start + run], key=lambda i: lengths[i])]
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if buckets > 1:
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return batches
-
-
 def train_model(model: torch.nn.Module, examples: list[dict], pad_id: int, t: TrainConfig, *, seed: int,
                 progress: bool = True) -> list[float]:
     """AdamW with warmup + cosine; batches from seeded epoch permutations. Returns step losses."""
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, t))
-    lengths = [len(e["input_ids"]) for e in examples]
     per_epoch = max(1, len(examples) // t.batch_size)
     losses: list[float] = []
-    batches: list[list[int]] = []
+    order = torch.empty(0, dtype=torch.long)
     model.train()
     bar = tqdm(range(t.steps), desc="training base model", disable=not progress, leave=False)
     for step in bar:
         epoch, pos = divmod(step, per_epoch)
         if pos == 0:
-            batches = epoch_batches(lengths, t.batch_size, t.length_buckets, torch.Generator().manual_seed(seed + epoch))
-        batch = collate([examples[i] for i in batches[pos]], pad_id)
+            order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + epoch))
+        idx = order[pos * t.batch_size:(pos + 1) * t.batch_size].tolist()
+        batch = collate([examples[i] for i in idx], pad_id)
         out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                     labels=batch["labels"].to(device), output_router_logits=True)
         opt.zero_grad(set_to_none=True)

@@ -25,8 +25,7 @@ PRESETS.register("default")(
         generator=GeneratorConfig(entities_per_domain=64, holdout_entities=32),
         model=ModelConfig(vocab_size=1024, hidden_size=128, intermediate_size=256, layers=4, heads=4,
                           experts=16, top_k=2, aux_loss_coef=0.0),
-        train=TrainConfig(steps=700, batch_size=128, lr=4e-3, warmup_steps=30, max_length=48, eval_size=256,
-                          length_buckets=16),
+        train=TrainConfig(steps=700, batch_size=128, lr=4e-3, warmup_steps=30, max_length=48, eval_size=256),
     )
 )
 
