@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from moe_unlearn.cli.main import run
 
 SMALL = ["preset=tiny", "common.train.max_steps=2", "common.train.eval_every=0", "common.train.early_stop={}",
@@ -46,3 +48,30 @@ def test_demo_refuses_a_foreign_non_empty_out_dir(tmp_path, capsys):
     assert run(["demo", "--out", str(out), "preset=tiny"]) == 2
     assert "holds no demo results" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_demo_seeds_give_mean_and_spread_per_cell(tiny_benchmark, tmp_path, capsys):
+    out = tmp_path / "demo"
+    small = [o for o in SMALL if not o.startswith("quick.adapters")] + ["quick.methods=[graddiff]",
+                                                                        "quick.adapters=[[], [keep_routing]]",
+                                                                        "common.train.eval_every=1"]
+    assert run(["demo", "--quick", "--seeds", "2", "--out", str(out), *small]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["run"], r["seed"]) for r in results] == [("graddiff", 0), ("graddiff+keep_routing", 0),
+                                                       ("graddiff", 1), ("graddiff+keep_routing", 1)]
+    assert (out / "runs" / "graddiff" / "metrics.json").is_file()  # the first seed keeps the one-seed layout
+    assert (out / "runs" / "seed-1" / "graddiff+keep_routing" / "metrics.json").is_file()
+    assert results[0]["forget"] != results[2]["forget"]  # another seed draws other batches
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    cell = summary["cells"]["graddiff+keep_routing"]
+    values = [r["retain"]["nll"] for r in results if r["run"] == "graddiff+keep_routing"]
+    assert cell["n"] == 2 and cell["retain.nll"]["mean"] == pytest.approx(sum(values) / 2)
+    assert cell["retain.nll"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    md = (out / "report" / "report.md").read_text()
+    assert "| graddiff+keep_routing (n=2) |" in md and " ± " in md
+    assert "(tradeoff_00.png)" in md  # eval_every=1: every run has a curve
+    assert "mean ± sd over seeds 0..1" in capsys.readouterr().out
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["seeds"] == [0, 1]

@@ -34,20 +34,21 @@ decomposes an expert with n_e < d' tokens through its n_e x n_e Gram.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
+from moe_unlearn.adapters.keep_routing import KeepRouting, KeepRoutingConfig
 from moe_unlearn.adapters.nullspace import (
     RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, project_rows, span_bases,
     span_bases_from_inputs,
 )
-from moe_unlearn.adapters.routing_io import capture, layer_inputs, retain_batches, retain_nll
+from moe_unlearn.adapters.routing_io import layer_inputs, retain_batches, retain_nll, selection_mask
 from moe_unlearn.config import require
-from moe_unlearn.core.dist import all_reduce_sum, gather_objects, gather_rows
-from moe_unlearn.core.losses import token_mean
+from moe_unlearn.core.dist import all_reduce_sum, gather_rows
 from moe_unlearn.core.sharded import assign_full, full_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,9 +86,9 @@ class GripConfig:
     # how per-expert bases are prepared: stack (stream an E x d'^2 float64 Gram stack), inputs
     # (cache the layer's inputs, T x d', and decompose expert by expert), auto (the smaller)
     prep_gram: Literal["auto", "stack", "inputs"] = "auto"
-    # weight of a routing-consistency retain term (0: off): a hinge keeping each retained token's
-    # original top-k ahead of the other experts by `consistency_margin` logits; unlike the
-    # projection it acts on the upstream layers whose drift moves the router inputs
+    # DEPRECATED alias (not part of GRIP): > 0 adds the keep_routing adapter's margin term on the
+    # method's retain forwards with weight `consistency` and margin `consistency_margin`, logged
+    # as grip/consistency, exactly as before. Use `adapters: [grip, keep_routing]` instead.
     consistency: float = 0.0
     consistency_margin: float = 0.5
 
@@ -109,6 +110,20 @@ class GripConfig:
         require(self.consistency >= 0, f"'{where}.consistency' must be >= 0, got {self.consistency}")
         require(self.consistency_margin >= 0,
                 f"'{where}.consistency_margin' must be >= 0, got {self.consistency_margin}")
+        if self.consistency > 0:
+            warnings.warn(f"'{where}.consistency' is deprecated: it runs the keep_routing adapter's margin term; "
+                          f"use adapters: [grip, keep_routing] with keep_routing.loss=margin, "
+                          f"keep_routing.weight={self.consistency:g}, keep_routing.margin={self.consistency_margin:g}, "
+                          f"keep_routing.roles=[retain], keep_routing.batch_size=null",
+                          FutureWarning, stacklevel=2)
+
+    @property
+    def consistency_alias(self) -> KeepRoutingConfig | None:
+        """The keep_routing settings `consistency > 0` stands for (the old term exactly), else None."""
+        if self.consistency == 0:
+            return None
+        return KeepRoutingConfig(weight=self.consistency, loss="margin", margin=self.consistency_margin,
+                                 roles=["retain"], batch_size=None)
 
     @property
     def project(self) -> bool:
@@ -182,16 +197,22 @@ class Grip(Adapter):
         self.margin_backtracks = 0  # rows Kaczmarz left infeasible, pulled back
         self.ptc_runs: list[dict[str, Any]] = []
         self.generator = torch.Generator()
-        self.original_topk: list[list[torch.Tensor]] = []  # [example][layer] -> [len, k] (consistency)
+        alias = cfg.consistency_alias  # the deprecated grip.consistency: keep_routing's code does it
+        self.consistency = None if alias is None else KeepRouting(alias)
 
     # -- capabilities ------------------------------------------------------------------------
 
     @property
     def needs_retain_forward(self) -> bool:
-        return self.cfg.consistency > 0
+        return self.consistency is not None and self.consistency.needs_retain_forward
 
     def capture_roles(self) -> frozenset[Role]:
-        return frozenset({"retain"}) if self.cfg.consistency > 0 else frozenset()
+        return frozenset() if self.consistency is None else self.consistency.capture_roles()
+
+    @property
+    def conflicts(self) -> frozenset[str]:  # type: ignore[override]
+        # grip.consistency IS keep_routing's term: both at once would add it twice
+        return frozenset() if self.consistency is None else frozenset({"keep_routing"})
 
     def edits_untrained(self) -> str | None:
         if self.cfg.refit and self.cfg.ptc_routers == "all":
@@ -213,8 +234,8 @@ class Grip(Adapter):
         self.layers, self.targets, self.prep_passes = [], {}, 0
         for group in self._groups(needed):
             self._prepare_group(ctx, group, protected)
-        if self.cfg.consistency > 0:
-            self.original_topk = original_selections(ctx)
+        if self.consistency is not None:
+            self.consistency.prepare(ctx)
         self.prep_seconds = time.perf_counter() - t0
 
     def _protected(self, ctx: RunContext) -> set[int]:
@@ -278,7 +299,7 @@ class Grip(Adapter):
                 if self.cfg.refit:
                     targets[i].append(scores.float())
                 if i in how:
-                    sel = _selection_mask(indices, layer.num_experts)
+                    sel = selection_mask(indices, layer.num_experts)
                     if how[i] == "inputs":
                         held[i].append((x, sel))
                     elif how[i] == "shared":  # every retained token: one span for all rows
@@ -314,20 +335,10 @@ class Grip(Adapter):
     # -- training hooks --------------------------------------------------------------------
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
-        out = forwards.get("retain")
-        if self.cfg.consistency == 0 or out is None or out.routing is None:
+        if self.consistency is None:
             return {}
-        lengths = out.batch["attention_mask"].sum(dim=1).tolist()
-        examples = out.batch["index"].tolist()
-        loss = 0.0
-        for layer in ctx.layers:
-            logits = out.routing.layers[layer.index].logits.float()  # [T, E], with grad
-            orig = torch.cat([self.original_topk[i][layer.index][:n] for i, n in zip(examples, lengths)])
-            selected = _selection_mask(orig.to(logits.device), layer.num_experts)
-            weakest = logits.masked_fill(~selected, float("inf")).min(dim=1).values
-            strongest_other = logits.masked_fill(selected, float("-inf")).max(dim=1).values
-            loss = loss + token_mean(torch.relu(self.cfg.consistency_margin - (weakest - strongest_other)))
-        return {"consistency": self.cfg.consistency * loss / len(ctx.layers)}
+        terms = self.consistency.loss_terms(ctx, forwards)
+        return {"consistency": sum(terms.values())} if terms else {}
 
     @torch.no_grad()
     def after_step(self, ctx: RunContext) -> None:
@@ -468,27 +479,6 @@ def _to_host(t: torch.Tensor) -> torch.Tensor:
     """A host copy, page-locked when CUDA is there (asynchronous copies back to the device)."""
     host = t.to("cpu")
     return host.pin_memory() if torch.cuda.is_available() else host
-
-
-@torch.no_grad()
-def original_selections(ctx: RunContext) -> list[list[torch.Tensor]]:
-    """Original top-k of every retain example, [example][layer] -> [its tokens, k] (int16, CPU)."""
-    mine: list[tuple[int, list[torch.Tensor]]] = []
-    for batch in ctx.iter_split("retain"):
-        cap = capture(ctx.model, [batch])
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        parts = [cap.layers[layer].indices.to("cpu", torch.int16).split(lengths) for layer in range(len(ctx.layers))]
-        mine += [(i, [p[row] for p in parts]) for row, i in enumerate(batch["index"].tolist()) if i >= 0]
-    out: list[list[torch.Tensor]] = [[] for _ in range(ctx.split_size("retain"))]
-    for i, selections in gather_objects(mine):  # every process trains on any retain example
-        out[i] = selections
-    return out
-
-
-def _selection_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """top-k indices [T, k] -> bool [T, E]."""
-    mask = torch.zeros(indices.shape[0], num_experts, dtype=torch.bool, device=indices.device)
-    return mask.scatter_(1, indices.long(), True)
 
 
 def _margin_bound(scores: torch.Tensor, selected: torch.Tensor, eps: float) -> torch.Tensor:

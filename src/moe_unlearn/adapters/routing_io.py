@@ -89,6 +89,12 @@ def _end_pass() -> None:
     raise _PassDone
 
 
+def selection_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """top-k indices [T, k] -> bool [T, E]."""
+    mask = torch.zeros(indices.shape[0], num_experts, dtype=torch.bool, device=indices.device)
+    return mask.scatter_(1, indices.long(), True)
+
+
 @torch.no_grad()
 def capture(model: nn.Module, batches: Iterable[Batch]) -> RoutingCapture:
     """The routing (no inputs) of plain forwards over the batches."""

@@ -2,8 +2,11 @@
 
 1. Attribution on a forget sample (original model): affinity s_e^(l) = mean over sequences of
    the mean over the sequence's tokens of g_e = softmax(router logits)_e if e is in the token's
-   top-k, else 0. Written to out_dir/seuf_attribution.json and seuf_attribution.png.
-2. The top-M (layer, expert) pairs across all layers are the targets (M = 1 as in the paper).
+   top-k, else 0 (`attribution: forget`, the paper's). `attribution: contrastive` (our
+   extension) scores s_e^(l)(forget) - s_e^(l)(retain), the same affinity on a retain sample
+   subtracted, so an expert every domain uses is not chosen over one the forget data uses
+   MORE. Written to out_dir/seuf_attribution.json and seuf_attribution.png.
+2. The top-M (layer, expert) pairs by score across all layers are the targets (M = 1 as in the paper).
 3. Only those expert slices (one [e] slice of each fused [E, ...] tensor) and the routers of
    their layers train; everything else stays bit-identical.
 4. Anchor loss on forget tokens at each target layer, alpha * mean_t || p_t - a ||^2, with p_t the
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -39,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class SeufConfig:
     top_m: int = 1  # (layer, expert) pairs trained, chosen across all layers
     alpha: float = 1.0  # router anchor loss weight (flat over 1..1000 in the paper)
-    sample_tokens: int | None = None  # forget tokens used for attribution (None: the whole split)
+    attribution: Literal["forget", "contrastive"] = "forget"  # paper: forget affinity; ours: forget - retain
+    sample_tokens: int | None = None  # tokens per split used for attribution (None: the whole split)
     heatmap: bool = True
 
     def validate(self, where: str) -> None:
@@ -70,9 +74,9 @@ def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
     return [all_reduce_sum(s) / max(total, 1.0) for s in sums]
 
 
-def top_pairs(affinity: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
-    """The m (layer, expert) pairs with the largest affinity across layers, best first."""
-    pairs = [(float(v), layer, e) for layer, a in enumerate(affinity) for e, v in enumerate(a.tolist())]
+def top_pairs(score: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
+    """The m (layer, expert) pairs with the largest score across layers, best first."""
+    pairs = [(float(v), layer, e) for layer, a in enumerate(score) for e, v in enumerate(a.tolist())]
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     return [(layer, e) for _, layer, e in pairs[:m]]
 
@@ -86,7 +90,9 @@ class Seuf(Adapter):
 
     def __init__(self, cfg: SeufConfig) -> None:
         super().__init__(cfg)
-        self.affinity: list[torch.Tensor] = []
+        self.affinity: list[torch.Tensor] = []  # per layer [E], forget sample
+        self.retain_affinity: list[torch.Tensor] | None = None  # contrastive attribution only
+        self.score: list[torch.Tensor] = []  # what the targets are chosen by
         self.targets: list[tuple[int, int]] = []
         self.sample_tokens = 0
         self.trained_numel = 0
@@ -103,28 +109,45 @@ class Seuf(Adapter):
         total = sum(layer.num_experts for layer in ctx.layers)
         if self.cfg.top_m > total:
             raise UserError(f"'seuf.top_m' is {self.cfg.top_m} but the model has only {total} (layer, expert) pairs")
+        self.affinity, self.sample_tokens = self._affinity(ctx, "forget")
+        self.score = self.affinity
+        if self.cfg.attribution == "contrastive":
+            if not ctx.splits.get("retain"):
+                raise UserError("'seuf.attribution: contrastive' needs retain records in the train format; "
+                                "provide them or set seuf.attribution=forget")
+            self.retain_affinity, _ = self._affinity(ctx, "retain")
+            self.score = [f - r for f, r in zip(self.affinity, self.retain_affinity)]
+        self.targets = top_pairs(self.score, self.cfg.top_m)
+        if is_main():
+            self._write(ctx)
+
+    def _affinity(self, ctx: RunContext, role: str) -> tuple[list[torch.Tensor], int]:
+        """(affinity per layer, tokens used) on the first `sample_tokens` tokens of a training split."""
         batches, seen = [], 0
-        for batch in ctx.iter_split("forget"):
+        for batch in ctx.iter_split(role):
             if self.cfg.sample_tokens is not None and seen >= self.cfg.sample_tokens:
                 break
             batches.append(batch)
             seen += int(all_reduce_sum(batch["attention_mask"].sum()))  # every process's rows of this batch
-        self.sample_tokens = seen
-        self.affinity = expert_affinity(capture(ctx.model, batches))
-        self.targets = top_pairs(self.affinity, self.cfg.top_m)
-        if is_main():
-            self._write(ctx)
+        return expert_affinity(capture(ctx.model, batches)), seen
 
     def _write(self, ctx: RunContext) -> None:
         out = ctx.out_dir
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "seuf_attribution.json", json.dumps({
-            "affinity": [a.tolist() for a in self.affinity],  # [layer][expert]
+        record: dict[str, Any] = {
+            "attribution": self.cfg.attribution,
+            "affinity": [a.tolist() for a in self.affinity],  # [layer][expert], forget sample
             "targets": [{"layer": layer, "expert": e} for layer, e in self.targets],
             "sample_tokens": self.sample_tokens,
-        }, indent=2))
+        }
+        if self.retain_affinity is not None:
+            record["retain_affinity"] = [a.tolist() for a in self.retain_affinity]
+            record["score"] = [a.tolist() for a in self.score]
+        atomic_write(out / "seuf_attribution.json", json.dumps(record, indent=2))
         if self.cfg.heatmap:
-            _heatmap(self.affinity, self.targets, out / "seuf_attribution.png")
+            title = ("SEUF affinity on the forget sample" if self.retain_affinity is None
+                     else "SEUF contrastive score: forget - retain affinity")
+            _heatmap(self.score, self.targets, out / "seuf_attribution.png", title)
 
     def select_trainable(self, ctx: RunContext, params: list[ParamRef]) -> list[ParamRef]:
         """Only the target expert slices and their layers' routers (weight and trainable bias)."""
@@ -163,17 +186,23 @@ class Seuf(Adapter):
         return self.cfg.top_m * (expert + layer.router_weight.numel())
 
     def summary(self) -> dict[str, Any]:
+        def target(layer: int, e: int) -> dict[str, Any]:
+            out = {"layer": layer, "expert": e, "affinity": round(float(self.affinity[layer][e]), 6)}
+            if self.retain_affinity is not None:
+                out["retain_affinity"] = round(float(self.retain_affinity[layer][e]), 6)
+            return out
+
         return {
-            "targets": [{"layer": layer, "expert": e, "affinity": round(float(self.affinity[layer][e]), 6)}
-                        for layer, e in self.targets],
+            "attribution": self.cfg.attribution,
+            "targets": [target(layer, e) for layer, e in self.targets],
             "uniform_affinity": [round(float(a.sum()) / a.numel(), 6) for a in self.affinity],
             "sample_tokens": self.sample_tokens,
             "trained_params": self.trained_numel,
         }
 
 
-def _heatmap(affinity: list[torch.Tensor], targets: list[tuple[int, int]], path: Any) -> None:
-    """Layers x experts image of the affinity, targets boxed."""
+def _heatmap(affinity: list[torch.Tensor], targets: list[tuple[int, int]], path: Any, title: str) -> None:
+    """Layers x experts image of the attribution score, targets boxed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,7 +218,7 @@ def _heatmap(affinity: list[torch.Tensor], targets: list[tuple[int, int]], path:
         ax.add_patch(plt.Rectangle((e - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xlabel("expert")
     ax.set_ylabel("MoE layer")
-    ax.set_title("SEUF affinity on the forget sample (targets in red)")
+    ax.set_title(f"{title} (targets in red)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with atomic_path(path) as tmp:

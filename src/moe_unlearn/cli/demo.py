@@ -21,7 +21,10 @@ SUMMARY = ("forget MC ↓", "forget NLL ↑", "retain MC ↑", "retain NLL ↓",
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory (runs/, report/, results.json)."),
     quick: bool = typer.Option(False, "--quick", help="A smaller matrix (GA, GradDiff x none, GRIP, SEUF)."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the benchmark and of every run."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1,
+                             help="Seed of the benchmark and of the (first) unlearning runs."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Run the matrix for N unlearning seeds (seed .. seed+N-1); "
+                              "the report and summary.json give mean ± sd per cell."),
     forget_domain: Optional[str] = typer.Option(None, "--forget-domain", help="Domain to forget (default: the hazardous one)."),
     oracle: bool = typer.Option(False, "--oracle/--no-oracle", help="Train (or reuse) the retrain oracle and compare every run with it (~3 min more the first time)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides of the demo spec, e.g. common.train.max_steps=10."),
@@ -50,6 +53,13 @@ def demo(
         label = {"original": "original model", "oracle": "retrain oracle"}.get(name, name)
         console.print("  ".join(c.ljust(w) for c, w in zip(row(label, metrics, columns), widths)), style="italic")
 
-    results = run_demo(out, quick=quick, seed=seed, forget_domain=forget_domain, overrides=overrides or [],
+    results = run_demo(out, quick=quick, seed=seed, seeds=seeds, forget_domain=forget_domain, overrides=overrides or [],
                        progress=False, oracle=oracle, on_result=show, on_reference=show_reference)
+    if seeds > 1:
+        from moe_unlearn.report import load_runs
+        from moe_unlearn.report.aggregate import spread_rows
+
+        console.print(f"mean ± sd over seeds {seed}..{seed + seeds - 1}", style="bold")
+        for cells in spread_rows(load_runs([out / "results.json"]), columns):
+            console.print("  ".join([cells[0].ljust(widths[0] + 6), *(c.ljust(15) for c in cells[1:])]))
     console.print(f"{len(results)} runs; results: {out / 'results.json'}; report: {out / 'report' / 'report.html'}")

@@ -26,7 +26,8 @@ from moe_unlearn.data import load_data
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destination
 from moe_unlearn.registry import suggest
-from moe_unlearn.report import write_report
+from moe_unlearn.report import load_runs, write_report
+from moe_unlearn.report.aggregate import summarise
 from moe_unlearn.train.config import TrainConfig, build_config, merge_config
 from moe_unlearn.train.engine import run_unlearning
 
@@ -110,13 +111,22 @@ def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) ->
     return merge_config(raw, {"train": {"lr": lr}})
 
 
-def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_domain: str | None = None,
-             overrides: list[str] | None = None, progress: bool = True, oracle: bool = False,
+def run_dir(out: Path, run: DemoRun, seed: int, first_seed: int) -> Path:
+    """runs/<label> for the first seed (the layout of a one-seed demo), runs/seed-<s>/<label> after it."""
+    return out / "runs" / run.label if seed == first_seed else out / "runs" / f"seed-{seed}" / run.label
+
+
+def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, seeds: int = 1,
+             forget_domain: str | None = None, overrides: list[str] | None = None, progress: bool = True,
+             oracle: bool = False,
              on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None = None,
              on_reference: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run the demo matrix into out_dir; returns results.json's list (one metrics dict per run).
+    """Run the demo matrix into out_dir for unlearning seeds seed .. seed + seeds - 1 on the benchmark
+    built with `seed`; returns results.json's list (one metrics dict per run, with "run" and "seed").
 
     oracle: build (or reuse) the retrain oracle and evaluate every run against it."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
     spec = load_spec(overrides)
     check_spec(spec, quick=quick)
     entry = cache_root() / entry_name(spec.get("preset", "default"), seed, forget_domain, 1.0)
@@ -126,13 +136,13 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, forget_
     out.mkdir(parents=True, exist_ok=True)
     lock = DirLock.acquire(out, "demo dir")
     try:
-        return _run_demo(out, spec, quick=quick, seed=seed, forget_domain=forget_domain, progress=progress,
-                         oracle=oracle, on_result=on_result, on_reference=on_reference)
+        return _run_demo(out, spec, quick=quick, seed=seed, seeds=seeds, forget_domain=forget_domain,
+                         progress=progress, oracle=oracle, on_result=on_result, on_reference=on_reference)
     finally:
         lock.release()
 
 
-def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, forget_domain: str | None,
+def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds: int, forget_domain: str | None,
               progress: bool, oracle: bool,
               on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None,
               on_reference: Callable[[str, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
@@ -159,29 +169,36 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, forget
 
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for run in runs:
-        try:
-            cfg = build_config(run_config(spec, run, manifest, seed))
-            metrics = run_unlearning(cfg, out_dir=out / "runs" / run.label, overwrite=True, progress=progress,
-                                     retrained=refs.retrained)
-        except UserError as e:  # an undefined combination, e.g. TRACE with a method without retain term
-            skipped.append({"run": run.label, "reason": str(e)})
+    dirs: list[Path] = []
+    run_seeds = list(range(seed, seed + seeds))
+    for run_seed in run_seeds:
+        for run in runs:
+            if run_seed != seed and any(s["run"] == run.label for s in skipped):
+                continue  # refused for the first seed already (the reason does not depend on the seed)
+            target = run_dir(out, run, run_seed, seed)
+            try:
+                cfg = build_config(run_config(spec, run, manifest, run_seed))
+                metrics = run_unlearning(cfg, out_dir=target, overwrite=True, progress=progress,
+                                         retrained=refs.retrained)
+            except UserError as e:  # an undefined combination, e.g. TRACE with a method without retain term
+                skipped.append({"run": run.label, "reason": str(e)})
+                if on_result:
+                    on_result(run, None, str(e))
+                continue
+            metrics["run"], metrics["seed"] = run.label, run_seed
+            results.append(metrics)
+            dirs.append(target)
             if on_result:
-                on_result(run, None, str(e))
-            continue
-        metrics["run"] = run.label
-        results.append(metrics)
-        if on_result:
-            on_result(run, metrics, None)
-        _write_json(out / "results.json", results)
+                on_result(run, metrics, None)
+            _write_json(out / "results.json", results)
 
     _write_json(out / "results.json", results)
-    _write_json(out / "demo.json", {"manifest": str(manifest), "quick": quick, "seed": seed, "oracle": oracle,
-                                    "benchmark_seconds": bench_seconds, "oracle_build_seconds": oracle_seconds,
-                                    "reference_seconds": reference_seconds,
+    _write_json(out / "summary.json", {"seeds": run_seeds, "cells": summarise(load_runs(dirs))})
+    _write_json(out / "demo.json", {"manifest": str(manifest), "quick": quick, "seed": seed, "seeds": run_seeds,
+                                    "oracle": oracle, "benchmark_seconds": bench_seconds,
+                                    "oracle_build_seconds": oracle_seconds, "reference_seconds": reference_seconds,
                                     "total_seconds": time.perf_counter() - t0, "skipped": skipped})
-    write_report([out / "reference" / name for name, _ in references] + [out / "runs" / r["run"] for r in results],
-                 out / "report")
+    write_report([out / "reference" / name for name, _ in references] + dirs, out / "report")
     return results
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moe_unlearn.paths import check_destination, publish, temp_sibling
-from moe_unlearn.report import plots
+from moe_unlearn.report import aggregate, plots
 from moe_unlearn.report.format import format_value
 from moe_unlearn.report.plots import get
 from moe_unlearn.report.runs import Run, load_runs
 from moe_unlearn.report.tables import select_table
+from moe_unlearn.report.tradeoff import tradeoff_curves
 
 # (header, getter) for the results table; None prints as n/a
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
@@ -77,6 +78,9 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
 
 def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
     every, runs = runs, [r for r in runs if r.reference is None]  # the references only as anchor points
+    trained = runs  # every unlearning run (the trade-off curves show each seed)
+    if aggregate.has_repeats(runs):  # several seeds per cell: the per-run figures show each cell's first seed
+        runs = aggregate.first_of_each_cell(runs)
     figs: list[tuple[str, Path | None]] = [
         ("Forgetting vs utility", plots.forget_vs_utility(every, out / "forget_vs_utility.png")),
         ("Routing stability per layer", plots.stability_per_layer(runs, out / "stability_per_layer.png")),
@@ -84,6 +88,7 @@ def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
         ("Relearning attack", plots.relearn_curves(runs, out / "relearn.png")),
         ("Training curves", plots.training_curves(runs, out / "training_curves.png")),
     ]
+    figs += tradeoff_curves(trained, out)
     for i, r in enumerate(runs):
         figs.append((f"Expert activation: {r.name}", plots.activation_heatmaps(r, out / f"activation_{i:02d}.png")))
     return [(title, p) for title, p in figs if p is not None]
@@ -98,6 +103,11 @@ def render_markdown(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     columns, how_to_read = columns_for(runs)
     head = ["run", *(h for h, _ in columns)]
     lines = ["# moe-unlearn report", "", f"{_count(runs)}. ↑ / ↓: the direction an ideal unlearning moves a number.", ""]
+    if aggregate.has_repeats(runs):  # several seeds per cell: mean ± sd first, every run below
+        lines += ["Mean ± sd over the seeds of each cell (sample standard deviation):", ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in aggregate.spread_rows(runs, columns)]
+        lines += ["", "Every run:", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
     lines += ["", "How to read it:", "", *(f"- {item}" for item in how_to_read), ""]
@@ -110,6 +120,10 @@ def render_html(runs: list[Run], figures: list[tuple[str, Path]]) -> str:
     columns, how_to_read = columns_for(runs)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *(h for h, _ in columns)])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(runs))
+    if aggregate.has_repeats(runs):
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                        for row in aggregate.spread_rows(runs, columns))
+        body = f"{cells}<tr><th colspan='{len(columns) + 1}'>every run</th></tr>{body}"
     how = "".join(f"<li>{html.escape(item)}</li>" for item in how_to_read)
     imgs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,"

@@ -437,10 +437,12 @@ class Trainer:
         ctx, cfg = self.ctx, self.cfg
         stop = GracefulStop()
         bar = tqdm(total=self.total, initial=ctx.step, desc=f"unlearn {ctx.cfg.method}", disable=not self.progress)
+        # step 0 is evaluated too (where the trade-off curve starts); the original model may already meet the target
+        done = bool(cfg.eval_every) and ctx.step == 0 and self.periodic_eval()
         ctx.model.train()
         with stop.installed():
             try:
-                while ctx.step < self.total:
+                while not done and ctx.step < self.total:
                     if self._stop_requested(stop):  # at a step boundary: the state is consistent
                         path = self.save_checkpoint()
                         raise RunFailure(f"interrupted after step {ctx.step}; resumable checkpoint {path}; "

@@ -1,0 +1,81 @@
+"""Trade-off curves: forget MC accuracy against retain MC accuracy along each run.
+
+The points are the periodic evaluations a run logs (`train.eval_every`) in log.jsonl, step 0
+(the original model) first. One figure per base method, one line per adapter set; runs of
+the same cell from several seeds share a colour (the first one labelled). A run starts at the
+top right (the original model knows both); the ideal one goes left (forgotten) and stays high
+(utility kept).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from moe_unlearn.report.runs import Run  # noqa: E402
+
+DPI = 110
+
+
+def eval_path(run: Run) -> list[tuple[int, float, float]]:
+    """(step, forget MC, retain MC) of every periodic eval in the run's log that has both."""
+    out = []
+    for row in run.log:
+        ev = row.get("eval") if isinstance(row, dict) else None
+        if not isinstance(ev, dict):
+            continue
+        f, r = (ev.get(s, {}).get("mc_acc") if isinstance(ev.get(s), dict) else None for s in ("forget", "retain"))
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (f, r)) and "step" in row:
+            out.append((int(row["step"]), float(f), float(r)))
+    return sorted(out)
+
+
+def _adapters(run: Run) -> str:
+    return "+".join(run.metrics.get("adapters") or []) or "none"
+
+
+def tradeoff_curves(runs: list[Run], out_dir: Path) -> list[tuple[str, Path]]:
+    """One PNG per base method with logged evals: [(title, path)], empty when no run has any."""
+    methods: dict[str, list[tuple[Run, list[tuple[int, float, float]]]]] = {}
+    for r in runs:
+        path = eval_path(r)
+        if len(path) >= 2:
+            methods.setdefault(str(r.metrics.get("method") or r.name), []).append((r, path))
+    figures = []
+    for i, (method, items) in enumerate(methods.items()):
+        title = f"Trade-off along the run: {method}"
+        figures.append((title, _draw(method, items, Path(out_dir) / f"tradeoff_{i:02d}.png")))
+    return figures
+
+
+def _draw(method: str, items: list[tuple[Run, list[tuple[int, float, float]]]], path: Path) -> Path:
+    combos = list(dict.fromkeys(_adapters(r) for r, _ in items))
+    colors = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(6.8, 5.2))
+    labelled: set[str] = set()
+    for run, points in items:
+        combo = _adapters(run)
+        color = colors[combos.index(combo) % 10]
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        label = None if combo in labelled else combo
+        labelled.add(combo)
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, alpha=0.85, color=color, label=label)
+        ax.plot(xs[-1:], ys[-1:], marker="X", markersize=8, color=color, linestyle="none")  # where it stopped
+    ax.axvline(0.25, color="grey", linestyle="--", linewidth=1)
+    ax.text(0.26, 0.02, "chance", color="grey", fontsize=8, transform=ax.get_xaxis_transform())
+    ax.set_xlim(-0.03, 1.03)  # as the forgetting-vs-utility scatter: ideal is top left
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("forget MC accuracy (lower = more forgotten)")
+    ax.set_ylabel("retain MC accuracy (higher = utility kept)")
+    ax.set_title(f"{method}: forgetting vs utility along the run (x = last eval)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="adapters", fontsize=8, title_fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
