@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from moe_unlearn.adapters.grip import GripConfig
+from moe_unlearn.adapters.keep_routing import KeepRoutingConfig
 from moe_unlearn.errors import UserError
 from moe_unlearn.train.config import load_config
 
@@ -14,16 +15,19 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "adapters").
 
 
 def test_the_adapter_configs_exist():
-    assert {p.stem for p in CONFIGS} >= {"grip", "seuf", "trace", "trace_grip", "seuf_trace", "shortcut_probe"}
+    assert {p.stem for p in CONFIGS} >= {"grip", "seuf", "trace", "trace_grip", "seuf_trace", "shortcut_probe",
+                                        "keep_routing", "grip_keep_routing"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_shipped_adapter_config_validates(path):
     cfg = load_config(path)
     for name in cfg.adapters:
-        assert type(cfg.section(name)).__name__.lower().startswith(name)
+        assert type(cfg.section(name)).__name__.lower().startswith(name.replace("_", ""))
     if path.stem == "grip":
         assert cfg.section("grip") == GripConfig()  # the YAML documents the defaults
+    if path.stem == "keep_routing":
+        assert cfg.section("keep_routing") == KeepRoutingConfig()
     if path.stem == "shortcut_probe":
         assert cfg.train.params == ["routers"] and cfg.adapters == []
 
