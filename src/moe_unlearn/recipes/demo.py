@@ -79,8 +79,13 @@ def check_spec(spec: dict[str, Any], *, quick: bool) -> None:
     require(isinstance(scales, dict), "demo 'adapter_lr_scale' must map adapters to numbers")
     for a, factor in scales.items():
         ADAPTERS.get(str(a))
-        require(isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor < 1e6,
-                f"demo 'adapter_lr_scale.{a}' must be a positive number, got {factor!r}")
+        per_method = factor if isinstance(factor, dict) else {None: factor}
+        for m, f in per_method.items():
+            where = f"adapter_lr_scale.{a}" + ("" if m is None else f".{m}")
+            if m is not None:
+                METHODS.get(str(m))
+            require(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1e6,
+                    f"demo '{where}' must be a positive number, got {f!r}")
     per_method = spec.get("methods", {})
     require(isinstance(per_method, dict), "demo 'methods' must map methods to their settings")
     require(isinstance(spec.get("common"), dict), "demo 'common' must be an unlearn config mapping")
@@ -100,6 +105,13 @@ def plan(spec: dict[str, Any], *, quick: bool) -> list[DemoRun]:
     return [DemoRun(m, tuple(a)) for m in grid["methods"] for a in grid["adapters"]]
 
 
+def adapter_lr_scale(spec: dict[str, Any], adapter: str, method: str) -> float:
+    """The factor an adapter applies to the method's learning rate: a number, or {method: number}
+    (methods not named: 1)."""
+    factor = spec.get("adapter_lr_scale", {}).get(adapter, 1)
+    return float(factor.get(method, 1) if isinstance(factor, dict) else factor)
+
+
 def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) -> dict[str, Any]:
     """The raw unlearn config of one run: common budget + the method's own settings."""
     raw = merge_config(spec["common"], spec.get("methods", {}).get(run.method, {}))
@@ -107,7 +119,7 @@ def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) ->
                              "data": {"manifest": str(manifest)}})
     lr = float(raw.get("train", {}).get("lr", TrainConfig.lr))
     for name in run.adapters:
-        lr *= spec.get("adapter_lr_scale", {}).get(name, 1)
+        lr *= adapter_lr_scale(spec, name, run.method)
     return merge_config(raw, {"train": {"lr": lr}})
 
 
