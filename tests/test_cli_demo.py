@@ -75,3 +75,15 @@ def test_demo_seeds_give_mean_and_spread_per_cell(tiny_benchmark, tmp_path, caps
     assert "mean ± sd over seeds 0..1" in capsys.readouterr().out
     demo = json.loads((out / "demo.json").read_text())
     assert demo["seeds"] == [0, 1]
+
+
+def test_adapter_lr_scale_is_a_number_or_per_method(tmp_path):
+    from moe_unlearn.recipes.demo import DemoRun, load_spec, run_config
+
+    spec = load_spec(["adapter_lr_scale={seuf: 10, keep_routing: {ga: 3}}", "methods.ga.train.lr=1e-4",
+                      "methods.graddiff.train.lr=1e-3"])
+    lr = lambda method, *adapters: run_config(spec, DemoRun(method, adapters), tmp_path, 0)["train"]["lr"]  # noqa: E731
+    assert lr("ga") == pytest.approx(1e-4)
+    assert lr("ga", "keep_routing") == pytest.approx(3e-4)
+    assert lr("graddiff", "keep_routing") == pytest.approx(1e-3)  # not named: unscaled
+    assert lr("ga", "seuf", "keep_routing") == pytest.approx(3e-3)  # factors multiply

@@ -23,6 +23,8 @@ CASES = [  # (overrides, phrase)
     (["methods.ga.trian.lr=1"], r"demo 'methods\.ga': unknown config key 'trian'"),
     (["adapter_lr_scale.grip=-1"], r"demo 'adapter_lr_scale\.grip' must be a positive number, got -1"),
     (["adapter_lr_scale.gripp=2"], r"unknown adapter 'gripp'"),
+    (["adapter_lr_scale.keep_routing.gaa=2"], r"unknown method 'gaa' \(did you mean 'ga'\?\)"),
+    (["adapter_lr_scale.keep_routing.ga=0"], r"demo 'adapter_lr_scale\.keep_routing\.ga' must be a positive number, got 0"),
     (["preset=tinyy"], r"unknown benchmark preset 'tinyy' \(did you mean 'tiny'\?\)"),
     (["preset=tiny", "--forget-domain", "pathogen"], r"pathogen"),
 ]
