@@ -44,6 +44,7 @@ class SeufConfig:
     alpha: float = 1.0  # router anchor loss weight (flat over 1..1000 in the paper)
     attribution: Literal["forget", "contrastive"] = "forget"  # paper: forget affinity; ours: forget - retain
     sample_tokens: int | None = None  # tokens per split used for attribution (None: the whole split)
+    train_router: bool = True  # the paper trains the target layers' routers (anchored); false: the slices only
     heatmap: bool = True
 
     def validate(self, where: str) -> None:
@@ -159,16 +160,22 @@ class Seuf(Adapter):
             if layer.router_bias is not None:
                 routers.add(id(layer.router_bias))
         refs = select_parameters(ctx.model, specs)
-        refs += [r for r in select_parameters(ctx.model, ["routers"]) if id(r.param) in routers]
+        if self.cfg.train_router:
+            refs += [r for r in select_parameters(ctx.model, ["routers"]) if id(r.param) in routers]
         self.trained_numel = sum(r.param[0].numel() if r.expert is not None else r.param.numel() for r in refs)
         return refs
 
+    @property
+    def anchored(self) -> bool:
+        """The anchor loss runs: it has a weight and a trained router to act on."""
+        return self.cfg.alpha > 0 and self.cfg.train_router
+
     def capture_roles(self) -> frozenset[Role]:
-        return frozenset({"forget"}) if self.cfg.alpha > 0 else frozenset()
+        return frozenset({"forget"}) if self.anchored else frozenset()
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
         out = forwards.get("forget")
-        if self.cfg.alpha == 0 or out is None or out.routing is None:
+        if not self.anchored or out is None or out.routing is None:
             return {}
         loss = 0.0
         for index, experts in self.target_layers.items():
@@ -183,7 +190,7 @@ class Seuf(Adapter):
         """top_m expert slices and (at most) as many routers, sized on the first MoE layer."""
         layer = layers[0]
         expert = sum(p.numel() for p in layer.experts.parameters()) // layer.num_experts
-        return self.cfg.top_m * (expert + layer.router_weight.numel())
+        return self.cfg.top_m * (expert + (layer.router_weight.numel() if self.cfg.train_router else 0))
 
     def summary(self) -> dict[str, Any]:
         def target(layer: int, e: int) -> dict[str, Any]:
