@@ -65,6 +65,22 @@ def test_seuf_trains_only_its_slice_and_router(adapter_run, tiny_benchmark, tmp_
     assert all(0 < sum(row) <= 1 + 1e-9 for row in attribution["affinity"])  # top-k gate mass per token
 
 
+def test_seuf_without_router_trains_only_the_slice(adapter_run, tiny_benchmark, tmp_path):
+    """seuf.train_router=false: the target expert slice alone changes; no anchor term is logged."""
+    metrics = adapter_run("seuf-slice", "adapters=[seuf]", "seuf.train_router=false", "train.lr=1e-2",
+                          "train.max_steps=3")
+    out = tmp_path / "seuf-slice"
+    (target,) = json.loads((out / "seuf_attribution.json").read_text())["targets"]
+    before = load_file(str(tiny_benchmark.parent / "model" / "model.safetensors"))
+    after = load_file(str(out / "model" / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    prefix = f"model.layers.{target['layer']}.mlp.experts.{target['expert']}."
+    assert changed and all(k.startswith(prefix) for k in changed)
+    assert metrics["memory"]["trainable_params"] == metrics["adapter_info"]["seuf"]["trained_params"]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert log and not any("seuf/anchor" in r for r in log)
+
+
 COMBOS = {  # every base method with an adapter combination, each adapter exercised several times
     "ga": ["seuf", "grip"],
     "graddiff": ["trace", "grip"],
