@@ -17,6 +17,7 @@ import yaml
 
 from moe_unlearn import __version__
 from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.paths import atomic_write
 from moe_unlearn.report.plots import get
 from moe_unlearn.report.tables import TABLES
 
@@ -125,9 +126,7 @@ def _plain(obj: Any) -> Any:
 def write_model_card(model_dir: str | Path, cfg: Any, metrics: dict[str, Any], data: Any) -> Path:
     """Write model_dir/README.md for a finished run (data: its UnlearnData, for the record counts)."""
     base = cfg.model.path or (str(data.model) if getattr(data, "model", None) else "unknown")
-    path = Path(model_dir) / "README.md"
-    path.write_text(render_card(cfg, metrics, data.sizes(), base), encoding="utf-8")
-    return path
+    return atomic_write(Path(model_dir) / "README.md", render_card(cfg, metrics, data.sizes(), base))
 
 
 def check_repo_id(repo_id: str) -> str:
