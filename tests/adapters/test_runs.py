@@ -32,7 +32,7 @@ def test_grip_closes_the_router_shortcut(method, adapter_run):
 
 
 def test_seuf_trains_only_its_slice_and_router(adapter_run, tiny_benchmark, tmp_path):
-    metrics = adapter_run("seuf", "adapters=[seuf]", "train.lr=1e-2", "train.max_steps=3")
+    metrics = adapter_run("seuf", "adapters=[seuf]", "seuf.train_router=true", "train.lr=1e-2", "train.max_steps=3")
     out = tmp_path / "seuf"
     attribution = json.loads((out / "seuf_attribution.json").read_text())
     assert (out / "seuf_attribution.png").stat().st_size > 0
@@ -125,3 +125,11 @@ def test_grip_consistency_term_holds_routing_when_everything_trains(adapter_run,
     log = [json.loads(x) for x in (tmp_path / "ga-cons" / "log.jsonl").read_text().splitlines() if '"eval"' not in x]
     assert log and all(rec["grip/consistency"] >= 0 for rec in log)
     assert all(rec["loss"] == pytest.approx(rec["forget_loss"] + rec["grip/consistency"], rel=1e-5) for rec in log)
+
+
+def test_a_loss_no_trained_parameter_feeds_is_one_user_error(adapter_run, tmp_path):
+    """RMU steers layer 0's output but only an expert of the last MoE layer trains: nothing to train
+    (SEUF with a frozen router on a layer after rmu.layer is such a run); one line, not a traceback."""
+    with pytest.raises(UserError, match="method 'rmu': no loss term depends on a trained parameter"):
+        adapter_run("rmu-late", "rmu.layer=0", "train.params=[expert:1:0]", method="rmu")
+    assert not (tmp_path / "rmu-late" / "model").exists()

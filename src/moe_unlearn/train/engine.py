@@ -389,6 +389,11 @@ class Trainer:
                 means = mean_over_processes(torch.tensor(list(numbers.values()), dtype=torch.float64)).tolist()
                 if not _finite(torch.tensor(means[0])):
                     raise self.fail(f"loss is {means[0]}")
+                if not torch.is_tensor(loss) or not loss.requires_grad:
+                    adapters = f" with adapters {[a.name for a in self.adapters]}" if self.adapters else ""
+                    raise UserError(f"method '{ctx.cfg.method}'{adapters}: no loss term depends on a trained "
+                                    f"parameter (e.g. rmu.layer lies before every layer that trains); "
+                                    f"train other parameters or move the method's layer")
                 acc.backward(loss)  # divides by grad_accum itself
             for k, v in zip(numbers, means):
                 sums[k] = sums.get(k, 0.0) + v / accum
