@@ -9,6 +9,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "ga-grip": ("ga", ["grip"]),
     "graddiff-trace": ("graddiff", ["trace"]),
     "npo-seuf": ("npo", ["seuf"]),
+    "ga-keep_routing": ("ga", ["keep_routing"]),  # its own retain sample and forget routing, cached and gathered
 }
 
 
@@ -21,4 +22,5 @@ def raw_config(name: str, manifest: Path, *, per_process_batch: int, checkpoint_
         "eval": {"metrics": ["nll", "mc_acc", "stability", "activation"], "max_examples": 24,
                  "batch_size": per_process_batch},
         "grip": {"ptc_check_batches": 1},
+        "keep_routing": {"batch_size": per_process_batch},  # the same global sample as the method's batches
     }

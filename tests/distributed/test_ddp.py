@@ -68,6 +68,8 @@ def test_two_processes_equal_one_process_with_the_global_batch(runs, name):
         assert info1["trace"]["critical"] == info2["trace"]["critical"]
     if "seuf" in info1:  # attribution over every process's sequences
         assert info1["seuf"]["targets"] == info2["seuf"]["targets"]
+    if "keep_routing" in info1:  # every process holds every example's original routing
+        assert info1["keep_routing"]["cache_bytes"] == info2["keep_routing"]["cache_bytes"] > 0
     if "grip" in info1:  # Gram matrices summed over processes, PTC statistics too
         assert info1["grip"]["null_dim"] == info2["grip"]["null_dim"]
         accepted = [[e["accepted"] for e in run["layers"]] for run in info1["grip"]["ptc"]]
