@@ -20,7 +20,7 @@ SUMMARY = ("forget MC ↓", "forget NLL ↑", "retain MC ↑", "retain NLL ↓",
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory (runs/, report/, results.json)."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller matrix (GA, GradDiff x none, GRIP, SEUF)."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller matrix (GA, GradDiff x none, GRIP, SEUF, keep_routing)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1,
                              help="Seed of the benchmark and of the (first) unlearning runs."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Run the matrix for N unlearning seeds (seed .. seed+N-1); "
