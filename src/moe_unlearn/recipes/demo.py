@@ -79,8 +79,8 @@ def check_spec(spec: dict[str, Any], *, quick: bool) -> None:
     require(isinstance(scales, dict), "demo 'adapter_lr_scale' must map adapters to numbers")
     for a, factor in scales.items():
         ADAPTERS.get(str(a))
-        per_method = factor if isinstance(factor, dict) else {None: factor}
-        for m, f in per_method.items():
+        factors = factor if isinstance(factor, dict) else {None: factor}
+        for m, f in factors.items():
             where = f"adapter_lr_scale.{a}" + ("" if m is None else f".{m}")
             if m is not None:
                 METHODS.get(str(m))
