@@ -14,8 +14,9 @@
    there) and part of the "forgetting" was re-routing (replay recovered 0.27-0.48 of forget
    accuracy); with it frozen, routing is untouched and replay recovers nothing.
 4. With a trained router, an anchor loss on forget tokens at each target layer,
-   alpha * mean_t || p_t - a ||^2, with p_t the softmax over all experts of the router logits and a the (normalised multi-hot) target, so
-   the router cannot dodge the unlearning by sending forget tokens elsewhere.
+   alpha * mean_t || p_t - a ||^2, with p_t the softmax over all experts of the router logits
+   and a the (normalised multi-hot) target, so the router cannot dodge the unlearning by
+   sending forget tokens elsewhere.
 """
 
 from __future__ import annotations
