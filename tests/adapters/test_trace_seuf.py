@@ -85,7 +85,7 @@ def test_seuf_attribution_finds_the_expert_the_forget_data_loads(fake_ctx):
 
 def test_seuf_anchor_loss_matches_its_formula_and_pulls_towards_the_target():
     model = tiny_model("olmoe", seed=0)
-    seuf = Seuf(SeufConfig(alpha=2.0))
+    seuf = Seuf(SeufConfig(alpha=2.0, train_router=True))
     seuf.targets = [(0, 3)]
     batch = random_batches(1, seed=5)[0]
     with capture_routing(model, keep_grad=True) as routing:

@@ -69,7 +69,9 @@ def test_trained_subsets_are_counted_exactly(tiny_dir):
     assert estimate_memory(_cfg(path, **{"train.params": ["routers"]})).trainable == routers
     one_expert = sum(p.numel() for p in layers[0].experts.parameters()) // layers[0].num_experts
     seuf = estimate_memory(_cfg(path, adapters=["seuf"], **{"seuf.top_m": 2}))
-    assert seuf.trainable == 2 * (one_expert + layers[0].router_weight.numel())
+    assert seuf.trainable == 2 * one_expert  # the slices alone (the default)
+    paper = estimate_memory(_cfg(path, adapters=["seuf"], **{"seuf.top_m": 2, "seuf.train_router": True}))
+    assert paper.trainable == 2 * (one_expert + layers[0].router_weight.numel())
     ref = estimate_memory(_cfg(path, **{"graddiff.retain_loss": "kl", "model.dtype": "bfloat16"}))
     assert ref.reference == ref.gradients == 2 * ref.trainable  # KL retain keeps the originals, 2 bytes each
 
