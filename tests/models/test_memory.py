@@ -72,6 +72,10 @@ def test_trained_subsets_are_counted_exactly(tiny_dir):
     assert seuf.trainable == 2 * one_expert  # the slices alone (the default)
     paper = estimate_memory(_cfg(path, adapters=["seuf"], **{"seuf.top_m": 2, "seuf.train_router": True}))
     assert paper.trainable == 2 * (one_expert + layers[0].router_weight.numel())
+    held = estimate_memory(_cfg(path, adapters=["keep_routing"], **{"keep_routing.batch_size": 5}))
+    assert held.tokens_per_step == (2 + 3 + 5) * 16  # its own retain sample is forwarded with a graph
+    forget_only = estimate_memory(_cfg(path, adapters=["keep_routing"], **{"keep_routing.roles": ["forget"]}))
+    assert forget_only.tokens_per_step == (2 + 3) * 16
     ref = estimate_memory(_cfg(path, **{"graddiff.retain_loss": "kl", "model.dtype": "bfloat16"}))
     assert ref.reference == ref.gradients == 2 * ref.trainable  # KL retain keeps the originals, 2 bytes each
 

@@ -34,6 +34,7 @@ Hooks, in the order the engine calls them (`moe_unlearn.train.engine`):
 Estimates without weights (`moe-unlearn memory`, on a meta-device model):
   estimate_trainable(layers)      parameters an adapter that selects_trainable will train
   estimate_bytes(layers)          memory the adapter keeps besides the model (upper bound)
+  extra_rows()                    examples it forwards per micro-step besides the method's batches
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ class Adapter:
         return None
 
     def estimate_bytes(self, layers: list[MoELayer]) -> int:
+        return 0
+
+    def extra_rows(self) -> int:
         return 0
 
 

@@ -212,6 +212,10 @@ class KeepRouting(Adapter):
             out.append(OriginalRouting(idx, z))
         return out
 
+    def extra_rows(self) -> int:
+        """Its own retain sample is a forward with a graph, as large as batch_size (memory estimate)."""
+        return (self.cfg.batch_size or 0) if "retain" in self.cfg.roles else 0
+
     def summary(self) -> dict[str, Any]:
         return {"loss": self.cfg.loss, "weight": self.cfg.weight, "margin": self.cfg.margin,
                 "original": self.cfg.original, "layers": self.layer_ids, "cache_bytes": self.cache_bytes}

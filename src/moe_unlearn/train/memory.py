@@ -89,6 +89,7 @@ def estimate_memory(cfg: Any, model: str | None = None) -> MemoryEstimate:
     vocab = int(config.vocab_size)
     n_layers = int(config.num_hidden_layers)
     batch = cfg.data.batch_size + (cfg.data.retain_batch_size if cfg.data.retain is not None else 0)
+    batch += sum(a.extra_rows() for a in adapters)
     tokens = batch * cfg.data.max_length
     activations = n_layers * tokens * b * (16 * d + 4 * k * f) + tokens * vocab * 8
     adapter_bytes = sum(a.estimate_bytes(layers) for a in adapters)
