@@ -28,6 +28,25 @@ def test_cli_help_exits_0(capsys):
     assert "unlearning" in capsys.readouterr().out.lower()
 
 
+def test_cli_version(capsys):
+    from moe_unlearn import __version__
+
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"moe-unlearn {__version__}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["inspect", "--help"], ["demo", "--help"]])
+def test_help_and_version_import_neither_torch_nor_transformers(argv):
+    """Heavy imports live inside the commands, so --help answers at once (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from moe_unlearn.cli.main import run; rc = run(%r); "
+            "print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))" % argv)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "0 []"
+
+
 def _plugin_package(root, name: str, modules: dict[str, str]):
     pkg = root / name
     pkg.mkdir()

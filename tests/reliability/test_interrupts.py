@@ -178,7 +178,7 @@ def test_ctrl_c_in_another_command_exits_130_with_one_line(world, tmp_path, caps
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("moe_unlearn.cli.inspect.load_model", interrupted)
+    monkeypatch.setattr("moe_unlearn.models.load_model", interrupted)
     capsys.readouterr()
     code = run(["inspect", str(world.moe), "--data", str(world.root / "text.jsonl"), "--out", str(tmp_path / "s.json")])
     err = capsys.readouterr().err
