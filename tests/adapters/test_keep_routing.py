@@ -76,7 +76,8 @@ def test_cache_holds_the_original_routing_of_every_example(fake_ctx):
     from moe_unlearn.adapters.routing_io import capture
 
     cap = capture(model, [batch])
-    for layer, orig in enumerate(original):
+    assert sorted(original) == list(range(len(cap.layers)))  # every layer held (layers: null)
+    for layer, orig in original.items():
         assert torch.equal(orig.indices.long(), cap.layers[layer].indices.cpu())
         assert torch.allclose(orig.logits, cap.layers[layer].logits.float().cpu())
     t, e = cap.layers[0].logits.shape

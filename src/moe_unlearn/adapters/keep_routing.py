@@ -196,20 +196,20 @@ class KeepRouting(Adapter):
                 assert orig.logits is not None
                 totals["kl"] = totals["kl"] + kl_loss(logits, orig.logits.to(logits.device))
 
-    def _original(self, ctx: RunContext, role: str, batch: dict[str, torch.Tensor]) -> list[OriginalRouting]:
-        """The original routing of this batch's tokens, per MoE layer (row-major, padding dropped)."""
+    def _original(self, ctx: RunContext, role: str, batch: dict[str, torch.Tensor]) -> dict[int, OriginalRouting]:
+        """The original routing of this batch's tokens at each held MoE layer (row-major, padding dropped)."""
         if self.cfg.original == "reference":
             with torch.no_grad(), ctx.reference():
                 cap: RoutingCapture = capture(ctx.model, [batch])
-            return [OriginalRouting(r.indices, r.logits.float()) for r in cap.layers]
+            return {i: OriginalRouting(cap.layers[i].indices, cap.layers[i].logits.float()) for i in self.layer_ids}
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         examples = [self.cache[role][i] for i in batch["index"].tolist()]
-        out = []
-        for layer in range(len(ctx.layers)):
+        out = {}
+        for layer in self.layer_ids:
             parts = [ex[layer] for ex in examples]
             idx = torch.cat([p.indices[:n] for p, n in zip(parts, lengths)])
             z = torch.cat([p.logits[:n] for p, n in zip(parts, lengths)]) if parts[0].logits is not None else None
-            out.append(OriginalRouting(idx, z))
+            out[layer] = OriginalRouting(idx, z)
         return out
 
     def extra_rows(self) -> int:

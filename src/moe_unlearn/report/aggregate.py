@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from moe_unlearn.report.format import format_value
+from moe_unlearn.report.plots import get
 from moe_unlearn.report.runs import Run, run_label
 
 # metrics.json paths summarised per cell in summary.json
@@ -84,22 +85,13 @@ def by_cell(runs: list[Run]) -> dict[str, list[Run]]:
     return cells
 
 
-def path_value(metrics: dict[str, Any], path: str) -> Any:
-    """metrics["a"]["b"] for "a.b", or None where a level is missing."""
-    for key in path.split("."):
-        if not isinstance(metrics, dict) or key not in metrics:
-            return None
-        metrics = metrics[key]
-    return metrics
-
-
 def summarise(runs: list[Run], keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any]:
     """{cell: {"n": runs, "seeds": [...], key: {mean, sd, min, max, n} or None}} (summary.json)."""
     out: dict[str, Any] = {}
     for cell, members in by_cell(runs).items():
         entry: dict[str, Any] = {"n": len(members), "seeds": [seed_of(r) for r in members]}
         for key in keys:
-            s = spread([path_value(r.metrics, key) for r in members])
+            s = spread([get(r.metrics, *key.split(".")) for r in members])
             entry[key] = None if s is None else s.as_dict()
         out[cell] = entry
     return out
