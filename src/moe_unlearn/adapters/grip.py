@@ -49,7 +49,7 @@ from moe_unlearn.adapters.nullspace import (
 from moe_unlearn.adapters.routing_io import layer_inputs, retain_batches, retain_nll, selection_mask
 from moe_unlearn.config import require
 from moe_unlearn.core.dist import all_reduce_sum, gather_rows
-from moe_unlearn.core.sharded import assign_full, full_tensor
+from moe_unlearn.core.sharded import assign_full, full_tensor, reshard
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.core.context import ForwardOut, Role, RunContext
@@ -401,6 +401,7 @@ class Grip(Adapter):
             entry: dict[str, Any] = {"layer": layer.index, "cos": round(cos, 5), "nll_before": nll}
             accepted = cos >= self.cfg.ptc_min_cos
             if accepted:
+                reshard(model)  # FSDP2: the next forward gathers the written shards
                 set_router_rows(layer, refit)
                 after = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
                 entry["nll_after"] = after
@@ -408,6 +409,7 @@ class Grip(Adapter):
                 if accepted:
                     nll = after
                 else:
+                    reshard(model)
                     set_router_rows(layer, current)
             entry["accepted"] = accepted
             if layer.index in states:

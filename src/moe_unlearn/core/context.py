@@ -152,7 +152,7 @@ class RunContext:
                 return
             if self.trainable is None:
                 raise RuntimeError("ctx.reference() needs the trained parameter set; the engine builds it before training")
-            with self.trainable.swapped_to_originals():
+            with self.trainable.swapped_to_originals(model=self.model):
                 yield
         finally:
             self._in_reference -= 1
@@ -165,7 +165,7 @@ class RunContext:
         if self.lora:
             return (self.model.disable_adapter,)
         head = [p for p in output_embedding(self.model).parameters() if self.trainable.trains(p)]
-        return (lambda: self.trainable.swapped_to_originals(only=head),) if head else ()
+        return (lambda: self.trainable.swapped_to_originals(only=head, model=self.model),) if head else ()
 
     def split_size(self, role: str) -> int:
         return len(self.splits[role])

@@ -1,15 +1,25 @@
-"""Whole values of parameters FSDP2 shards (DTensors).
+"""Whole values, rows and in-place writes of parameters FSDP2 shards (DTensors).
 
-GRIP edits router weights directly: it reads the whole [E, d] matrix, projects the update, and
-writes it back. Routers are small, so the whole matrix is gathered on every process, every
-process computes the same projected rows, and each keeps its own shard of the result.
-Plain tensors pass through unchanged. (DeepSpeed ZeRO-3 partitions parameters outside torch's
-tensor types; adapters that edit weights are refused there, see train/engine.py.)
+FSDP2 keeps each parameter as a DTensor sharded on dim 0 (each process holds a chunk of the
+rows) and all-gathers the whole value for a forward. Two rules follow for code that reads or
+writes weights outside the optimizer:
+- writes go into the local shard, in place (FSDP2 gathers from the shard's storage, so a
+  swapped `.data` would be ignored);
+- the model must be resharded first (`reshard`): the root module keeps its gathered copy after
+  a forward, and a forward that reuses that copy would not see the write.
+
+GRIP gathers whole router matrices (small) and writes them back; SEUF's expert slices are one
+row of a fused [E, ...] tensor, held by one process and broadcast from there. Plain tensors
+pass through unchanged. (DeepSpeed ZeRO-3 partitions parameters outside torch's tensor types;
+see train/engine.py for what it refuses.)
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
@@ -18,9 +28,19 @@ def _is_dtensor(t: torch.Tensor) -> bool:
     return isinstance(t, DTensor)
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
+def is_sharded(model: nn.Module) -> bool:
     """Whether a distributed engine shards model's parameters (its forwards are then collective)."""
     return any(_is_dtensor(p) for p in model.parameters())
+
+
+def reshard(model: nn.Module) -> None:
+    """Drop every gathered copy of FSDP2 parameters, so the next forward gathers the shards
+    (and sees what was written into them); a no-op for a model FSDP2 does not shard."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
 
 
 @torch.no_grad()
@@ -41,3 +61,62 @@ def assign_full(param: torch.Tensor, value: torch.Tensor) -> None:
         param.to_local().copy_(shard.to_local())
     else:
         param.copy_(value.to(param.dtype))
+
+
+def local(param: torch.Tensor) -> torch.Tensor:
+    """What this process holds of `param`: its shard of a DTensor, else the tensor itself."""
+    return param.to_local() if _is_dtensor(param) else param
+
+
+def _held_rows(t: torch.Tensor) -> tuple[int, int] | None:
+    """[start, stop) of the dim-0 rows this process holds when `t` is a DTensor sharded on dim 0
+    over a 1-D mesh (FSDP2's layout: torch.chunk, ceil(n / world) rows per process); None for
+    any other layout."""
+    from torch.distributed.tensor import Shard
+
+    if t.device_mesh.ndim != 1 or tuple(t.placements) != (Shard(0),):
+        return None
+    n, world = t.shape[0], t.device_mesh.size()
+    chunk = math.ceil(n / world)
+    start = min(t.device_mesh.get_local_rank() * chunk, n)
+    stop = min(start + chunk, n)
+    if t.to_local().shape[0] != stop - start:
+        return None
+    return start, stop
+
+
+@torch.no_grad()
+def row(t: torch.Tensor, i: int) -> torch.Tensor:
+    """Row i of `t` as a plain tensor on every process (a copy). Of a dim-0-sharded DTensor only
+    that row travels: its holder contributes it to one sum over the mesh."""
+    if not _is_dtensor(t):
+        return t.detach()[i].clone()
+    held = _held_rows(t)
+    if held is None:
+        return t.full_tensor()[i].clone()
+    import torch.distributed as dist
+
+    start, stop = held
+    shard = t.to_local()
+    out = torch.zeros(t.shape[1:], dtype=shard.dtype, device=shard.device)
+    if start <= i < stop:
+        out.copy_(shard[i - start])
+    dist.all_reduce(out, group=t.device_mesh.get_group())
+    return out
+
+
+@torch.no_grad()
+def set_row(t: torch.Tensor, i: int, value: torch.Tensor) -> None:
+    """t[i] = value in place (every process passes the same value; only the row's holder writes)."""
+    if not _is_dtensor(t):
+        t.detach()[i].copy_(value)
+        return
+    held = _held_rows(t)
+    if held is None:
+        whole = t.full_tensor()
+        whole[i] = value
+        assign_full(t, whole)
+        return
+    start, stop = held
+    if start <= i < stop:
+        t.to_local()[i - start].copy_(value)

@@ -4,7 +4,9 @@ A fused expert tensor holds all E experts; training one expert (SEUF) must not g
 optimizer state for all E. Each slice gets a separate leaf tensor [...] that the optimizer
 owns: after backward its grad is copied out of param.grad[e]; after the optimizer step its
 value is written back into param.data[e]. Other slices stay bit-identical and optimizer
-memory is proportional to the slice.
+memory is proportional to the slice. Under FSDP2 the fused tensor is sharded by expert: the
+slice's grad comes from the process that holds its row, every process keeps the same leaf, and
+only the holder writes it back (core.sharded).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from moe_unlearn.core.sharded import is_sharded, local, reshard, row, set_row
 from moe_unlearn.errors import UserError
 from moe_unlearn.models import ParamRef, select_parameters
 
@@ -60,7 +63,7 @@ class Trainable:
         """After backward: leaf.grad = param.grad[e]; the fused grads are then dropped."""
         for s in self.slices:
             g = s.param.grad
-            s.leaf.grad = None if g is None else g[s.expert].detach().clone()
+            s.leaf.grad = None if g is None else row(g, s.expert)
         for p in {id(s.param): s.param for s in self.slices}.values():
             p.grad = None
 
@@ -68,7 +71,13 @@ class Trainable:
     def write_back(self) -> None:
         """After the optimizer step: param.data[e] = leaf."""
         for s in self.slices:
-            s.param.data[s.expert].copy_(s.leaf)
+            set_row(s.param, s.expert, s.leaf)
+
+    @torch.no_grad()
+    def read_back(self) -> None:
+        """leaf = param[e] (after the model's shards were loaded)."""
+        for s in self.slices:
+            s.leaf.copy_(row(s.param, s.expert))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Trained values for a checkpoint: whole params by name, slices as NAME@expert."""
@@ -89,17 +98,26 @@ class Trainable:
         self.write_back()
 
     def keep_originals(self) -> int:
-        """Save a copy of every trained value (for ctx.reference()); returns its bytes."""
-        self.originals = {k: v.clone() for k, v in self.state_tensors().items()}
+        """Save a copy of every trained value (for ctx.reference()); returns its bytes. Of a
+        sharded parameter only this process's shard is kept."""
+        values = {name: local(p).detach() for name, p in self.full.items()}
+        values.update({f"{s.name}@{s.expert}": s.leaf.detach() for s in self.slices})
+        self.originals = {k: v.clone() for k, v in values.items()}
         return sum(t.numel() * t.element_size() for t in self.originals.values())
 
     @contextlib.contextmanager
-    def swapped_to_originals(self, only: list[torch.Tensor] | None = None) -> Iterator[None]:
+    def swapped_to_originals(self, only: list[torch.Tensor] | None = None,
+                             model: nn.Module | None = None) -> Iterator[None]:
         """Temporarily run with the original values (of the parameters in `only`, or all):
         `.data` pointers are swapped, never copied in place, so autograd graphs built before are
-        untouched. A sliced fused tensor needs one transient copy of that tensor."""
+        untouched. A sliced fused tensor needs one transient copy of that tensor. A model FSDP2
+        shards is written in place instead (see _written_originals)."""
         if not self.originals:
             raise RuntimeError("reference requested but originals were not kept (Method.uses_reference)")
+        if model is not None and is_sharded(model):
+            with self._written_originals(model, only):
+                yield
+            return
         keep = None if only is None else {id(p) for p in only}
         saved: list[tuple[nn.Parameter, torch.Tensor]] = []
         try:
@@ -120,6 +138,36 @@ class Trainable:
         finally:
             for p, data in reversed(saved):
                 p.data = data
+
+    @contextlib.contextmanager
+    def _written_originals(self, model: nn.Module, only: list[torch.Tensor] | None) -> Iterator[None]:
+        """FSDP2 gathers each forward's weights from the shards' storage, so the originals are
+        copied into the shards and the current values copied back afterwards, each time with
+        the model resharded. Autograd saved the gathered copies, not the shards, and backward
+        gathers again after the restore: a graph built before sees its own values."""
+        keep = None if only is None else {id(p) for p in only}
+        current: list[tuple[torch.Tensor, torch.Tensor]] = []  # (shard, its current value)
+        rows: list[Slice] = []  # a slice's current row is its leaf
+        reshard(model)
+        try:
+            with torch.no_grad():
+                for name, p in self.full.items():
+                    if keep is None or id(p) in keep:
+                        shard = local(p)
+                        current.append((shard, shard.clone()))
+                        shard.copy_(self.originals[name])
+                for s in self.slices:
+                    if keep is None or id(s.param) in keep:
+                        rows.append(s)
+                        set_row(s.param, s.expert, self.originals[f"{s.name}@{s.expert}"])
+            yield
+        finally:
+            reshard(model)
+            with torch.no_grad():
+                for shard, value in current:
+                    shard.copy_(value)
+                for s in rows:
+                    set_row(s.param, s.expert, s.leaf)
 
 
 def split_refs(refs: list[ParamRef]) -> Trainable:

@@ -31,7 +31,7 @@ from accelerate.utils import DistributedType, set_seed
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.benchmark import resolve_manifest
-from moe_unlearn.core.context import ForwardSpec, RunContext
+from moe_unlearn.core.context import ForwardOut, ForwardSpec, RunContext
 from moe_unlearn.core.dist import (
     all_reduce_sum, barrier, broadcast_object, gather_objects, is_main, mean_over_processes, shard_rows, world_size,
 )
@@ -43,7 +43,7 @@ from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
 from moe_unlearn.report.model_card import write_model_card
 from moe_unlearn.train import checkpoint
-from moe_unlearn.train.config import UnlearnConfig
+from moe_unlearn.train.config import TrainConfig, UnlearnConfig
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
 from moe_unlearn.train.rundir import RunDir, run_inputs
 
@@ -130,28 +130,66 @@ SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: bool, adapters: list[Adapter]) -> None:
-    """Refuse what a sharding engine cannot run (before accelerate's prepare): expert-slice
-    leaves (SEUF, expert:L:E) and reference swaps need whole parameters; ZeRO-3 also rules out
-    adapters that write weights (GRIP), FSDP2 serves them through core.sharded."""
+    """Refuse what a sharding engine cannot run (before accelerate's prepare). FSDP2 runs
+    everything (whole values, rows and in-place writes through core.sharded); ZeRO-3
+    partitions parameters outside torch's tensor types, so expert-slice leaves (SEUF,
+    expert:L:E), reference values and adapters that write weights (GRIP) are refused there."""
     kind = accelerator.distributed_type
-    if kind not in SHARDED_ENGINES:
-        return
     if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise UserError("moe-unlearn runs FSDP version 2 (fsdp_version: 2 in the accelerate config)")
-    zero3 = kind == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
-    if kind == DistributedType.DEEPSPEED and not zero3:
+    if kind != DistributedType.DEEPSPEED or accelerator.state.deepspeed_plugin.zero_stage != 3:
         return
-    engine = "FSDP2" if kind == DistributedType.FSDP else "DeepSpeed ZeRO-3"
-    ddp = "run it with DDP (configs/accelerate/multi_gpu_ddp.yaml) or on one GPU"
+    other = "run it with FSDP2 (configs/accelerate/fsdp2.yaml), DDP (configs/accelerate/multi_gpu_ddp.yaml) or on one GPU"
     if trainable.slices:
-        raise UserError(f"training single expert slices (seuf, expert:L:E) is not supported under {engine}; {ddp}")
+        raise UserError(f"training single expert slices (seuf, expert:L:E) is not supported under DeepSpeed ZeRO-3; {other}")
     if reference:
         raise UserError(f"this method keeps the original trained values (a reference), which is not supported "
-                        f"under {engine}; use a retain NLL instead of KL, or {ddp}")
+                        f"under DeepSpeed ZeRO-3; use a retain NLL instead of KL, or {other}")
     writers = [a.name for a in adapters if a.edits_weights]
-    if zero3 and writers:
+    if writers:
         raise UserError(f"adapter '{writers[0]}' writes weights directly, which ZeRO-3's partitioned parameters "
-                        f"do not allow; use FSDP2 (configs/accelerate/fsdp2.yaml) or {ddp}")
+                        f"do not allow; {other}")
+
+
+def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainable, cfg: TrainConfig, total: int
+            ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    """accelerate's prepare of the model, the optimizer over trainable.leaves() and its schedule.
+
+    FSDP2's prepare re-points the optimizer at the sharded model's parameters, matched by
+    storage; expert-slice leaves are not model parameters, so the optimizer goes through it
+    holding the fused tensors the slices live in and holds the leaves afterwards (its state is
+    created at the first step: for the slices only).
+    """
+    fsdp2 = accelerator.distributed_type == DistributedType.FSDP and bool(trainable.slices)
+    fused = list({id(s.param): s.param for s in trainable.slices}.values())
+    optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if fsdp2 else trainable.leaves())
+    scheduler = build_scheduler(cfg, optimizer, total)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    trainable.rebind(accelerator.unwrap_model(model))  # FSDP2 replaces parameters by DTensors
+    if fsdp2:
+        optimizer.param_groups[0]["params"] = trainable.leaves()
+        optimizer.state.clear()  # no step yet; prepare left empty entries for the fused tensors
+    return model, optimizer, scheduler
+
+
+@contextlib.contextmanager
+def slices_apart(optimizer: torch.optim.Optimizer, trainable: Trainable) -> Iterator[dict[str, dict[str, Any]]]:
+    """accelerate's sharded optimizer state (save_state / load_state under FSDP2) knows model
+    parameters only, so inside this block the optimizer holds the whole trained parameters
+    alone. The yielded dict maps each expert slice (NAME@expert) to its optimizer state, the
+    same on every process: read it to save, fill it to load. Afterwards the leaves are back in
+    the optimizer with that state."""
+    keys = {id(s.leaf): f"{s.name}@{s.expert}" for s in trainable.slices}
+    state = {keys[id(p)]: optimizer.state.pop(p) for p in trainable.leaves() if id(p) in keys and p in optimizer.state}
+    optimizer.param_groups[0]["params"] = list(trainable.full.values())
+    try:
+        yield state
+    finally:  # load_state replaces the param group: set the one the optimizer has now
+        optimizer.param_groups[0]["params"] = trainable.leaves()
+        for s in trainable.slices:
+            if f"{s.name}@{s.expert}" in state:
+                optimizer.state[s.leaf] = {k: v.to(s.leaf.device) if torch.is_tensor(v) and v.dim() else v
+                                           for k, v in state[f"{s.name}@{s.expert}"].items()}
 
 
 # ---- the loop -----------------------------------------------------------------------------
@@ -183,6 +221,17 @@ class GracefulStop:
                 signal.signal(s, h)
 
 
+def _output_anchor(forwards: Iterable[ForwardOut]) -> torch.Tensor | float:
+    """0 x the sum of every training forward's output, for sharding engines. FSDP2 (and ZeRO-3)
+    gather a decoder layer's weights for backward when the gradient of the layer's OUTPUT
+    arrives; a loss on a value inside a layer (keep_routing's router logits, the load-balancing
+    loss) of a forward whose output feeds no loss (GA's retain forward) would reach weights
+    already freed. With this, every forward's gradient enters its layers from the top; it adds
+    nothing to the loss or to any gradient."""
+    outputs = [f.lm.logits if f.lm.logits is not None else f.lm.hidden for f in forwards]
+    return sum((0.0 * x.sum() for x in outputs if x is not None and x.requires_grad), 0.0)
+
+
 def _finite(x: torch.Tensor | float) -> bool:
     return bool(torch.isfinite(torch.as_tensor(x)).all())
 
@@ -196,7 +245,7 @@ class Trainer:
     """
 
     def __init__(self, ctx: RunContext, method: Method, adapters: list[Adapter], pairs: PairedBatches,
-                 accelerator: Accelerator, *, progress: bool = True, reference_bytes: int = 0,
+                 accelerator: Accelerator, *, progress: bool = True, reference: bool = False,
                  original_routing: dict[str, RoutingCapture] | None = None, run_dir: RunDir | None = None) -> None:
         if ctx.trainable is None:
             raise ValueError("build ctx.trainable (build_trainable) before the Trainer")
@@ -208,18 +257,16 @@ class Trainer:
         # an adapter that needs a retain forward gets one even when the method runs none (GA)
         self.retain_forward = any(a.needs_retain_forward for a in adapters)
         self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
-        optimizer = build_optimizer(cfg, self.trainable.leaves())
-        scheduler = build_scheduler(cfg, optimizer, self.total)
-        check_engine(accelerator, self.trainable, reference=reference_bytes > 0, adapters=adapters)
+        check_engine(accelerator, self.trainable, reference=reference, adapters=adapters)
         self.sharded = accelerator.distributed_type in SHARDED_ENGINES
-        ctx.model, self.optimizer, self.scheduler = accelerator.prepare(ctx.model, optimizer, scheduler)
-        self.trainable.rebind(accelerator.unwrap_model(ctx.model))  # FSDP2 replaces parameters by DTensors
+        ctx.model, self.optimizer, self.scheduler = prepare(accelerator, ctx.model, self.trainable, cfg, self.total)
+        # kept original values (methods/adapters with a reference): of sharded parameters, the shards
+        self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
         self.ckpt_dir = ctx.out_dir / "checkpoints"
         self.step_seconds: list[float] = []
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
-        self.reference_bytes = reference_bytes  # kept original values (methods/adapters with a reference)
         self.resumed = False  # state loaded from the latest checkpoint
         self.original_routing = original_routing  # the original model's eval routing (final evaluation)
         self.run_dir = run_dir or RunDir(ctx.out_dir, [])  # the lock and atomic writes of ctx.out_dir
@@ -231,8 +278,8 @@ class Trainer:
         data, method and adapters; adapter checks; config.yaml; preparation on the ORIGINAL model
         (the method, then adapters that select what trains, then the trained set, then the other
         adapters, which can read it); the original routing for the final evaluation (skipped with
-        eval_routing=False); the kept originals a reference needs; optimizer and accelerate's
-        prepare; and, on resume, the latest checkpoint."""
+        eval_routing=False); optimizer and accelerate's prepare; the kept originals a reference
+        needs; and, on resume, the latest checkpoint."""
         from moe_unlearn.eval import capture_eval_routing, check_processes
 
         accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum)
@@ -276,9 +323,8 @@ class Trainer:
                     a.prepare(ctx)
             original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval) if eval_routing else None
             needs_ref = method.uses_reference() or any(a.needs_reference for a in adapters)
-            reference_bytes = ctx.trainable.keep_originals() if needs_ref and not ctx.lora else 0
 
-            trainer = cls(ctx, method, adapters, pairs, accelerator, progress=progress, reference_bytes=reference_bytes,
+            trainer = cls(ctx, method, adapters, pairs, accelerator, progress=progress, reference=needs_ref and not ctx.lora,
                           original_routing=original_routing, run_dir=run_dir)
             if not (resume and trainer.load_checkpoint()):
                 if accelerator.is_main_process:
@@ -296,9 +342,14 @@ class Trainer:
         rng = gather_objects([checkpoint.rng_state()])  # one per process, in process order
         step = self.ctx.step
         tmp = checkpoint.begin(self.ckpt_dir, step) if is_main() else None
+        if tmp is not None and self.sharded:
+            (tmp / "engine").mkdir()  # before any process writes its shards into it
         exists = broadcast_object(tmp is None)
+        slice_state: dict[str, dict[str, Any]] = {}
         if not exists and self.sharded:
-            self.accelerator.save_state(str(broadcast_object(tmp) / "engine"))
+            with slices_apart(self.optimizer, self.trainable) as slice_state:
+                self.accelerator.save_state(str(broadcast_object(tmp) / "engine"))
+            barrier()  # every process's files are written before the folder is moved into place
         if is_main() and not exists:
             state = {
                 "rng": rng,
@@ -307,7 +358,9 @@ class Trainer:
                 "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
                 "step_seconds": list(self.step_seconds),
             }
-            if not self.sharded:
+            if self.sharded:
+                state.update(slice_optimizer=slice_state)
+            else:
                 state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
             tensors = {} if self.sharded else self.trainable.state_tensors()
             checkpoint.commit(self.ckpt_dir, step, tmp, tensors, state, self.ctx.cfg.to_dict())
@@ -325,7 +378,10 @@ class Trainer:
             raise UserError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resume it with "
                             f"the same number (this run has {world_size()})")
         if self.sharded:
-            self.accelerator.load_state(str(path / "engine"))
+            with slices_apart(self.optimizer, self.trainable) as slice_state:
+                self.accelerator.load_state(str(path / "engine"))
+                slice_state.update(state["slice_optimizer"])
+            self.trainable.read_back()
         else:
             self.trainable.load_state_tensors(tensors)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -365,12 +421,15 @@ class Trainer:
             if self.retain_forward and "retain" not in forwards and retain is not None:
                 ctx.forward(retain, role="retain")
         terms = {"method": out.loss}
-        for a in self.adapters:
-            terms.update({f"{a.name}/{k}": v for k, v in a.loss_terms(ctx, forwards).items()})
+        with ctx.recording() as own:  # forwards adapters run themselves (keep_routing's retain sample)
+            for a in self.adapters:
+                terms.update({f"{a.name}/{k}": v for k, v in a.loss_terms(ctx, forwards).items()})
         aux = [f.aux_loss for f in forwards.values() if f.aux_loss is not None]
         if aux:
             terms["load_balancing"] = self.cfg.load_balancing_coef * torch.stack(aux).sum()
         loss = sum(terms.values())
+        if self.sharded:
+            loss = loss + _output_anchor([*forwards.values(), *own.values()])
         logs = {**out.logs, **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}
         return loss, logs
 

@@ -1,0 +1,75 @@
+"""Run under `torchrun --nproc_per_node 2`: the equality cases of test_fsdp2.py through
+accelerate's own FSDP2 (per-process batch 4).
+
+accelerate enables FSDP only for accelerator devices; torch's fully_shard itself runs on CPU
+over gloo. So each run's Accelerator is created on CPU as usual, then its state is switched to
+FSDP with the plugin that configs/accelerate/fsdp2.yaml describes (auto-wrap per decoder layer,
+reshard after forward, sharded state dicts): accelerate's FSDP2 prepare, clipping, get_state_dict
+and save_state/load_state then run as on GPUs.
+
+argv: manifest, output root. Writes <root>/<case>/ per case and <root>/resumed-<case>/ for the
+RESUMED cases: interrupted inside step 3 on every process, then resumed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+import moe_unlearn.train.engine as engine
+from moe_unlearn.errors import RunFailure
+from moe_unlearn.train import build_config, run_unlearning
+from moe_unlearn.train.engine import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cases import FSDP2_CASES, FSDP2_RESUMED, raw_config  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp2.yaml"
+FSDP = load_config_from_file(str(CONFIG)).fsdp_config
+make_accelerator = engine.make_accelerator
+
+
+def fsdp2_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1):
+    acc = make_accelerator(device, precision, grad_accum)
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=FSDP["fsdp_version"],
+        auto_wrap_policy=FSDP["fsdp_auto_wrap_policy"].lower(),
+        transformer_cls_names_to_wrap=[FSDP["fsdp_transformer_layer_cls_to_wrap"]],
+        reshard_after_forward=FSDP["fsdp_reshard_after_forward"],
+        state_dict_type=FSDP["fsdp_state_dict_type"],
+        cpu_ram_efficient_loading=FSDP["fsdp_cpu_ram_efficient_loading"],
+    )
+    acc.state.fsdp_plugin = plugin
+    acc.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    return acc
+
+
+engine.make_accelerator = fsdp2_accelerator
+torch.set_num_threads(1)
+manifest, root = Path(sys.argv[1]), Path(sys.argv[2])
+for name in FSDP2_CASES:
+    run_unlearning(build_config(raw_config(name, manifest, per_process_batch=4)), out_dir=root / name, progress=False)
+
+real = Trainer.step
+
+
+def interrupted(self):
+    if self.ctx.step == 2:
+        raise KeyboardInterrupt
+    return real(self)
+
+
+for name in FSDP2_RESUMED:  # every process is interrupted inside step 3 (after the step-2 checkpoint)
+    cfg = build_config(raw_config(name, manifest, per_process_batch=4, checkpoint_every=2))
+    Trainer.step = interrupted
+    try:
+        run_unlearning(cfg, out_dir=root / f"resumed-{name}", progress=False)
+    except RunFailure:
+        pass
+    Trainer.step = real
+    run_unlearning(cfg, out_dir=root / f"resumed-{name}", resume=True, progress=False)
