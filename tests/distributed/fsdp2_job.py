@@ -16,18 +16,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 import moe_unlearn.train.engine as engine
-from moe_unlearn.errors import RunFailure
-from moe_unlearn.train import build_config, run_unlearning
-from moe_unlearn.train.engine import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cases import FSDP2_CASES, FSDP2_RESUMED, raw_config  # noqa: E402
+from cases import FSDP2_CASES, FSDP2_RESUMED  # noqa: E402
+from jobs import run_cases  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp2.yaml"
 FSDP = load_config_from_file(str(CONFIG)).fsdp_config
@@ -50,26 +47,4 @@ def fsdp2_accelerator(device: str = "auto", precision: str = "fp32", grad_accum:
 
 
 engine.make_accelerator = fsdp2_accelerator
-torch.set_num_threads(1)
-manifest, root = Path(sys.argv[1]), Path(sys.argv[2])
-for name in FSDP2_CASES:
-    run_unlearning(build_config(raw_config(name, manifest, per_process_batch=4)), out_dir=root / name, progress=False)
-
-real = Trainer.step
-
-
-def interrupted(self):
-    if self.ctx.step == 2:
-        raise KeyboardInterrupt
-    return real(self)
-
-
-for name in FSDP2_RESUMED:  # every process is interrupted inside step 3 (after the step-2 checkpoint)
-    cfg = build_config(raw_config(name, manifest, per_process_batch=4, checkpoint_every=2))
-    Trainer.step = interrupted
-    try:
-        run_unlearning(cfg, out_dir=root / f"resumed-{name}", progress=False)
-    except RunFailure:
-        pass
-    Trainer.step = real
-    run_unlearning(cfg, out_dir=root / f"resumed-{name}", resume=True, progress=False)
+run_cases(Path(sys.argv[1]), Path(sys.argv[2]), FSDP2_CASES, FSDP2_RESUMED)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from cases import CASES
 from compare import assert_resumed, assert_same_run
-from conftest import two_process_job
+from launch import two_process_job
 
 two = two_process_job("ddp_job.py")
 
@@ -18,4 +18,5 @@ def test_two_processes_equal_one_process_with_the_global_batch(two, one_process,
 
 
 def test_an_interrupted_two_process_run_resumes_to_the_same_numbers(two):
-    assert_resumed(two / next(iter(CASES)), two / "resumed")
+    first = next(iter(CASES))
+    assert_resumed(two / first, two / f"resumed-{first}")

@@ -12,7 +12,7 @@ import json
 import pytest
 from cases import FSDP2_CASES, FSDP2_RESUMED
 from compare import assert_resumed, assert_same_run
-from conftest import two_process_job
+from launch import two_process_job
 
 two = two_process_job("fsdp2_job.py")
 

@@ -12,8 +12,6 @@ an adapter's name):
                          retain_token_weights
   capture_grad           the captured router logits keep their autograd graph (a loss on them)
   supports_lora          the adapter works on peft LoRA deltas
-  edits_weights          it writes parameter values outside the optimizer (GRIP's projection);
-                         whole values come from core.sharded under FSDP2, refused under ZeRO-3
   conflicts              adapter names it cannot be combined with (checked both ways)
   edits_untrained()      a reason string when the adapter changes parameters outside the
                          trained set (GRIP's router refit), else None; refused next to an adapter
@@ -61,7 +59,6 @@ class Adapter:
     selects_trainable: ClassVar[bool] = False
     needs_retain_term: ClassVar[bool] = False
     supports_lora: ClassVar[bool] = True
-    edits_weights: ClassVar[bool] = False
     capture_grad: ClassVar[bool] = True
     conflicts: ClassVar[frozenset[str]] = frozenset()
 

@@ -151,7 +151,7 @@ def router_rows(layer: MoELayer) -> torch.Tensor:
 @torch.no_grad()
 def set_router_rows(layer: MoELayer, rows: torch.Tensor) -> None:
     """Write whole router rows (every process writes the same rows; each keeps its shard)."""
-    d = layer.router_weight.shape[1]
+    d = rows.shape[1] - (layer.router_bias is not None)
     assign_full(layer.router_weight, rows[:, :d])
     if layer.router_bias is not None:
         assign_full(layer.router_bias, rows[:, -1])
@@ -181,7 +181,6 @@ class Grip(Adapter):
     name = "grip"
     config_cls = GripConfig
     supports_lora = False  # the projection constrains the router weights themselves, not LoRA deltas
-    edits_weights = True  # projection and refit write router rows after the optimizer
 
     def __init__(self, cfg: GripConfig) -> None:
         super().__init__(cfg)

@@ -10,8 +10,12 @@ writes weights outside the optimizer:
 
 GRIP gathers whole router matrices (small) and writes them back; SEUF's expert slices are one
 row of a fused [E, ...] tensor, held by one process and broadcast from there. Plain tensors
-pass through unchanged. (DeepSpeed ZeRO-3 partitions parameters outside torch's tensor types;
-see train/engine.py for what it refuses.)
+pass through unchanged.
+
+DeepSpeed ZeRO-3 partitions a parameter outside torch's tensor types (the tensor is an empty
+placeholder, `ds_id` marks it): its whole value is read and written inside
+GatheredParameters, and a write also goes to the optimizer's fp32 master copy, which would
+otherwise overwrite it at the next step. (What ZeRO-3 refuses: train/engine.py.)
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ def _is_dtensor(t: torch.Tensor) -> bool:
     return isinstance(t, DTensor)
 
 
+def _is_partitioned(t: torch.Tensor) -> bool:
+    return hasattr(t, "ds_id")  # a DeepSpeed ZeRO-3 parameter
+
+
 def is_sharded(model: nn.Module) -> bool:
     """Whether a distributed engine shards model's parameters (its forwards are then collective)."""
-    return any(_is_dtensor(p) for p in model.parameters())
+    return any(_is_dtensor(p) or _is_partitioned(p) for p in model.parameters())
 
 
 def reshard(model: nn.Module) -> None:
@@ -48,6 +56,11 @@ def full_tensor(param: torch.Tensor) -> torch.Tensor:
     """The whole value of `param` as a plain tensor on its device (a copy when it was sharded)."""
     if _is_dtensor(param):
         return param.full_tensor().detach().clone()
+    if _is_partitioned(param):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            return param.detach().clone()
     return param.detach()
 
 
@@ -59,6 +72,16 @@ def assign_full(param: torch.Tensor, value: torch.Tensor) -> None:
 
         shard = distribute_tensor(value.to(param.dtype), param.device_mesh, param.placements)
         param.to_local().copy_(shard.to_local())
+    elif _is_partitioned(param):
+        import deepspeed
+        import torch.distributed as dist
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0):  # rank 0's value is partitioned on exit
+            if dist.get_rank() == 0:
+                param.copy_(value.to(param.dtype))
+        if getattr(param, "_z3_optimizer", None) is not None:  # trained: the fp32 master copy too
+            safe_set_full_fp32_param(param, value.float())
     else:
         param.copy_(value.to(param.dtype))
 

@@ -78,11 +78,16 @@ def _router_weight(router: nn.Module, num_experts: int | None = None) -> nn.Para
     if not isinstance(weight, nn.Parameter):
         linear = _router_linear(router)
         weight = None if linear is None else linear.weight
-    if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
+    if not isinstance(weight, nn.Parameter) or len(whole_shape(weight)) != 2:
         raise ValueError(f"router {type(router).__name__} has no [E, d] weight")
-    if num_experts is not None and weight.shape[0] != num_experts:
-        raise ValueError(f"router weight shape {tuple(weight.shape)} does not match E={num_experts}")
+    if num_experts is not None and whole_shape(weight)[0] != num_experts:
+        raise ValueError(f"router weight shape {tuple(whole_shape(weight))} does not match E={num_experts}")
     return weight
+
+
+def whole_shape(param: torch.Tensor) -> tuple[int, ...]:
+    """A parameter's whole shape (DeepSpeed ZeRO-3 keeps it in ds_shape; the tensor is a partition)."""
+    return tuple(getattr(param, "ds_shape", param.shape))
 
 
 def _strip_wrappers(path: str) -> str:
@@ -142,7 +147,7 @@ def _discover(model: nn.Module) -> list[MoELayer]:
             if block is None or not isinstance(experts_wrapped, nn.Module):
                 continue
             try:
-                num_experts = _router_weight(module).shape[0]
+                num_experts = whole_shape(_router_weight(module))[0]
                 top_k = _find_top_k(module, block, unwrap(experts_wrapped), getattr(model, "config", None))
             except ValueError:
                 continue

@@ -129,31 +129,50 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: 
 SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
-def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: bool, adapters: list[Adapter]) -> None:
-    """Refuse what a sharding engine cannot run (before accelerate's prepare). FSDP2 runs
-    everything (whole values, rows and in-place writes through core.sharded); ZeRO-3
-    partitions parameters outside torch's tensor types, so expert-slice leaves (SEUF,
-    expert:L:E), reference values and adapters that write weights (GRIP) are refused there."""
+@contextlib.contextmanager
+def whole_model_loading(accelerator: Accelerator) -> Iterator[None]:
+    """Models load whole in every process: preparation runs on them before accelerate shards
+    them. Under DeepSpeed, accelerate registers its config with transformers, which would
+    partition the weights while they load (deepspeed.zero.Init); it is unregistered meanwhile."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
+def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: bool) -> None:
+    """Refuse what a sharding engine cannot run (before accelerate's prepare). FSDP runs as
+    version 2 and DeepSpeed as ZeRO-3 (the tested engines). FSDP2 runs everything (whole
+    values, rows and in-place writes through core.sharded); ZeRO-3 runs adapters that write
+    weights (GRIP) through GatheredParameters, but its optimizer manages model parameters only
+    and a reference would gather every trained weight per forward, so expert-slice leaves
+    (SEUF, expert:L:E) and reference values are refused there."""
     kind = accelerator.distributed_type
     if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise UserError("moe-unlearn runs FSDP version 2 (fsdp_version: 2 in the accelerate config)")
-    if kind != DistributedType.DEEPSPEED or accelerator.state.deepspeed_plugin.zero_stage != 3:
+    if kind != DistributedType.DEEPSPEED:
         return
+    if accelerator.state.deepspeed_plugin.zero_stage != 3:
+        raise UserError("moe-unlearn runs DeepSpeed with ZeRO stage 3 (zero_stage: 3 in the accelerate config); "
+                        "without sharding, use DDP (configs/accelerate/multi_gpu_ddp.yaml)")
     other = "run it with FSDP2 (configs/accelerate/fsdp2.yaml), DDP (configs/accelerate/multi_gpu_ddp.yaml) or on one GPU"
     if trainable.slices:
         raise UserError(f"training single expert slices (seuf, expert:L:E) is not supported under DeepSpeed ZeRO-3; {other}")
     if reference:
         raise UserError(f"this method keeps the original trained values (a reference), which is not supported "
                         f"under DeepSpeed ZeRO-3; use a retain NLL instead of KL, or {other}")
-    writers = [a.name for a in adapters if a.edits_weights]
-    if writers:
-        raise UserError(f"adapter '{writers[0]}' writes weights directly, which ZeRO-3's partitioned parameters "
-                        f"do not allow; {other}")
 
 
-def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainable, cfg: TrainConfig, total: int
-            ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
-    """accelerate's prepare of the model, the optimizer over trainable.leaves() and its schedule.
+def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainable, cfg: TrainConfig, total: int,
+            batch_size: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    """accelerate's prepare of the model, the optimizer over trainable.leaves() and its schedule
+    (DeepSpeed reads the per-process batch from its config: no data loader goes through prepare).
 
     FSDP2's prepare re-points the optimizer at the sharded model's parameters, matched by
     storage; expert-slice leaves are not model parameters, so the optimizer goes through it
@@ -164,6 +183,11 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainab
     fused = list({id(s.param): s.param for s in trainable.slices}.values())
     optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if fsdp2 else trainable.leaves())
     scheduler = build_scheduler(cfg, optimizer, total)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = batch_size
+        ds["gradient_clipping"] = cfg.max_grad_norm or 0.0  # DeepSpeed clips inside its step
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     trainable.rebind(accelerator.unwrap_model(model))  # FSDP2 replaces parameters by DTensors
     if fsdp2:
@@ -257,9 +281,10 @@ class Trainer:
         # an adapter that needs a retain forward gets one even when the method runs none (GA)
         self.retain_forward = any(a.needs_retain_forward for a in adapters)
         self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
-        check_engine(accelerator, self.trainable, reference=reference, adapters=adapters)
+        check_engine(accelerator, self.trainable, reference=reference)
         self.sharded = accelerator.distributed_type in SHARDED_ENGINES
-        ctx.model, self.optimizer, self.scheduler = prepare(accelerator, ctx.model, self.trainable, cfg, self.total)
+        ctx.model, self.optimizer, self.scheduler = prepare(accelerator, ctx.model, self.trainable, cfg, self.total,
+                                                              ctx.cfg.data.batch_size)
         # kept original values (methods/adapters with a reference): of sharded parameters, the shards
         self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
@@ -294,9 +319,10 @@ class Trainer:
         run_dir.check()
         set_seed(cfg.seed)
         device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
-        model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
-                                      trust_remote_code=cfg.model.trust_remote_code,
-                                      allow_missing=cfg.model.allow_missing_weights)
+        with whole_model_loading(accelerator):
+            model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
+                                          trust_remote_code=cfg.model.trust_remote_code,
+                                          allow_missing=cfg.model.allow_missing_weights)
         pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed, processes=world_size())
         method = METHODS.get(cfg.method)(cfg.section(cfg.method))
         adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
@@ -437,6 +463,7 @@ class Trainer:
         """One optimizer step over grad_accum micro-batches; the logged numbers are means over processes."""
         ctx, accum, acc = self.ctx, self.cfg.grad_accum, self.accelerator
         self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]  # before backward: DeepSpeed steps optimizer and schedule inside it
         sums: dict[str, float] = {}
         for micro in range(accum):
             forget, retain = self.pairs.batch(ctx.step * accum + micro)
@@ -460,7 +487,6 @@ class Trainer:
         norm = acc.clip_grad_norm_(self.trainable.leaves(), self.cfg.max_grad_norm or float("inf"))
         if not _finite(norm) and self.cfg.precision != "fp16":  # fp16: the grad scaler skips this step
             raise self.fail(f"gradient norm is {float(norm)}")
-        lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.trainable.write_back()
         self.scheduler.step()
@@ -546,7 +572,9 @@ class Trainer:
         else:
             state = acc.get_state_dict(self.ctx.model)  # whole tensors on the main process under FSDP2 / ZeRO-3
         self.check_finite(model.named_parameters())
-        if acc.is_main_process or self.sharded:  # sharded: every process runs save_pretrained, the main one writes
+        # FSDP2: every process runs save_pretrained (its gathers are collective), the main one writes;
+        # DeepSpeed gives the whole weights to the main process only (None elsewhere)
+        if acc.is_main_process or (self.sharded and state is not None):
             model.save_pretrained(path, state_dict=state, safe_serialization=True, is_main_process=acc.is_main_process)
         if acc.is_main_process:
             self.ctx.tokenizer.save_pretrained(path)

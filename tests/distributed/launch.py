@@ -1,0 +1,31 @@
+"""2-process jobs under torchrun, as module fixtures of the multi-process tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def two_process_job(job: str) -> Any:
+    """A module fixture: the root directory `torchrun --nproc_per_node 2 JOB manifest root` wrote
+    (CPU, gloo, one thread per process)."""
+
+    @pytest.fixture(scope="module")
+    def runs(tiny_benchmark, tmp_path_factory) -> Path:
+        root = tmp_path_factory.mktemp(Path(job).stem)
+        torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+        port = str(29500 + (os.getpid() + len(job)) % 500)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
+        proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", port,
+                               str(Path(__file__).with_name(job)), str(tiny_benchmark), str(root)],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return root
+
+    return runs
