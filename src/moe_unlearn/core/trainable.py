@@ -80,8 +80,9 @@ class Trainable:
             s.leaf.copy_(row(s.param, s.expert))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Trained values for a checkpoint: whole params by name, slices as NAME@expert."""
-        out = {name: p.detach() for name, p in self.full.items()}
+        """Trained values: whole params by name (this process's shard of a sharded one), slices
+        as NAME@expert."""
+        out = {name: local(p).detach() for name, p in self.full.items()}
         out.update({f"{s.name}@{s.expert}": s.leaf.detach() for s in self.slices})
         return out
 
@@ -100,9 +101,7 @@ class Trainable:
     def keep_originals(self) -> int:
         """Save a copy of every trained value (for ctx.reference()); returns its bytes. Of a
         sharded parameter only this process's shard is kept."""
-        values = {name: local(p).detach() for name, p in self.full.items()}
-        values.update({f"{s.name}@{s.expert}": s.leaf.detach() for s in self.slices})
-        self.originals = {k: v.clone() for k, v in values.items()}
+        self.originals = {k: v.clone() for k, v in self.state_tensors().items()}
         return sum(t.numel() * t.element_size() for t in self.originals.values())
 
     @contextlib.contextmanager

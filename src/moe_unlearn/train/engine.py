@@ -179,9 +179,9 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainab
     holding the fused tensors the slices live in and holds the leaves afterwards (its state is
     created at the first step: for the slices only).
     """
-    fsdp2 = accelerator.distributed_type == DistributedType.FSDP and bool(trainable.slices)
+    leaves_later = accelerator.distributed_type == DistributedType.FSDP and bool(trainable.slices)
     fused = list({id(s.param): s.param for s in trainable.slices}.values())
-    optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if fsdp2 else trainable.leaves())
+    optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if leaves_later else trainable.leaves())
     scheduler = build_scheduler(cfg, optimizer, total)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -190,7 +190,7 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainab
         ds["gradient_clipping"] = cfg.max_grad_norm or 0.0  # DeepSpeed clips inside its step
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     trainable.rebind(accelerator.unwrap_model(model))  # FSDP2 replaces parameters by DTensors
-    if fsdp2:
+    if leaves_later:
         optimizer.param_groups[0]["params"] = trainable.leaves()
         optimizer.state.clear()  # no step yet; prepare left empty entries for the fused tensors
     return model, optimizer, scheduler
@@ -202,7 +202,11 @@ def slices_apart(optimizer: torch.optim.Optimizer, trainable: Trainable) -> Iter
     parameters only, so inside this block the optimizer holds the whole trained parameters
     alone. The yielded dict maps each expert slice (NAME@expert) to its optimizer state, the
     same on every process: read it to save, fill it to load. Afterwards the leaves are back in
-    the optimizer with that state."""
+    the optimizer with that state. Without slices the optimizer is left alone (DeepSpeed's
+    param groups hold its own flat partitions, not model parameters)."""
+    if not trainable.slices:
+        yield {}
+        return
     keys = {id(s.leaf): f"{s.name}@{s.expert}" for s in trainable.slices}
     state = {keys[id(p)]: optimizer.state.pop(p) for p in trainable.leaves() if id(p) in keys and p in optimizer.state}
     optimizer.param_groups[0]["params"] = list(trainable.full.values())
