@@ -20,9 +20,10 @@ def two_process_job(job: str) -> Any:
     def runs(tiny_benchmark, tmp_path_factory) -> Path:
         root = tmp_path_factory.mktemp(Path(job).stem)
         torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-        port = str(29500 + (os.getpid() + len(job)) % 500)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
-        proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", port,
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        # --standalone: the OS picks a free rendezvous port (one computed from the pid could be
+        # held by another job: a 2-thread run once failed a whole job module)
+        proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2",
                                str(Path(__file__).with_name(job)), str(tiny_benchmark), str(root)],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
