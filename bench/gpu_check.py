@@ -1,126 +1,199 @@
-"""One prepared check for a GPU machine: prints one table (check | result | seconds).
+"""One prepared check for a GPU machine: prints one table (check | result | detail | seconds).
 
-    bash scripts/gpu_check.sh        (the machine's own python3 with torch/CUDA, transformers,
-                                      accelerate and peft; PYTHONPATH=src; missing packages as
-                                      wheels in .whl/, see scripts/gpu_wheels.sh)
+    bash scripts/gpu_check.sh        (the machine's own python3 with torch/CUDA and accelerate;
+                                      PYTHONPATH=src; the tested transformers/peft and missing
+                                      packages as wheels in .whl/, see scripts/gpu_wheels.sh)
 
-Checks, in order, each in its own process with its own time limit so one failure costs only
-itself (the whole script stays under 8 minutes on one H100 / H200):
+Checks, each in its own process with its own time limit so one failure costs only itself. The
+first four share the GPU at once (tiny models: the card is idle most of each step), the bench
+runs alone afterwards so that its ratios are not disturbed; the whole stays under 8 minutes on
+one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
   env       GPU, versions
   cuda      tests/cuda (capture/replay on CUDA; short bf16/fp16 runs of GA+GRIP, GradDiff+TRACE, NPO+SEUF)
-  demo      `moe-unlearn demo --quick` in bf16 on CUDA (builds the embedded benchmark on the GPU)
-  fsdp2     GA+GRIP under accelerate's FSDP2 with world size 1 (configs/accelerate/fsdp2.yaml)
-  ddp2      GA+GRIP with 2 processes on the one GPU is not possible with NCCL; skipped by design
-  bench     the bench's real-geometry figures on CUDA, where the bench has them
-The table also goes to $OUT/gpu_check.md when OUT is set.
+  demo      `moe-unlearn demo --quick` in bf16 on CUDA, one row per run
+  fsdp2     GA+GRIP and NPO+SEUF under accelerate's FSDP2 with world size 1 (configs/accelerate/
+            fsdp2.yaml), each saved model then evaluated by `moe-unlearn eval` in one plain process
+  bench     the bench's real-geometry figures on CUDA (OLMoE-1B-7B and Qwen3-30B-A3B layers), one row each
+Each check's whole output goes to $OUT/<check>.log (OUT set) or the work folder, the table to
+$OUT/gpu_check.md. Two processes on one GPU cannot run NCCL, so multi-process runs are not
+checked here (CI checks them with 2 CPU processes over gloo).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLI = [PY, "-m", "moe_unlearn.cli.main"]
+THREADS = "4"  # per check: four checks share the machine's cores
 
 
-def run(cmd: list[str], limit: int, cwd: Path = REPO) -> tuple[int, str, float]:
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=limit)
-        code, out = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        code, out = 124, f"timed out after {limit} s; " + str(e.stdout or "")[-500:]
-    return code, out, time.perf_counter() - t0
+@dataclass
+class Check:
+    name: str
+    cmd: list[str]
+    limit: int
+    code: int | None = None
+    seconds: float = 0.0
+    proc: subprocess.Popen | None = None
+    t0: float = 0.0
+    log_name: str = ""
+
+    def start(self, logs: Path) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": THREADS, "MOE_UNLEARN_TEST_THREADS": THREADS}
+        self.log = logs / f"{self.log_name or self.name}.log"
+        self.t0 = time.perf_counter()
+        with self.log.open("w") as f:
+            self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+
+    def poll(self) -> bool:
+        """True once finished (killed at its time limit)."""
+        if self.code is not None:
+            return True
+        code = self.proc.poll()
+        if code is None and time.perf_counter() - self.t0 > self.limit:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+            code = 124
+        if code is not None:
+            self.code, self.seconds = code, time.perf_counter() - self.t0
+            print(f"[gpu_check] {self.name}: exit {code} ({self.seconds:.0f} s)", flush=True)
+        return code is not None
+
+    def tail(self) -> str:
+        if self.code == 124:
+            return f"timed out after {self.limit} s"
+        lines = [x for x in self.log.read_text(errors="replace").splitlines() if x.strip()]
+        return (lines[-1] if lines else "").replace("|", "/")[:200]
 
 
-def last_line(text: str) -> str:
-    lines = [x for x in text.strip().splitlines() if x.strip()]
-    return (lines[-1] if lines else "").replace("|", "/")[:160]
-
-
-def check_env() -> tuple[str, str]:
+def env_row() -> tuple[str, str, str]:
     import accelerate
     import torch
     import transformers
 
+    try:
+        import peft
+        peft_v = peft.__version__
+    except ImportError as e:
+        peft_v = f"missing ({e})"
     if not torch.cuda.is_available():
-        return "FAIL", "no CUDA device"
-    return "ok", (f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}, transformers "
-                  f"{transformers.__version__}, accelerate {accelerate.__version__}")
+        return "env", "FAIL", "no CUDA device"
+    return "env", "ok", (f"{torch.cuda.get_device_name(0)}; torch {torch.__version__} (CUDA {torch.version.cuda}), "
+                         f"transformers {transformers.__version__}, accelerate {accelerate.__version__}, peft {peft_v}")
 
 
-def check_cuda_tests() -> tuple[str, str, float]:
-    code, out, sec = run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/cuda"], 240)
-    return ("ok" if code == 0 else "FAIL"), last_line(out), sec
+def cuda_tests() -> Check:
+    return Check("cuda", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "tests/cuda"], 200)
 
 
-def check_demo(work: Path) -> tuple[str, str, float]:
-    out = work / "demo"
-    code, text, sec = run([*CLI, "demo", "--quick", "--out", str(out), "common.model.device=cuda",
-                           "common.train.precision=bf16"], 330)
-    if code != 0:
-        return "FAIL", last_line(text), sec
-    results = json.loads((out / "results.json").read_text())
-    cells = ", ".join(f"{r['run']} fMC {r['forget']['mc_acc']:.2f} rMC {r['retain']['mc_acc']:.2f} "
-                      f"stabR {r['routing']['stability']['retain']:.2f}" for r in results)
-    return "ok", f"{len(results)} runs: {cells}", sec
+def demo(work: Path) -> Check:
+    return Check("demo", [*CLI, "demo", "--quick", "--out", str(work / "demo"), "common.model.device=cuda",
+                          "common.train.precision=bf16"], 300)
 
 
-def check_fsdp2(work: Path) -> tuple[str, str, float]:
+def demo_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
+    path = work / "demo" / "results.json"
+    if check.code != 0 or not path.is_file():
+        return []
+    rows = []
+    for r in json.loads(path.read_text()):
+        if "forget" not in r:
+            rows.append((f"demo {r.get('run')}", "skipped", str(r.get("reason", ""))[:120]))
+            continue
+        stab = r["routing"]["stability"]
+        rows.append((f"demo {r['run']}", "ok", f"steps {r['steps']}, forget MC {r['forget']['mc_acc']:.3f}, "
+                     f"retain MC {r['retain']['mc_acc']:.3f}, stability retain {stab['retain']:.3f} "
+                     f"holdout {stab['holdout']:.3f}"))
+    return rows
+
+
+def fsdp2(work: Path, method: str, adapter: str) -> Check:
+    """One run under FSDP2 (world size 1, bf16), then its saved model read back by a plain `eval`."""
     from moe_unlearn.benchmark import cached_benchmark
 
-    manifest = cached_benchmark("tiny", seed=0)
-    cfg = work / "fsdp2.yaml"
+    name = f"fsdp2 {method}+{adapter}"
+    tag = f"fsdp2-{method}-{adapter}"
+    cfg = work / f"{tag}.yaml"
     cfg.write_text(json.dumps({
-        "method": "ga", "adapters": ["grip"], "grip": {"mode": "project"},
-        "data": {"manifest": str(manifest), "batch_size": 8, "retain_batch_size": 8},
+        "method": method, "adapters": [adapter], "model": {"device": "cuda"},
+        "data": {"manifest": str(cached_benchmark("tiny", seed=0)), "batch_size": 8, "retain_batch_size": 8},
         "train": {"lr": 1e-3, "max_steps": 4, "checkpoint_every": 2, "precision": "bf16"},
         "eval": {"metrics": ["nll", "mc_acc", "stability"], "max_examples": 32},
     }))
-    cmd = [PY, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp2.yaml",
-           "--num_processes", "1", "-m", "moe_unlearn.cli.main", "unlearn", str(cfg), "--out", str(work / "fsdp2"),
-           "--quiet"]
-    code, text, sec = run(cmd, 240)
-    return ("ok" if code == 0 else "FAIL"), last_line(text), sec
+    run_dir = work / tag
+    launch = [PY, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp2.yaml",
+              "--num_processes", "1", "-m", "moe_unlearn.cli.main", "unlearn", str(cfg), "--out", str(run_dir),
+              "--quiet"]
+    evaluate = [*CLI, "eval", str(cfg), "--model", str(run_dir / "model"), "--out", str(work / f"{tag}-eval.json"),
+                "--device", "cuda", "--quiet"]
+    script = f"set -e; {shlex.join(launch)}; {shlex.join(evaluate)}"
+    return Check(name, ["bash", "-c", script], 200, log_name=tag)
 
 
-def check_bench(work: Path) -> tuple[str, str, float]:
-    sys.path.insert(0, str(REPO))
-    from bench.run import GROUPS
+def fsdp2_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
+    run_dir = work / check.log_name
+    metrics, again = run_dir / "metrics.json", work / f"{check.log_name}-eval.json"
+    if check.code != 0 or not metrics.is_file() or not again.is_file():
+        return []
+    m, e = json.loads(metrics.read_text()), json.loads(again.read_text())
+    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [(f"{check.name} result", "ok", f"steps {[r['step'] for r in log]}, forget NLL {m['forget']['nll']:.4f} "
+             f"(plain eval of the saved model: {e['forget']['nll']:.4f}), stability retain "
+             f"{m['routing']['stability']['retain']:.3f}")]
 
-    wanted = [g for g in GROUPS if "geometry" in g or "real" in g]
-    if not wanted:
-        return "n/a", "the bench has no real-geometry figures", 0.0
-    code, text, sec = run([PY, "-m", "bench.run", "--only", *wanted, "--out", str(work / "bench.json")], 240)
-    return ("ok" if code == 0 else "FAIL"), last_line(text), sec
+
+def bench(work: Path) -> Check:
+    return Check("bench", [PY, "-m", "bench.run", "--only", "real_geometry", "--out", str(work / "bench.json")], 180)
+
+
+def bench_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
+    path = work / "bench.json"
+    if check.code != 0 or not path.is_file():
+        return []
+    rows = []
+    for f in json.loads(path.read_text())["figures"]:
+        unit = f" {f['unit']}" if f.get("unit") else ""
+        target = "report" if f["target"] is None else f"{f['op']} {f['target']}: {'pass' if f['passed'] else 'FAIL'}"
+        rows.append((f"bench: {f['figure']}", f"{f['measured']}{unit}", target))
+    return rows
 
 
 def main() -> int:
-    work = Path(os.environ.get("OUT") or "/tmp") / "moe-unlearn-gpu-check"
+    work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/moe-unlearn-gpu-check"))
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    logs = Path(os.environ["OUT"]) if os.environ.get("OUT") else work
+    rows: list[tuple[str, str, str, float]] = []
     t0 = time.perf_counter()
-    status, detail = check_env()
-    rows.append(("env", status, detail, time.perf_counter() - t0))
+    name, status, detail = env_row()
+    rows.append((name, status, detail, time.perf_counter() - t0))
     if status == "ok":
-        for name, fn in (("cuda tests", check_cuda_tests), ("quick demo bf16", lambda: check_demo(work)),
-                         ("GA+GRIP FSDP2 world 1", lambda: check_fsdp2(work)),
-                         ("real-geometry bench", lambda: check_bench(work))):
-            status, detail, sec = fn()
-            rows.append((name, status, detail, sec))
-            print(f"[gpu_check] {name}: {status} ({sec:.0f} s)", flush=True)
+        together = [cuda_tests(), demo(work), fsdp2(work, "ga", "grip"), fsdp2(work, "npo", "seuf")]
+        alone = bench(work)
+        for group in (together, [alone]):
+            for c in group:
+                c.start(logs)
+            while not all([c.poll() for c in group]):
+                time.sleep(0.5)
+        extra = {"cuda": lambda c, w: [], "demo": demo_rows, "fsdp2": fsdp2_rows, "bench": bench_rows}
+        for c in [*together, alone]:
+            rows.append((c.name, "ok" if c.code == 0 else f"FAIL ({c.code})", c.tail(), c.seconds))
+            rows += [(*r, 0.0) for r in extra[c.name.split()[0]](c, work)]
     table = "| check | result | detail | seconds |\n|---|---|---|---|\n" + "\n".join(
         f"| {n} | {s} | {d} | {t:.0f} |" for n, s, d, t in rows)
     print(table)
     if os.environ.get("OUT"):
         (Path(os.environ["OUT"]) / "gpu_check.md").write_text(table + "\n")
-    return 0 if all(s in ("ok", "n/a") for _, s, _, _ in rows) else 1
+    return 0 if all(not s.startswith("FAIL") for _, s, _, _ in rows) else 1
 
 
 if __name__ == "__main__":

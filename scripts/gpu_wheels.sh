@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# On a networked machine: the wheels scripts/gpu_check.sh installs on a GPU machine that lacks them
-# (rouge-score has no wheel on PyPI: it is built here; nltk is pure Python). Into .whl/ (git-ignored).
+# On a networked machine with the project's .venv: the wheels scripts/gpu_check.sh installs on a
+# GPU machine (no network, Python 3.12, its own torch/accelerate). Into .whl/ (git-ignored):
+#  - transformers, peft and regex at the versions .venv (and CI) test, so the GPU runs the tested
+#    stack rather than whatever the machine holds (an older transformers lacks some MoE archs);
+#  - rouge-score (no wheel on PyPI: built here), nltk and its defusedxml, which such machines often lack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-mkdir -p .whl
-"$PY" -m pip wheel -q --no-deps -w .whl "rouge-score==0.1.2"
-"$PY" -m pip download -q --no-deps --only-binary=:all: -d .whl "nltk==3.9.1"
+PY=${PYTHON:-.venv/bin/python}
+TARGET_PY=${GPU_PYTHON_VERSION:-3.12}
+ver() { "$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
+rm -rf .whl && mkdir -p .whl
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$TARGET_PY" --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  "transformers==$(ver transformers)" "peft==$(ver peft)" "regex==$(ver regex)" "nltk==$(ver nltk)" "defusedxml==$(ver defusedxml)"
+"$PY" -m pip wheel -q --no-deps -w .whl "rouge-score==$(ver rouge-score)"
 ls .whl
