@@ -21,6 +21,7 @@ checked here (CI checks them with 2 CPU processes over gloo).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -33,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLI = [PY, "-m", "moe_unlearn.cli.main"]
+CHECKS = ("cuda", "demo", "fsdp2", "bench")
 THREADS = "4"  # per check: four checks share the machine's cores
 
 
@@ -168,7 +170,10 @@ def bench_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bash scripts/gpu_check.sh", description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=CHECKS, help="run only these checks (a rerun after a fix)")
+    only = set(p.parse_args(argv).only or CHECKS)
     work = Path(os.environ.get("GPU_CHECK_WORK", "/tmp/moe-unlearn-gpu-check"))
     work.mkdir(parents=True, exist_ok=True)
     logs = Path(os.environ["OUT"]) if os.environ.get("OUT") else work
@@ -177,15 +182,16 @@ def main() -> int:
     name, status, detail = env_row()
     rows.append((name, status, detail, time.perf_counter() - t0))
     if status == "ok":
-        together = [cuda_tests(), demo(work), fsdp2(work, "ga", "grip"), fsdp2(work, "npo", "seuf")]
-        alone = bench(work)
-        for group in (together, [alone]):
+        together = [c for c in (cuda_tests(), demo(work), fsdp2(work, "ga", "grip"), fsdp2(work, "npo", "seuf"))
+                    if c.name.split()[0] in only]
+        alone = [bench(work)] if "bench" in only else []
+        for group in (together, alone):
             for c in group:
                 c.start(logs)
             while not all([c.poll() for c in group]):
                 time.sleep(0.5)
         extra = {"cuda": lambda c, w: [], "demo": demo_rows, "fsdp2": fsdp2_rows, "bench": bench_rows}
-        for c in [*together, alone]:
+        for c in [*together, *alone]:
             rows.append((c.name, "ok" if c.code == 0 else f"FAIL ({c.code})", c.tail(), c.seconds))
             rows += [(*r, 0.0) for r in extra[c.name.split()[0]](c, work)]
     table = "| check | result | detail | seconds |\n|---|---|---|---|\n" + "\n".join(

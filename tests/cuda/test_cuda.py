@@ -58,3 +58,16 @@ def test_short_unlearning_run_on_cuda(tiny_benchmark, tmp_path, method, adapters
     assert metrics["forget"]["nll"] is not None and metrics["routing"]["stability"]["retain"] is not None
     model, _ = load_model(tmp_path / "run" / "model", device="cpu")  # a plain safetensors dir
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_grip_bases_from_inputs_stay_on_cuda_when_an_expert_has_no_token():
+    """An expert no retained token chose gets rank 0; its entries are made on the inputs' device
+    (the real-geometry bench hit a CPU tensor here on the first GPU run)."""
+    from moe_unlearn.adapters.nullspace import span_bases_from_inputs
+
+    x = torch.randn(20, 16, device="cuda")
+    selected = torch.zeros(20, 4, dtype=torch.bool, device="cuda")
+    selected[:10, 0] = selected[10:, 2] = True  # experts 1 and 3: no token
+    bases = span_bases_from_inputs(x, selected, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
+    assert {t.device.type for t in (bases.basis, bases.rank, bases.energy)} == {"cuda"}
+    assert bases.rank.tolist()[1::2] == [0, 0] and bases.energy.tolist()[1::2] == [1.0, 1.0]

@@ -80,7 +80,7 @@ def span_bases_from_inputs(x: torch.Tensor, selected: torch.Tensor, *, rel_energ
     for e in range(selected.shape[1]):
         xe = x[selected[:, e]].to(torch.float64)
         if xe.shape[0] == 0:  # no retained token chose this row: nothing to protect
-            parts.append((x.new_zeros(1, x.shape[1], 1, dtype=dtype), torch.zeros(1, dtype=torch.long), torch.ones(1)))
+            parts.append((x.new_zeros(1, x.shape[1], 1, dtype=dtype), x.new_zeros(1, dtype=torch.long), x.new_ones(1)))
             continue
         dual = xe.shape[0] < xe.shape[1]
         gram = xe @ xe.T if dual else xe.T @ xe
