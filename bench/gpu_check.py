@@ -15,7 +15,7 @@ one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
             fsdp2.yaml), each saved model then evaluated by `moe-unlearn eval` in one plain process
   bench     the bench's real-geometry figures on CUDA (OLMoE-1B-7B and Qwen3-30B-A3B layers), one row each
 Each check's whole output goes to $OUT/<check>.log (OUT set) or the work folder, the table to
-$OUT/gpu_check.md. Two processes on one GPU cannot run NCCL, so multi-process runs are not
+$OUT/gpu_check.md, the bench's JSON to $OUT/bench.json. Two processes on one GPU cannot run NCCL, so multi-process runs are not
 checked here (CI checks them with 2 CPU processes over gloo).
 """
 
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if os.environ.get("OUT"):
         (Path(os.environ["OUT"]) / "gpu_check.md").write_text(table + "\n")
+        if (work / "bench.json").is_file():  # the figures' details (tokens/s, MiB, ...)
+            shutil.copy(work / "bench.json", Path(os.environ["OUT"]) / "bench.json")
     return 0 if all(not s.startswith("FAIL") for _, s, _, _ in rows) else 1
 
 
