@@ -17,8 +17,8 @@ FSDP2_CASES: dict[str, tuple[str, list[str]]] = {
     "graddiff_kl": ("graddiff", []),
     "rmu": ("rmu", []),
 }
-ZERO3_CASES = ("ga-grip", "graddiff-trace", "ga-keep_routing")  # ZeRO-3 refuses slices and references
-ZERO3_RESUMED = ("ga-grip",)
+ZERO3_CASES = tuple(CASES)  # ZeRO-3 refuses references
+ZERO3_RESUMED = ("ga-grip", "npo-seuf")  # the slices' own parameters, partitioned with their optimizer state
 FSDP2_RESUMED = ("ga-grip", "npo-seuf")  # sharded checkpoints: adapter state; the slice's optimizer state
 # lr 1e-3 puts GradDiff+KL's last step where the forget NLL jumps (0.3 -> 1.0): there the float
 # noise of 2 vs 1 process reaches 1.6e-4 relative in the final NLL (DDP and FSDP2 alike); 5e-4: 4e-7

@@ -6,7 +6,8 @@ owns: after backward its grad is copied out of param.grad[e]; after the optimize
 value is written back into param.data[e]. Other slices stay bit-identical and optimizer
 memory is proportional to the slice. Under FSDP2 the fused tensor is sharded by expert: the
 slice's grad comes from the process that holds its row, every process keeps the same leaf, and
-only the holder writes it back (core.sharded).
+only the holder writes it back (core.sharded). Under DeepSpeed ZeRO-3, whose optimizer takes
+module parameters only, slices become module parameters instead (core.slice_params).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from moe_unlearn.core.context import ForwardOut, ForwardSpec, RunContext
 from moe_unlearn.core.dist import (
     all_reduce_sum, barrier, broadcast_object, gather_objects, is_main, mean_over_processes, shard_rows, world_size,
 )
+from moe_unlearn.core import slice_params
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
 from moe_unlearn.data.tokenize import to_device
@@ -150,9 +151,9 @@ def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: b
     """Refuse what a sharding engine cannot run (before accelerate's prepare). FSDP runs as
     version 2 and DeepSpeed as ZeRO-3 (the tested engines). FSDP2 runs everything (whole
     values, rows and in-place writes through core.sharded); ZeRO-3 runs adapters that write
-    weights (GRIP) through GatheredParameters, but its optimizer manages model parameters only
-    and a reference would gather every trained weight per forward, so expert-slice leaves
-    (SEUF, expert:L:E) and reference values are refused there."""
+    weights (GRIP) through GatheredParameters and trains expert slices (SEUF, expert:L:E) as
+    module parameters of their own (core.slice_params), but a reference would gather every
+    trained weight per forward, so reference values are refused there."""
     kind = accelerator.distributed_type
     if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise UserError("moe-unlearn runs FSDP version 2 (fsdp_version: 2 in the accelerate config)")
@@ -162,8 +163,6 @@ def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: b
         raise UserError("moe-unlearn runs DeepSpeed with ZeRO stage 3 (zero_stage: 3 in the accelerate config); "
                         "without sharding, use DDP (configs/accelerate/multi_gpu_ddp.yaml)")
     other = "run it with FSDP2 (configs/accelerate/fsdp2.yaml), DDP (configs/accelerate/multi_gpu_ddp.yaml) or on one GPU"
-    if trainable.slices:
-        raise UserError(f"training single expert slices (seuf, expert:L:E) is not supported under DeepSpeed ZeRO-3; {other}")
     if reference:
         raise UserError(f"this method keeps the original trained values (a reference), which is not supported "
                         f"under DeepSpeed ZeRO-3; use a retain NLL instead of KL, or {other}")
@@ -287,8 +286,12 @@ class Trainer:
         self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
         check_engine(accelerator, self.trainable, reference=reference)
         self.sharded = accelerator.distributed_type in SHARDED_ENGINES
+        # ZeRO-3's optimizer takes module parameters only: expert slices become parameters of their own
+        deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+        self.slice_params = slice_params.register(ctx.model, self.trainable) if deepspeed else []
         ctx.model, self.optimizer, self.scheduler = prepare(accelerator, ctx.model, self.trainable, cfg, self.total,
                                                               ctx.cfg.data.batch_size)
+        slice_params.bind(self.slice_params)
         # kept original values (methods/adapters with a reference): of sharded parameters, the shards
         self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
@@ -574,7 +577,10 @@ class Trainer:
             model = model.merge_and_unload()
             state = model.state_dict()
         else:
+            slice_params.fold(self.slice_params)  # ZeRO-3: the slices into their rows, without their own names
             state = acc.get_state_dict(self.ctx.model)  # whole tensors on the main process under FSDP2 / ZeRO-3
+            if state is not None and self.slice_params:
+                state = {k: v for k, v in state.items() if k not in slice_params.slice_names(self.slice_params)}
         self.check_finite(model.named_parameters())
         # FSDP2: every process runs save_pretrained (its gathers are collective), the main one writes;
         # DeepSpeed gives the whole weights to the main process only (None elsewhere)
