@@ -13,15 +13,17 @@ one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
   demo      `moe-unlearn demo --quick` in bf16 on CUDA, one row per run
   fsdp2     GA+GRIP and NPO+SEUF under accelerate's FSDP2 with world size 1 (configs/accelerate/
             fsdp2.yaml), each saved model then evaluated by `moe-unlearn eval` in one plain process
+  zero3     the same under DeepSpeed ZeRO-3 (configs/accelerate/deepspeed_zero3.yaml; n/a without deepspeed)
   bench     the bench's real-geometry figures on CUDA (OLMoE-1B-7B and Qwen3-30B-A3B layers), one row each
 Each check's whole output goes to $OUT/<check>.log (OUT set) or the work folder, the table to
-$OUT/gpu_check.md, the bench's JSON to $OUT/bench.json. Two processes on one GPU cannot run NCCL, so multi-process runs are not
-checked here (CI checks them with 2 CPU processes over gloo).
+$OUT/gpu_check.md, the bench's JSON to $OUT/bench.json. Two processes on one GPU cannot run
+NCCL, so multi-process runs are not checked here (CI checks them with 2 CPU processes over gloo).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -35,7 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLI = [PY, "-m", "moe_unlearn.cli.main"]
-CHECKS = ("cuda", "demo", "fsdp2", "bench")
+CHECKS = ("cuda", "demo", "fsdp2", "zero3", "bench")
+ENGINES = {"fsdp2": "configs/accelerate/fsdp2.yaml", "zero3": "configs/accelerate/deepspeed_zero3.yaml"}
+LAUNCHED_CASES = (("ga", "grip"), ("npo", "seuf"))
 THREADS = "4"  # per check: four checks share the machine's cores
 
 
@@ -48,11 +52,10 @@ class Check:
     seconds: float = 0.0
     proc: subprocess.Popen | None = None
     t0: float = 0.0
-    log_name: str = ""
 
     def start(self, logs: Path) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": THREADS, "MOE_UNLEARN_TEST_THREADS": THREADS}
-        self.log = logs / f"{self.log_name or self.name}.log"
+        self.log = logs / f"{self.name}.log"
         self.t0 = time.perf_counter()
         with self.log.open("w") as f:
             self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env,
@@ -120,39 +123,43 @@ def demo_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def fsdp2(work: Path, method: str, adapter: str) -> Check:
-    """One run under FSDP2 (world size 1, bf16), then its saved model read back by a plain `eval`."""
+def launched(work: Path, engine: str) -> Check:
+    """GA+GRIP and NPO+SEUF under `accelerate launch` with the engine's config and world size 1
+    (bf16), each saved model then read back by a plain `eval`."""
     from moe_unlearn.benchmark import cached_benchmark
 
-    name = f"fsdp2 {method}+{adapter}"
-    tag = f"fsdp2-{method}-{adapter}"
-    cfg = work / f"{tag}.yaml"
-    cfg.write_text(json.dumps({
-        "method": method, "adapters": [adapter], "model": {"device": "cuda"},
-        "data": {"manifest": str(cached_benchmark("tiny", seed=0)), "batch_size": 8, "retain_batch_size": 8},
-        "train": {"lr": 1e-3, "max_steps": 4, "checkpoint_every": 2, "precision": "bf16"},
-        "eval": {"metrics": ["nll", "mc_acc", "stability"], "max_examples": 32},
-    }))
-    run_dir = work / tag
-    launch = [PY, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp2.yaml",
-              "--num_processes", "1", "-m", "moe_unlearn.cli.main", "unlearn", str(cfg), "--out", str(run_dir),
-              "--quiet"]
-    evaluate = [*CLI, "eval", str(cfg), "--model", str(run_dir / "model"), "--out", str(work / f"{tag}-eval.json"),
-                "--device", "cuda", "--quiet"]
-    script = f"set -e; {shlex.join(launch)}; {shlex.join(evaluate)}"
-    return Check(name, ["bash", "-c", script], 200, log_name=tag)
+    steps = []
+    for method, adapter in LAUNCHED_CASES:
+        tag = f"{engine}-{method}-{adapter}"
+        cfg = work / f"{tag}.yaml"
+        cfg.write_text(json.dumps({
+            "method": method, "adapters": [adapter], "model": {"device": "cuda"},
+            "data": {"manifest": str(cached_benchmark("tiny", seed=0)), "batch_size": 8, "retain_batch_size": 8},
+            "train": {"lr": 1e-3, "max_steps": 4, "checkpoint_every": 2, "precision": "bf16"},
+            "eval": {"metrics": ["nll", "mc_acc", "stability"], "max_examples": 32},
+        }))
+        launch = [PY, "-m", "accelerate.commands.launch", "--config_file", ENGINES[engine], "--num_processes", "1",
+                  "-m", "moe_unlearn.cli.main", "unlearn", str(cfg), "--out", str(work / tag), "--quiet"]
+        evaluate = [*CLI, "eval", str(cfg), "--model", str(work / tag / "model"), "--out",
+                    str(work / f"{tag}-eval.json"), "--device", "cuda", "--quiet"]
+        steps.append(f"({shlex.join(launch)} && {shlex.join(evaluate)}) || rc=1")
+    return Check(engine, ["bash", "-c", "; ".join(["rc=0", *steps, "exit $rc"])], 300)
 
 
-def fsdp2_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
-    run_dir = work / check.log_name
-    metrics, again = run_dir / "metrics.json", work / f"{check.log_name}-eval.json"
-    if check.code != 0 or not metrics.is_file() or not again.is_file():
-        return []
-    m, e = json.loads(metrics.read_text()), json.loads(again.read_text())
-    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [(f"{check.name} result", "ok", f"steps {[r['step'] for r in log]}, forget NLL {m['forget']['nll']:.4f} "
-             f"(plain eval of the saved model: {e['forget']['nll']:.4f}), stability retain "
-             f"{m['routing']['stability']['retain']:.3f}")]
+def launched_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
+    rows = []
+    for method, adapter in LAUNCHED_CASES:
+        run_dir = work / f"{check.name}-{method}-{adapter}"
+        metrics, again = run_dir / "metrics.json", work / f"{run_dir.name}-eval.json"
+        if not metrics.is_file() or not again.is_file():
+            rows.append((f"{check.name} {method}+{adapter}", "FAIL", f"no result (see {check.name}.log)"))
+            continue
+        m, e = json.loads(metrics.read_text()), json.loads(again.read_text())
+        log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+        rows.append((f"{check.name} {method}+{adapter}", "ok",
+                     f"steps {[r['step'] for r in log]}, forget NLL {m['forget']['nll']:.4f} (plain eval of the "
+                     f"saved model: {e['forget']['nll']:.4f}), stability retain {m['routing']['stability']['retain']:.3f}"))
+    return rows
 
 
 def bench(work: Path) -> Check:
@@ -183,18 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     name, status, detail = env_row()
     rows.append((name, status, detail, time.perf_counter() - t0))
     if status == "ok":
-        together = [c for c in (cuda_tests(), demo(work), fsdp2(work, "ga", "grip"), fsdp2(work, "npo", "seuf"))
-                    if c.name.split()[0] in only]
+        if "zero3" in only and importlib.util.find_spec("deepspeed") is None:
+            only.discard("zero3")
+            rows.append(("zero3", "n/a", "deepspeed is not installed (scripts/gpu_wheels.sh carries it)", 0.0))
+        together = [c for c in (cuda_tests(), demo(work), launched(work, "fsdp2"), launched(work, "zero3"))
+                    if c.name in only]
         alone = [bench(work)] if "bench" in only else []
         for group in (together, alone):
             for c in group:
                 c.start(logs)
             while not all([c.poll() for c in group]):
                 time.sleep(0.5)
-        extra = {"cuda": lambda c, w: [], "demo": demo_rows, "fsdp2": fsdp2_rows, "bench": bench_rows}
+        extra = {"cuda": lambda c, w: [], "demo": demo_rows, "fsdp2": launched_rows, "zero3": launched_rows,
+                 "bench": bench_rows}
         for c in [*together, *alone]:
             rows.append((c.name, "ok" if c.code == 0 else f"FAIL ({c.code})", c.tail(), c.seconds))
-            rows += [(*r, 0.0) for r in extra[c.name.split()[0]](c, work)]
+            rows += [(*r, 0.0) for r in extra[c.name](c, work)]
     table = "| check | result | detail | seconds |\n|---|---|---|---|\n" + "\n".join(
         f"| {n} | {s} | {d} | {t:.0f} |" for n, s, d, t in rows)
     print(table)
