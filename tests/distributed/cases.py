@@ -16,8 +16,9 @@ FSDP2_CASES: dict[str, tuple[str, list[str]]] = {
     **CASES,
     "graddiff_kl": ("graddiff", []),
     "rmu": ("rmu", []),
+    "rmu-seuf": ("rmu", ["seuf"]),  # a reference of expert slices
 }
-ZERO3_CASES = tuple(CASES)  # ZeRO-3 refuses references
+ZERO3_CASES = tuple(FSDP2_CASES)
 ZERO3_RESUMED = ("ga-grip", "npo-seuf")  # the slices' own parameters, partitioned with their optimizer state
 FSDP2_RESUMED = ("ga-grip", "npo-seuf")  # sharded checkpoints: adapter state; the slice's optimizer state
 # lr 1e-3 puts GradDiff+KL's last step where the forget NLL jumps (0.3 -> 1.0): there the float

@@ -15,7 +15,8 @@ pass through unchanged.
 DeepSpeed ZeRO-3 partitions a parameter outside torch's tensor types (the tensor is an empty
 placeholder, `ds_id` marks it): its whole value is read and written inside
 GatheredParameters, and a write also goes to the optimizer's fp32 master copy, which would
-otherwise overwrite it at the next step. (What ZeRO-3 refuses: train/engine.py.)
+otherwise overwrite it at the next step; a copy of this process's partition (`local`) is
+gathered back into a whole value with `gather_partitions`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def _is_partitioned(t: torch.Tensor) -> bool:
 def is_sharded(model: nn.Module) -> bool:
     """Whether a distributed engine shards model's parameters (its forwards are then collective)."""
     return any(_is_dtensor(p) or _is_partitioned(p) for p in model.parameters())
+
+
+def is_partitioned(model: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions model's parameters."""
+    return any(_is_partitioned(p) for p in model.parameters())
 
 
 def reshard(model: nn.Module) -> None:
@@ -87,8 +93,24 @@ def assign_full(param: torch.Tensor, value: torch.Tensor) -> None:
 
 
 def local(param: torch.Tensor) -> torch.Tensor:
-    """What this process holds of `param`: its shard of a DTensor, else the tensor itself."""
-    return param.to_local() if _is_dtensor(param) else param
+    """What this process holds of `param`: its shard of a DTensor, its partition of a ZeRO-3
+    parameter, else the tensor itself."""
+    if _is_dtensor(param):
+        return param.to_local()
+    return param.ds_tensor if _is_partitioned(param) else param
+
+
+def gather_partitions(part: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """The whole value whose ZeRO-3 partitions, laid out as `param`'s, are `part` on every
+    process (each its own): ZeRO-3 cuts the flattened tensor, padded, into one contiguous
+    chunk per process in rank order."""
+    import torch.distributed as dist
+
+    group = param.ds_process_group
+    part = part.to(param.device).contiguous()  # from host memory when ZeRO-3 offloads parameters
+    parts = [torch.empty_like(part) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, part, group=group)
+    return torch.cat(parts)[: param.ds_numel].view(param.ds_shape)
 
 
 def _held_rows(t: torch.Tensor) -> tuple[int, int] | None:

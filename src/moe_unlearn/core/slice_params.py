@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from moe_unlearn.core.sharded import assign_full, full_tensor
-from moe_unlearn.core.trainable import Trainable
+from moe_unlearn.core.trainable import READS_TRAINED_VALUES, Trainable
 
 
 @dataclass
@@ -63,9 +63,11 @@ def bind(tensors: list[SlicedTensor]) -> None:
     forward of a module sees its fused tensor with the slices as rows."""
     for t in tensors:
         t.fused = t.module._parameters[t.attr]
-        t.handles = [t.module.register_forward_pre_hook(lambda m, args, t=t: _compose(t)),
-                     t.module.register_forward_hook(lambda m, args, out, t=t: _restore(t), prepend=True,
-                                                    always_call=True)]
+        compose = t.module.register_forward_pre_hook(lambda m, args, t=t: _compose(t))
+        # a reference forward's swap of the slices for their originals must come first (core.trainable)
+        t.module.__dict__.setdefault(READS_TRAINED_VALUES, set()).add(compose.id)
+        t.handles = [compose, t.module.register_forward_hook(lambda m, args, out, t=t: _restore(t), prepend=True,
+                                                             always_call=True)]
 
 
 def _compose(t: SlicedTensor) -> None:

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from moe_unlearn.core.sharded import is_sharded, local, reshard, row, set_row
+from moe_unlearn.core.sharded import gather_partitions, is_partitioned, is_sharded, local, reshard, row, set_row
 from moe_unlearn.errors import UserError
 from moe_unlearn.models import ParamRef, select_parameters
+
+
+# A module's attribute naming its forward pre-hooks that read trained values (core.slice_params):
+# under ZeRO-3 a reference forward's swap of the originals must run before them.
+READS_TRAINED_VALUES = "_moe_unlearn_reads_trained_values"
 
 
 @dataclass
@@ -111,9 +116,14 @@ class Trainable:
         """Temporarily run with the original values (of the parameters in `only`, or all):
         `.data` pointers are swapped, never copied in place, so autograd graphs built before are
         untouched. A sliced fused tensor needs one transient copy of that tensor. A model FSDP2
-        shards is written in place instead (see _written_originals)."""
+        shards is written in place instead (see _written_originals), and a model ZeRO-3
+        partitions runs each module with gathered originals (see _gathered_originals)."""
         if not self.originals:
             raise RuntimeError("reference requested but originals were not kept (Method.uses_reference)")
+        if model is not None and is_partitioned(model):
+            with self._gathered_originals(model, only):
+                yield
+            return
         if model is not None and is_sharded(model):
             with self._written_originals(model, only):
                 yield
@@ -168,6 +178,46 @@ class Trainable:
                     shard.copy_(value)
                 for s in rows:
                     set_row(s.param, s.expert, s.leaf)
+
+
+    @contextlib.contextmanager
+    def _gathered_originals(self, model: nn.Module, only: list[torch.Tensor] | None) -> Iterator[None]:
+        """ZeRO-3 gathers a module's parameters before its forward and releases them after, so
+        the originals (this process's partitions) are gathered per module, by hooks that run
+        after ZeRO-3's gathering and put the parameters back before its release. The forwards
+        are no-grad reference forwards: nothing is saved for backward."""
+        keep = None if only is None else {id(p) for p in only}
+        names = {id(p): name for name, p in self.full.items() if keep is None or id(p) in keep}
+        owners: dict[nn.Module, list[tuple[str, str]]] = {}  # module -> (its key, trained name)
+        for module in model.modules():
+            for key, p in module._parameters.items():
+                if p is not None and id(p) in names:
+                    owners.setdefault(module, []).append((key, names[id(p)]))
+
+        def swap(module: nn.Module, args: Any) -> None:
+            for key, name in owners[module]:
+                param = module._parameters[key]
+                module._parameters[key] = gather_partitions(self.originals[name], param).to(param.dtype)
+                saved.append((module, key, param))
+
+        def restore(module: nn.Module, *args: Any) -> None:
+            while saved and saved[-1][0] is module:
+                _, key, param = saved.pop()
+                module._parameters[key] = param
+
+        saved: list[tuple[nn.Module, str, nn.Parameter]] = []
+        handles = [h for m in owners for h in (m.register_forward_pre_hook(swap),
+                                                m.register_forward_hook(restore, prepend=True, always_call=True))]
+        for m in owners:  # pre-hooks that read trained values (slice composition) run after the swap
+            for hook_id in m.__dict__.get(READS_TRAINED_VALUES, ()):
+                m._forward_pre_hooks.move_to_end(hook_id)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for module, key, param in reversed(saved):
+                module._parameters[key] = param
 
 
 def split_refs(refs: list[ParamRef]) -> Trainable:

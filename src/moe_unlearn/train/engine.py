@@ -147,13 +147,13 @@ def whole_model_loading(accelerator: Accelerator) -> Iterator[None]:
         accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
 
 
-def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: bool) -> None:
+def check_engine(accelerator: Accelerator) -> None:
     """Refuse what a sharding engine cannot run (before accelerate's prepare). FSDP runs as
     version 2 and DeepSpeed as ZeRO-3 (the tested engines). FSDP2 runs everything (whole
-    values, rows and in-place writes through core.sharded); ZeRO-3 runs adapters that write
-    weights (GRIP) through GatheredParameters and trains expert slices (SEUF, expert:L:E) as
-    module parameters of their own (core.slice_params), but a reference would gather every
-    trained weight per forward, so reference values are refused there."""
+    values, rows and in-place writes through core.sharded); so does ZeRO-3: adapters that write
+    weights (GRIP) through GatheredParameters, expert slices (SEUF, expert:L:E) as module
+    parameters of their own (core.slice_params), references from gathered original partitions
+    (core.trainable)."""
     kind = accelerator.distributed_type
     if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
         raise UserError("moe-unlearn runs FSDP version 2 (fsdp_version: 2 in the accelerate config)")
@@ -162,10 +162,6 @@ def check_engine(accelerator: Accelerator, trainable: Trainable, *, reference: b
     if accelerator.state.deepspeed_plugin.zero_stage != 3:
         raise UserError("moe-unlearn runs DeepSpeed with ZeRO stage 3 (zero_stage: 3 in the accelerate config); "
                         "without sharding, use DDP (configs/accelerate/multi_gpu_ddp.yaml)")
-    other = "run it with FSDP2 (configs/accelerate/fsdp2.yaml), DDP (configs/accelerate/multi_gpu_ddp.yaml) or on one GPU"
-    if reference:
-        raise UserError(f"this method keeps the original trained values (a reference), which is not supported "
-                        f"under DeepSpeed ZeRO-3; use a retain NLL instead of KL, or {other}")
 
 
 def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainable, cfg: TrainConfig, total: int,
@@ -284,7 +280,7 @@ class Trainer:
         # an adapter that needs a retain forward gets one even when the method runs none (GA)
         self.retain_forward = any(a.needs_retain_forward for a in adapters)
         self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
-        check_engine(accelerator, self.trainable, reference=reference)
+        check_engine(accelerator)
         self.sharded = accelerator.distributed_type in SHARDED_ENGINES
         # ZeRO-3's optimizer takes module parameters only: expert slices become parameters of their own
         deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
