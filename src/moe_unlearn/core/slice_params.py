@@ -14,7 +14,6 @@ own parameter is left out of the saved weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +32,6 @@ class SlicedTensor:
     experts: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     fused: nn.Parameter | None = None  # the module's own parameter, put back after each forward
-    handles: list[Any] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -66,8 +64,7 @@ def bind(tensors: list[SlicedTensor]) -> None:
         compose = t.module.register_forward_pre_hook(lambda m, args, t=t: _compose(t))
         # a reference forward's swap of the slices for their originals must come first (core.trainable)
         t.module.__dict__.setdefault(READS_TRAINED_VALUES, set()).add(compose.id)
-        t.handles = [compose, t.module.register_forward_hook(lambda m, args, out, t=t: _restore(t), prepend=True,
-                                                             always_call=True)]
+        t.module.register_forward_hook(lambda m, args, out, t=t: _restore(t), prepend=True, always_call=True)
 
 
 def _compose(t: SlicedTensor) -> None:

@@ -179,7 +179,6 @@ class Trainable:
                 for s in rows:
                     set_row(s.param, s.expert, s.leaf)
 
-
     @contextlib.contextmanager
     def _gathered_originals(self, model: nn.Module, only: list[torch.Tensor] | None) -> Iterator[None]:
         """ZeRO-3 gathers a module's parameters before its forward and releases them after, so
