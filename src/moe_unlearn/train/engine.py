@@ -31,11 +31,11 @@ from accelerate.utils import DistributedType, set_seed
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.benchmark import resolve_manifest
+from moe_unlearn.core import slice_params
 from moe_unlearn.core.context import ForwardOut, ForwardSpec, RunContext
 from moe_unlearn.core.dist import (
     all_reduce_sum, barrier, broadcast_object, gather_objects, is_main, mean_over_processes, shard_rows, world_size,
 )
-from moe_unlearn.core import slice_params
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
 from moe_unlearn.data.tokenize import to_device
@@ -288,7 +288,7 @@ class Trainer:
         ctx.model, self.optimizer, self.scheduler = prepare(accelerator, ctx.model, self.trainable, cfg, self.total,
                                                               ctx.cfg.data.batch_size)
         slice_params.bind(self.slice_params)
-        # kept original values (methods/adapters with a reference): of sharded parameters, the shards
+        # kept original values (methods/adapters with a reference): of sharded parameters, this process's part
         self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
         self.ckpt_dir = ctx.out_dir / "checkpoints"
@@ -576,7 +576,8 @@ class Trainer:
             slice_params.fold(self.slice_params)  # ZeRO-3: the slices into their rows, without their own names
             state = acc.get_state_dict(self.ctx.model)  # whole tensors on the main process under FSDP2 / ZeRO-3
             if state is not None and self.slice_params:
-                state = {k: v for k, v in state.items() if k not in slice_params.slice_names(self.slice_params)}
+                own = slice_params.slice_names(self.slice_params)
+                state = {k: v for k, v in state.items() if k not in own}
         self.check_finite(model.named_parameters())
         # FSDP2: every process runs save_pretrained (its gathers are collective), the main one writes;
         # DeepSpeed gives the whole weights to the main process only (None elsewhere)
