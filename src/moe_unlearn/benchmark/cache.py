@@ -19,7 +19,9 @@ from typing import Iterator
 from moe_unlearn.benchmark.build import build_benchmark, check_out_dir, move_into_place, temp_sibling
 from moe_unlearn.benchmark.generator import check_forget
 from moe_unlearn.benchmark.presets import PRESETS
+from moe_unlearn.core.dist import world_size
 from moe_unlearn.data.config import AUTO, DataConfig
+from moe_unlearn.errors import UserError
 
 # Bump when the generator or training changes in a way the config does not show.
 BUILD_FORMAT = 1
@@ -45,6 +47,14 @@ def config_entry_name(preset: str, config: dict, seed: int, forget_domain: str, 
            "forget_fraction": forget_fraction}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"{preset}-{digest}"
+
+
+def check_can_build(what: str) -> None:
+    """A build trains and evaluates in this process alone: inside a started process group the
+    others would wait for it in a collective, so it is refused there (build it before launching)."""
+    if world_size() > 1:
+        raise UserError(f"the {what} is not in the cache and {world_size()} processes run: build it once first "
+                        "with one process (`moe-unlearn benchmark build`, or any single-process command using it)")
 
 
 @contextlib.contextmanager
@@ -73,6 +83,7 @@ def cached_benchmark(preset: str = "default", seed: int = 0, forget_domain: str 
     if out_dir is not None:
         out_dir = check_out_dir(Path(out_dir), [("benchmark cache entry", entry)])
     if not (entry / "manifest.json").is_file():
+        check_can_build("benchmark")
         with entry_lock(root / f"{name}.lock"):
             for stale in root.glob(f".{name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)

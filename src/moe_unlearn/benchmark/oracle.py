@@ -24,7 +24,7 @@ from typing import Any
 
 from moe_unlearn.benchmark.base_model import ModelConfig, TrainConfig, build_base_model
 from moe_unlearn.benchmark.build import atomic_dir
-from moe_unlearn.benchmark.cache import cache_root, config_entry_name, entry_lock
+from moe_unlearn.benchmark.cache import cache_root, check_can_build, config_entry_name, entry_lock
 from moe_unlearn.benchmark.generator import Benchmark, GeneratorConfig, generate
 from moe_unlearn.errors import UserError
 
@@ -102,6 +102,7 @@ def cached_oracle(manifest: str | Path, *, progress: bool = False) -> Path:
     """Model directory of the benchmark's oracle, trained first (minutes) if not cached."""
     out = oracle_dir(manifest)
     if not (out / "oracle.json").is_file():
+        check_can_build("retrain oracle")
         out.parent.mkdir(parents=True, exist_ok=True)
         with entry_lock(out.parent / f"{out.name}.lock"):
             for stale in out.parent.glob(f".{out.name}.tmp-*"):

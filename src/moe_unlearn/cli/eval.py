@@ -88,6 +88,8 @@ def eval_command(
     ref = None if retrained_file is None else read_retrained(retrained_file)
     data, cfg, info, read = load_eval_inputs(config, overrides or [])
     check_destination(out, [*given, *read])
+    if retrained == "oracle":  # built (if not cached) before the process group starts: a build runs no collective
+        oracle_model(data, progress=not quiet)
     accelerator = make_accelerator(device)  # under a launcher: this process's device, eval sets split by rows
     if retrained == "oracle":
         ref = oracle_reference(data, cfg, progress=not quiet and accelerator.is_main_process)
@@ -116,11 +118,19 @@ def eval_command(
                f"wrote {out}")
 
 
-def oracle_reference(data: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
-    """`--retrained oracle`: the embedded benchmark's retrain oracle evaluated like the model (built if needed)."""
-    from moe_unlearn.benchmark.oracle import oracle_metrics
+def oracle_model(data: Any, *, progress: bool) -> Path:
+    """The model dir of the embedded benchmark's retrain oracle (trained first if not cached)."""
+    from moe_unlearn.benchmark.oracle import cached_oracle
 
     if getattr(data, "manifest", None) is None:
         raise UserError("--retrained oracle needs the embedded benchmark: pass its manifest.json (or a config with "
                         "data.manifest) as CONFIG, or pass a retain-only model's metrics.json")
+    return cached_oracle(data.manifest, progress=progress)
+
+
+def oracle_reference(data: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
+    """`--retrained oracle`: the embedded benchmark's retrain oracle evaluated like the model (built if needed)."""
+    from moe_unlearn.benchmark.oracle import oracle_metrics
+
+    oracle_model(data, progress=progress)
     return oracle_metrics(data.manifest, data, cfg, progress=progress)

@@ -13,12 +13,15 @@ stay in step. A process whose block is empty runs a masked placeholder row (`sha
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from moe_unlearn.errors import RunFailure, UserError
+
 PLACEHOLDER_INDEX = -1  # `index` of a placeholder row: belongs to no example
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -89,6 +92,31 @@ def broadcast_object(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def decided_by_main(decide: Callable[[], T]) -> T:
+    """decide() on the main process only; its result, or the error it raised, on every process.
+
+    State that belongs to the whole run (its output dir's lock, the files in it) is judged once
+    and in one place, so a process never races its own run's main process; the broadcast orders
+    the others after the decision (a barrier, never timing). A user's mistake or a failed run
+    reaches every process as the same one-line error; any other error stops them as a RunFailure.
+    """
+    if world_size() == 1:
+        return decide()
+    if not is_main():
+        outcome, value = broadcast_object(None)
+        if outcome == "error":
+            raise value
+        return value
+    try:
+        value = decide()
+    except BaseException as e:
+        told = e if isinstance(e, (UserError, RunFailure)) else RunFailure(f"the main process failed: {type(e).__name__}")
+        broadcast_object(("error", told))
+        raise
+    broadcast_object(("ok", value))
+    return value
 
 
 def row_block(rows: int, *, rank_: int | None = None, world: int | None = None) -> tuple[int, int]:

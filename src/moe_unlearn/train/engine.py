@@ -34,7 +34,8 @@ from moe_unlearn.benchmark import resolve_manifest
 from moe_unlearn.core import slice_params
 from moe_unlearn.core.context import ForwardOut, ForwardSpec, RunContext
 from moe_unlearn.core.dist import (
-    all_reduce_sum, barrier, broadcast_object, gather_objects, is_main, mean_over_processes, shard_rows, world_size,
+    all_reduce_sum, barrier, broadcast_object, decided_by_main, gather_objects, is_main, mean_over_processes,
+    shard_rows, world_size,
 )
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
@@ -310,16 +311,18 @@ class Trainer:
         needs; and, on resume, the latest checkpoint."""
         from moe_unlearn.eval import capture_eval_routing, check_processes
 
+        # the benchmark cache is filled before the process group starts: every process of a launch
+        # resolves it alone, its builders ordered by the cache entry's lock (a build runs no collective)
+        data = load_data(resolve_manifest(cfg.data))
         accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum)
         if accelerator.distributed_type in SHARDED_ENGINES:  # the LM head is resharded after each forward
             cfg = replace(cfg, train=replace(cfg.train, loss_chunk=0), eval=replace(cfg.eval, loss_chunk=0))
         check_processes(cfg.eval)
         out = Path(out_dir)
-        data = load_data(resolve_manifest(cfg.data))
         model_path = model_path_of(cfg, data)
         run_dir = RunDir(out, run_inputs(cfg.files, model_path, cfg.data, data.manifest), overwrite=overwrite,
                          resume=resume)
-        run_dir.check()
+        decided_by_main(run_dir.check)  # the run's lock and files, judged once: a rank never refuses its own run
         set_seed(cfg.seed)
         device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
         with whole_model_loading(accelerator):
@@ -337,9 +340,7 @@ class Trainer:
         for a in adapters:
             a.check(ctx)
         # only now, so a combination the checks refuse leaves no output directory behind
-        if accelerator.is_main_process:
-            run_dir.claim(cfg.to_dict())  # the lock, --overwrite / --resume, config.yaml
-        barrier()
+        decided_by_main(lambda: run_dir.claim(cfg.to_dict()))  # the lock, --overwrite / --resume, config.yaml
         with run_dir.released_on_error():
             # everything below until the checkpoint is loaded sees the ORIGINAL model, also on resume
             method.prepare(ctx)
@@ -399,7 +400,7 @@ class Trainer:
 
     def load_checkpoint(self) -> bool:
         """Restore the latest checkpoint's state; False when there is none."""
-        path = checkpoint.latest(self.ckpt_dir)
+        path = decided_by_main(lambda: checkpoint.latest(self.ckpt_dir))  # what the main process saw
         if path is None:
             return False
         tensors, state = checkpoint.load(path, self.ctx.device)
