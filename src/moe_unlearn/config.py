@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import regular_file
 from moe_unlearn.registry import suggest
 
 T = TypeVar("T")
@@ -99,8 +100,9 @@ def parse_yaml(text: str) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping: safe tags only, no duplicate keys, no alias bombs."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"config file not found: {p}")
+    regular_file(p, "config file")  # a FIFO or device would block the read
     try:
         data = parse_yaml(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
@@ -30,10 +31,54 @@ Inputs = Iterable[tuple[str, "str | Path | None"]]  # (what it is, e.g. "model d
 LOCK_NAME = ".moe-unlearn.lock"
 
 
+MAX_SIDE_FILE = 64 * 2**20  # a JSON side file (metrics.json, --retrained) larger than this is not one of ours
+
+
+def user_path(raw: str | Path) -> Path:
+    """A path the user gave, as typed: '~' and $VARS are the shell's to expand, never ours, so the
+    destination check, the writer and every reader mean the same file (a quoted '~/x' is a folder
+    named '~' here, as in cp or mkdir)."""
+    return Path(raw)
+
+
 def is_inside(path: Path, directory: Path) -> bool:
     """True when path is directory itself or lies below it (after resolving links and '..')."""
-    path, directory = Path(path).expanduser().resolve(), Path(directory).expanduser().resolve()
+    path, directory = user_path(path).resolve(), user_path(directory).resolve()
     return path == directory or directory in path.parents
+
+
+def _special_kind(path: Path) -> str | None:
+    """'a FIFO', 'a device', 'a socket' for such an existing path (links followed), else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def regular_file(raw: str | Path, what: str, *, max_bytes: int | None = None) -> Path:
+    """raw after checking that it names an existing regular file (links followed), at most max_bytes
+    long: reading a FIFO, device or socket would block or never end, so none is ever opened."""
+    path = user_path(raw)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} {raw} does not exist") from None
+    except OSError as e:
+        raise UserError(f"{what} {raw} cannot be read ({e.strerror or type(e).__name__})") from None
+    special = _special_kind(path)
+    if special is not None or not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{what} {raw} is {special or 'a directory'}, not a regular file; give a file")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise UserError(f"{what} {raw} is {info.st_size} bytes, more than the {max_bytes} such a file can be; "
+                        "give the right file")
+    return path
 
 
 def check_destination(dest: str | Path, inputs: Inputs, *, what: str = "--out",
@@ -43,17 +88,20 @@ def check_destination(dest: str | Path, inputs: Inputs, *, what: str = "--out",
     kind="file": dest must not be a directory; kind="dir": dest must not be a file. Inputs that
     do not exist on disk (hub ids) are skipped.
     """
-    given = Path(dest).expanduser()
+    given = user_path(dest)
     final = given.resolve()
+    special = _special_kind(final)
+    if special is not None:  # a writer would replace it with a regular file, or block on it
+        raise UserError(f"{what} {dest} is {special}; outputs are regular files or directories: choose another {what}")
     for parent in final.parents:  # the nearest existing ancestor must be a directory
         if parent.exists():
             if not parent.is_dir():
                 raise UserError(f"{what} {dest}: {parent} is a file, not a directory; choose another {what}")
             break
     for label, raw in inputs:
-        if raw is None or not Path(raw).expanduser().exists():
+        if raw is None or not user_path(raw).exists():
             continue
-        source = Path(raw).expanduser()
+        source = user_path(raw)
         real = source.resolve()
         same = final == real or (final.exists() and os.path.samefile(final, real))  # also a hard link
         relation = ("is" if same else "is inside" if is_inside(final, real)
@@ -69,9 +117,25 @@ def check_destination(dest: str | Path, inputs: Inputs, *, what: str = "--out",
     return final
 
 
-def temp_sibling(path: Path, tag: str = "tmp") -> Path:
-    """A unique hidden name next to path, on the same filesystem (so os.replace is atomic)."""
-    return path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def temp_sibling(path: Path, tag: str = "tmp", suffix: str = "") -> Path:
+    """A unique hidden name next to path, on the same filesystem (so os.replace is atomic):
+    `.<name>.<tag>-<pid>-<random><suffix>`; the suffix keeps a writer's format (e.g. '.png')."""
+    return path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _new_temp_file(final: Path) -> tuple[Path, int]:
+    """A temporary sibling of final that this call created (O_EXCL | O_NOFOLLOW), open for writing:
+    a file or link planted at that name is never reused, followed or written through."""
+    for _ in range(16):
+        tmp = temp_sibling(final, suffix=final.suffix or ".tmp")
+        try:
+            return tmp, os.open(tmp, _EXCLUSIVE, 0o644)
+        except FileExistsError:  # someone else's file or link holds this name: draw another
+            continue
+    raise UserError(f"could not create a temporary file next to {final}: every name drawn was taken")
 
 
 def _fsync(path: Path) -> None:
@@ -93,9 +157,10 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 
     A symlink at dest keeps pointing where it did: its target is replaced.
     """
-    final = Path(dest).resolve()
+    final = user_path(dest).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(final).with_suffix(final.suffix or ".tmp")
+    tmp, fd = _new_temp_file(final)
+    os.close(fd)
     try:
         yield tmp
         _fsync(tmp)
@@ -105,10 +170,20 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 
 
 def atomic_write(dest: str | Path, data: str | bytes) -> Path:
-    """Write text (UTF-8) or bytes to dest atomically; returns dest."""
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return Path(dest)
+    """Write text (UTF-8) or bytes to dest atomically, through the descriptor of a temporary file
+    this call created; returns dest."""
+    final = user_path(dest).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp, fd = _new_temp_file(final)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return user_path(dest)
 
 
 @contextlib.contextmanager
@@ -118,10 +193,10 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     An old dest is moved aside first and deleted after, so dest is always absent, the old
     complete directory, or the new complete one; on failure the sibling is removed.
     """
-    final = Path(dest).resolve()
+    final = user_path(dest).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(final)
-    tmp.mkdir()
+    tmp.mkdir()  # never follows or reuses a planted link: mkdir fails on any existing name
     try:
         yield tmp
         for f in tmp.rglob("*"):

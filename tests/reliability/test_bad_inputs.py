@@ -54,7 +54,7 @@ OUT = ["--out", "{out}", "--quiet"]
 CASES = [
     # missing or unreadable files
     Case("config-missing", ["unlearn", "{root}/nope.yaml", *OUT], r"config file not found: .*nope\.yaml"),
-    Case("config-is-a-folder", ["unlearn", "{root}", *OUT], r"config file not found"),
+    Case("config-is-a-folder", ["unlearn", "{root}", *OUT], r"config file .* is a directory, not a regular file"),
     Case("config-not-utf8", ["unlearn", "{root}/binary.jsonl", *OUT], r"binary\.jsonl is not valid YAML"),
     Case("forget-file-missing", ["unlearn", "{cfg}", *OUT], r"data file not found: .*nofile\.jsonl",
          config=on_files("nofile.jsonl")),

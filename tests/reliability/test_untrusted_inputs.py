@@ -126,10 +126,12 @@ def test_trust_remote_code_is_off_unless_asked():
     """Off in the config and in every command flag; only an explicit true/--trust-remote-code turns it on."""
     from moe_unlearn.cli.eval import eval_command
     from moe_unlearn.cli.inspect import inspect_command
+    from moe_unlearn.cli.memory import memory
+    from moe_unlearn.cli.unlearn import unlearn
     from moe_unlearn.train.config import ModelConfig
 
     assert ModelConfig().trust_remote_code is False
-    for command in (eval_command, inspect_command):
+    for command in (eval_command, inspect_command, memory, unlearn):
         option = inspect.signature(command).parameters["trust_remote_code"].default
         assert option.default is False and option.param_decls == ("--trust-remote-code",)
 

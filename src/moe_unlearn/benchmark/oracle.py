@@ -83,9 +83,9 @@ def build_oracle(manifest: str | Path, out_dir: str | Path, *, progress: bool = 
     steps = max(1, round(t.steps * share))  # same epochs over the smaller training set
     start = time.perf_counter()
     model, tok, report = build_base_model(retain, m, replace(t, steps=steps), seed=seed, progress=progress)
-    from transformers import AutoTokenizer
+    from moe_unlearn.models.loading import load_tokenizer
 
-    base_tok = AutoTokenizer.from_pretrained(path.parent / raw["model"])
+    base_tok = load_tokenizer(path.parent / raw["model"])
     if tok.get_vocab() != base_tok.get_vocab():  # the oracle must read the same tokens as the base model
         raise RuntimeError("the oracle's tokenizer differs from the benchmark's; tokenizer training is not deterministic")
     with atomic_dir(Path(out_dir)) as tmp:

@@ -19,6 +19,8 @@ def unlearn(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                           help="Run code that the model folder ships (auto_map); off by default."),
     push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
                                               help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
     retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model evaluated "
@@ -38,7 +40,7 @@ def unlearn(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, [*(overrides or []), *(["model.trust_remote_code=true"] if trust_remote_code else [])])
     out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out_dir is None:
         raise UserError("no output directory: pass --out DIR or set output_dir in the config")

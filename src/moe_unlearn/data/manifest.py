@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import MAX_SIDE_FILE, regular_file
 
 SPLIT_NAMES = ("forget", "retain", "holdout")
 KINDS = ("text", "qa", "mc")
@@ -35,8 +36,9 @@ def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.json"
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"manifest not found: {path}; build one with `moe-unlearn benchmark build --out DIR`")
+    regular_file(path, "manifest", max_bytes=MAX_SIDE_FILE)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -24,6 +24,7 @@ from moe_unlearn.config import require
 from moe_unlearn.data.formats import TRANSFORMS, select_rows
 from moe_unlearn.data.schemas import SCHEMAS, validate_record
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import regular_file
 from moe_unlearn.registry import Registry
 
 Rows = Iterator[tuple[str, Any]]  # (location such as "line 3", raw row)
@@ -160,8 +161,9 @@ def load_records(source: str | Path, *, kind: str, fields: dict[str, str] | None
     if not path.is_file() and Path(str(source).partition(":")[0]).is_dir():
         label, rows = _hub_rows(str(source), split, obtain)  # a dataset repository on disk, `dir:config`
     elif path.exists() or path.suffix in READERS:
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"data file not found: {path}{f'; {obtain}' if obtain else ''}")
+        regular_file(path, "data file")  # a FIFO or device would block the read
         reader = READERS.get(path.suffix)
         label, rows = str(path), reader(path)
     else:

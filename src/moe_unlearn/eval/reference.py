@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import MAX_SIDE_FILE, regular_file
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
@@ -22,8 +23,9 @@ DISTANCE_SPLITS = ("forget", "holdout")
 
 def read_retrained(path: str | Path, *, option: str = "--retrained") -> dict[str, Any]:
     """A retain-only model's metrics.json; UserError unless it holds forget results."""
+    checked = regular_file(path, option, max_bytes=MAX_SIDE_FILE)  # a FIFO or device is never opened
     try:
-        ref = json.loads(Path(path).read_text(encoding="utf-8"))
+        ref = json.loads(checked.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UserError(f"{option} {path} is not a readable metrics.json ({type(e).__name__})") from None
     if not isinstance(ref, dict) or not isinstance(ref.get("forget"), dict):

@@ -1,4 +1,9 @@
-"""Load and save MoE causal LMs: safetensors only, remote code off unless asked."""
+"""Load and save MoE causal LMs: safetensors only, remote code off unless asked.
+
+Every config, model and tokenizer read goes through this module, with `trust_remote_code`
+passed explicitly (never None, so transformers never asks on stdin), and a folder's own code
+(`auto_map`) or an unknown `model_type` is one line, never a prompt or a traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.layout import moe_layers
@@ -130,6 +135,36 @@ def _check_weights(model: PreTrainedModel, name: str) -> None:
         raise UserError(f"model '{name}': tensor '{bad}' holds NaN or inf values; the weights are damaged")
 
 
+def _known_failure(e: Exception, name: str) -> UserError | None:
+    """The one-line error for a folder whose code would have to run, or an unknown model type."""
+    text = str(e)
+    if "trust_remote_code" in text or "custom code" in text:
+        return UserError(f"model '{name}' ships its own code (auto_map in config.json) and moe-unlearn runs none "
+                         "unless asked: pass --trust-remote-code (model.trust_remote_code: true) if you trust it")
+    kind = re.search(r"model type `?'?([^`'\s]+)", text)
+    if kind and ("Unrecognized model" in text or "does not recognize this architecture" in text):
+        return UserError(f"model '{name}': model_type '{kind.group(1)}' is not an architecture this transformers "
+                         "knows; upgrade transformers or give a supported MoE model")
+    return None  # e.g. no model_type at all: the loader's own first line says so
+
+
+def load_config(name: str | Path, *, trust_remote_code: bool = False) -> PretrainedConfig:
+    """A model's transformers config (local dir or hub id); no code from the folder runs unless asked."""
+    try:
+        return AutoConfig.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code))
+    except (ValueError, KeyError, OSError, EnvironmentError) as e:
+        known = _known_failure(e, str(name))
+        if known is not None:
+            raise known from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot load model '{name}' ({type(e).__name__}): {first[:300]}") from None
+
+
+def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A model's tokenizer; no code from the folder runs unless asked."""
+    return AutoTokenizer.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code))
+
+
 def first_nonfinite(tensors: Iterable[tuple[str, torch.Tensor]], chunk: int = 2**26) -> str | None:
     """The name of the first floating tensor holding NaN or inf, or None. Checked in chunks, so
     the check never needs more than `chunk` bytes of scratch memory (a full GPU stays usable)."""
@@ -154,7 +189,7 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
         raise UserError(f"unknown dtype '{dtype}'; choose one of: {', '.join(DTYPES)}")
     dev = resolve_device(device)
     name = str(name_or_path)
-    local = Path(name).expanduser()
+    local = Path(name)  # as typed: '~' and $VARS are the shell's to expand, never ours
     if local.exists() or _looks_local(name):
         if not local.exists():
             raise UserError(f"model path '{name}' does not exist; give an existing directory or a hub id")
@@ -163,15 +198,19 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
     what = "model"
     try:
         with _quiet_loading() as report:
+            config = load_config(name, trust_remote_code=trust_remote_code)
             model, info = AutoModelForCausalLM.from_pretrained(
-                name, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code,
-                output_loading_info=True, ignore_mismatched_sizes=True)
+                name, config=config, dtype=DTYPES[dtype], use_safetensors=True,
+                trust_remote_code=bool(trust_remote_code), output_loading_info=True, ignore_mismatched_sizes=True)
         _check_loading_info(info, name, allow_missing)
         what = "the tokenizer of model"
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     except UserError:
         raise
     except Exception as e:  # a damaged file reaches many loaders (safetensors, json, tokenizers, torch)
+        known = _known_failure(e, name)
+        if known is not None:
+            raise known from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "CONVERSION" in first:
             raise UserError(f"cannot load model '{name}': {_conversion_failure(report)}") from None

@@ -46,13 +46,15 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 1024**3
 
 
-def model_config(name_or_path: str) -> Any:
+def model_config(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
     """The transformers config of a local model directory, or of a model in GEOMETRY (offline)."""
     from transformers import AutoConfig
 
-    local = Path(name_or_path).expanduser()
+    from moe_unlearn.models.loading import load_config
+
+    local = Path(name_or_path)  # as typed, like every path (models.loading)
     if (local / "config.json").is_file():
-        return AutoConfig.from_pretrained(str(local))
+        return load_config(local, trust_remote_code=trust_remote_code)
     if name_or_path in GEOMETRY:
         model_type, kwargs = GEOMETRY[name_or_path]
         return AutoConfig.for_model(model_type, **kwargs)
@@ -61,12 +63,12 @@ def model_config(name_or_path: str) -> Any:
                     f"(with config.json) or one of: {known}")
 
 
-def meta_model(config: Any) -> torch.nn.Module:
+def meta_model(config: Any, *, trust_remote_code: bool = False) -> torch.nn.Module:
     """The model built from its config on the meta device: every shape, no memory."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=bool(trust_remote_code))
 
 
 def parameter_count(config: Any) -> int:

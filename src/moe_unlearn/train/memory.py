@@ -75,8 +75,9 @@ def estimate_memory(cfg: Any, model: str | None = None) -> MemoryEstimate:
     name = model or cfg.model.path
     if not name:
         raise UserError("set model.path: the memory estimate needs the model's geometry")
-    config = model_config(str(name))
-    net = meta_model(config)
+    trust = cfg.model.trust_remote_code
+    config = model_config(str(name), trust_remote_code=trust)
+    net = meta_model(config, trust_remote_code=trust)
     layers = moe_layers(net)
     method = METHODS.get(cfg.method)(cfg.section(cfg.method))
     adapters = [ADAPTERS.get(a)(cfg.section(a)) for a in cfg.adapters]
