@@ -9,7 +9,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO / "configs" / "benchmarks"
-RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("_"))
+RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("_") and not p.stem.endswith("_finetune"))
+FINETUNES = sorted(RECIPES_DIR.glob("*_finetune.yaml"))  # `moe-unlearn finetune`: the models the recipes start from
 BASES = sorted(RECIPES_DIR.glob("_*.yaml"))
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hub"
 

@@ -10,6 +10,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "graddiff-trace": ("graddiff", ["trace"]),
     "npo-seuf": ("npo", ["seuf"]),
     "ga-keep_routing": ("ga", ["keep_routing"]),  # its own retain sample and forget routing, cached and gathered
+    "sft": ("sft", []),  # `moe-unlearn finetune`'s objective
 }
 # FSDP2 (test_fsdp2.py) adds the methods that keep the original values (a reference)
 FSDP2_CASES: dict[str, tuple[str, list[str]]] = {

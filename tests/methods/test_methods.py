@@ -25,7 +25,22 @@ CASES = {
 
 
 def test_every_registered_method_has_a_case():
-    assert set(METHODS.names()) <= {c.split("_")[0] for c in CASES}
+    unlearners = {n for n in METHODS.names() if not METHODS.get(n).learns}
+    assert unlearners <= {c.split("_")[0] for c in CASES}
+    assert set(METHODS.names()) - unlearners == {"sft"}  # the one objective that learns (finetune)
+
+
+def test_sft_lowers_the_nll_of_the_data_it_learns(make_ctx, forget_nll, run_steps):
+    """`finetune`'s objective descends what the unlearning methods ascend (from a model that has
+    forgotten part of it: 6 GA steps first)."""
+    ctx, ga = make_ctx("ga", train={"max_steps": 6, "lr": 1e-3})
+    run_steps(ctx, ga)
+    forgotten = forget_nll(ctx)
+    sft = METHODS.get("sft")(METHODS.get("sft").config_cls())
+    (ctx.out_dir / "log.jsonl").unlink()
+    ctx.step = 0  # six more steps, now learning
+    run_steps(ctx, sft)
+    assert forget_nll(ctx) < forgotten - 0.5, (forgotten, forget_nll(ctx))
 
 
 @pytest.mark.parametrize("case", list(CASES))

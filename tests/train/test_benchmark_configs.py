@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from benchmark_recipes import BASES, ISSUE15_DATA_KEYS, ISSUE15_METRICS, RECIPES, sources, without_pending
+from benchmark_recipes import BASES, FINETUNES, ISSUE15_DATA_KEYS, ISSUE15_METRICS, RECIPES, sources, without_pending
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.train.config import build_config, load_config, resolve_yaml
@@ -29,7 +29,7 @@ def lm_eval_task_names() -> set[str]:
 
 def test_one_recipe_per_setting_and_every_base_used():
     assert {p.stem for p in RECIPES} == SETTINGS
-    used = {b for p in RECIPES + BASES for b in [yaml.safe_load(p.read_text()).get("base")] if b}
+    used = {b for p in RECIPES + FINETUNES + BASES for b in [yaml.safe_load(p.read_text()).get("base")] if b}
     assert {p.name for p in BASES} <= used
 
 
@@ -64,3 +64,17 @@ def test_model_override_and_bad_override():
     assert load_config(path, ["model.path=/models/my-moe"]).model.path == "/models/my-moe"
     with pytest.raises(UserError, match="'benchmark' must be one of"):
         load_config(path, ["benchmark=mmlu"])
+
+
+@pytest.mark.parametrize("path", FINETUNES, ids=lambda p: p.stem)
+def test_finetune_recipe_validates_and_makes_a_model_a_recipe_starts_from(path: Path):
+    """Each *_finetune.yaml is run by `finetune` (method sft, no adapters) on hub data and names the
+    unlearning recipe that starts from its model."""
+    raw = resolve_yaml(path)
+    cfg = build_config(without_pending(raw)[0])
+    assert cfg.method == "sft" and cfg.adapters == [] and cfg.benchmark == path.stem.split("_")[0]
+    for src in sources(raw["data"]):
+        assert "/" in src["path"] and not Path(src["path"].partition(":")[0]).exists()  # hub ids, not files
+    text = path.read_text()
+    assert text.startswith(f"# moe-unlearn finetune configs/benchmarks/{path.name} --out runs/")
+    assert "model.path=runs/" in text  # how the unlearning recipe uses the result

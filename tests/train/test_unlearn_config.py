@@ -18,10 +18,13 @@ SHIPPED = [p for p in SHIPPED if not {"adapters", "benchmarks", "accelerate"} & 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_yaml_loads_and_starts_with_its_command(path):
+    from moe_unlearn.methods import METHODS
+
     cfg = load_config(path)
     assert cfg.method in cfg.settings
     first = path.read_text().splitlines()[0]
-    assert first.startswith("# moe-unlearn unlearn ") and str(path.relative_to(REPO)) in first
+    command = "finetune" if METHODS.get(cfg.method).learns else "unlearn"
+    assert first.startswith(f"# moe-unlearn {command} ") and str(path.relative_to(REPO)) in first
     if path.parent.name == "methods":
         assert cfg.method == path.stem
 

@@ -11,7 +11,7 @@ from moe_unlearn.cli.app import app
 from moe_unlearn.errors import RunFailure, UserError
 
 # Each module registers its subcommand on `app` when imported.
-COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "eval", "report", "demo", "memory"]
+COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "finetune", "eval", "report", "demo", "memory"]
 
 
 def _load_commands() -> None:

@@ -10,37 +10,35 @@ import typer
 from moe_unlearn.cli.app import app
 from moe_unlearn.errors import RunFailure, UserError
 
+OUT_HELP = "Output directory (default: output_dir of the config)."
+TRUST_HELP = "Run code that the model folder ships (auto_map); off by default."
 
-@app.command("unlearn")
-def unlearn(
-    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=3e-4"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: output_dir of the config)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
-                                           help="Run code that the model folder ships (auto_map); off by default."),
-    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
-                                              help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
-    retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model evaluated "
-                                            "the same way, or 'oracle' (the embedded benchmark's): PrivLeak's "
-                                            "retrained AUC, forget quality, distance to it."),
-) -> None:
-    """Run one unlearning job: train, save model/ (with a model card), evaluate, write metrics.json."""
+
+def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrite: bool, resume: bool, quiet: bool,
+            trust_remote_code: bool, push_to_hub: Optional[str], retrained: Optional[str], learn: bool) -> None:
+    """The body of `unlearn` (learn=False) and `finetune` (learn=True): one engine, one set of
+    output, resume and safety rules; only which objectives each accepts differs."""
     from moe_unlearn.core.dist import is_main
+    from moe_unlearn.methods import METHODS
     from moe_unlearn.report.format import format_value
     from moe_unlearn.report.model_card import check_repo_id
     from moe_unlearn.train import load_config, run_unlearning
 
     if push_to_hub is not None:
         check_repo_id(push_to_hub)
-
     if quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    cfg = load_config(config, [*(overrides or []), *(["model.trust_remote_code=true"] if trust_remote_code else [])])
+    cfg = load_config(config, [*overrides, *(["model.trust_remote_code=true"] if trust_remote_code else [])])
+    learns = METHODS.get(cfg.method).learns
+    if learns != learn:
+        raise UserError(f"method '{cfg.method}' fine-tunes: run it with `moe-unlearn finetune`" if learns else
+                        f"`moe-unlearn finetune` runs method 'sft' (the config says '{cfg.method}'): "
+                        "set method: sft, or run an unlearning method with `moe-unlearn unlearn`")
+    if learn and cfg.adapters:
+        raise UserError(f"`moe-unlearn finetune` trains without adapters (the config names {cfg.adapters}); "
+                        "set adapters: []")
     out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out_dir is None:
         raise UserError("no output directory: pass --out DIR or set output_dir in the config")
@@ -72,3 +70,22 @@ def unlearn(
 
         typer.echo(f"pushed {out_dir / 'model'} to {push(out_dir / 'model', push_to_hub)}")
 
+
+@app.command("unlearn")
+def unlearn(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=3e-4"),
+    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
+                                              help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
+    retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model evaluated "
+                                            "the same way, or 'oracle' (the embedded benchmark's): PrivLeak's "
+                                            "retrained AUC, forget quality, distance to it."),
+) -> None:
+    """Run one unlearning job: train, save model/ (with a model card), evaluate, write metrics.json."""
+    run_job(config, overrides or [], out, overwrite=overwrite, resume=resume, quiet=quiet,
+            trust_remote_code=trust_remote_code, push_to_hub=push_to_hub, retrained=retrained, learn=False)

@@ -55,6 +55,8 @@ class Method:
     config_cls: ClassVar[type]
     # True when this method needs ctx.reference() (original trainable params) during training
     needs_reference: ClassVar[bool] = False
+    # True for an objective that learns its data (fine-tuning): run by `finetune`, refused by `unlearn`
+    learns: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
