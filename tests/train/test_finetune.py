@@ -68,7 +68,7 @@ def test_finetune_trains_and_its_outputs_feed_unlearn_and_eval(sft_config, tiny_
     assert delta == pytest.approx(result["forget"]["nll"] - metrics["forget"]["nll"])
 
 
-def test_finetune_resumes_after_kill_9_to_the_numbers_of_an_uninterrupted_run(sft_config, tmp_path):
+def test_finetune_resumes_after_kill_9_to_the_numbers_of_an_uninterrupted_run(sft_config, tmp_path, capsys):
     path, cfg = sft_config(max_steps=30, lr=3e-4)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same threads as this process
     out = tmp_path / "killed"
@@ -81,7 +81,7 @@ def test_finetune_resumes_after_kill_9_to_the_numbers_of_an_uninterrupted_run(sf
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not (out / "metrics.json").exists()
-    assert run(["finetune", str(path), "--out", str(out), "--resume", "--quiet"]) == 0
+    assert run(["finetune", str(path), "--out", str(out), "--resume", "--quiet"]) == 0, capsys.readouterr().err
     resumed = json.loads((out / "metrics.json").read_text())
     uninterrupted = run_unlearning(cfg, out_dir=tmp_path / "full", progress=False)
     assert resumed["resumed"] is True and resumed["steps"] == 30

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from moe_unlearn.cli.app import app
-from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.errors import RunFailure, UserError, os_failure
 
 # Each module registers its subcommand on `app` when imported.
 COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "finetune", "eval", "report", "demo", "memory"]
@@ -42,9 +42,12 @@ def run(argv: list[str] | None = None) -> int:
     except RunFailure as e:
         print(f"moe-unlearn: failed: {_one_line(e)}", file=sys.stderr)
         return 1
-    except OSError as e:  # the machine said no: disk full, permission denied, read-only filesystem
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"moe-unlearn: failed: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
+    except Exception as e:  # the machine said no (disk full, permission denied), in any writer's words
+        reason = os_failure(e)
+        if reason is None:
+            raise  # a bug: keep its traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"moe-unlearn: failed: {reason}{where}", file=sys.stderr)
         return 1
     if code == 130:
         print("moe-unlearn: interrupted", file=sys.stderr)

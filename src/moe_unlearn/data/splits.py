@@ -165,6 +165,18 @@ def encode_records(tokenizer: Any, records: list[dict], *, kind: str, max_length
     return [{**e, "index": i} for i, e in enumerate(out)]
 
 
+# the fields a training example is made of, per train format (encode_records)
+TRAINED_FIELDS = {"qa": ("question", "answer"), "text": ("text",)}
+
+
+def shared_records(forget: list[dict], retain: list[dict], kind: str) -> int:
+    """How many forget records the retain set holds too, compared by what training reads of
+    them (fields of their own, such as an id, do not make two records differ)."""
+    fields = TRAINED_FIELDS[kind]
+    retained = {tuple(r.get(f) for f in fields) for r in retain}
+    return sum(tuple(r.get(f) for f in fields) in retained for r in forget)
+
+
 class PairedBatches:
     """Pairs every forget batch with a retain batch; `batch(step)` is a pure function of (seed, step).
 

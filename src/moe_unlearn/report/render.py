@@ -12,6 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import matplotlib
+
+from moe_unlearn.leftovers import clear_leftovers
 from moe_unlearn.paths import check_destination, publish, temp_sibling
 from moe_unlearn.report import aggregate, plots
 from moe_unlearn.report.format import format_value
@@ -77,6 +80,12 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
 
 
 def _figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
+    """Every figure, drawn with run names as plain text: a '$' in a name is no TeX to parse."""
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw_figures(runs, out)
+
+
+def _draw_figures(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
     every, runs = runs, [r for r in runs if r.reference is None]  # the references only as anchor points
     trained = runs  # every unlearning run (the trade-off curves show each seed)
     if aggregate.has_repeats(runs):  # several seeds per cell: the per-run figures show each cell's first seed
@@ -147,6 +156,7 @@ def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
     runs = load_runs(paths)
     out_dir = check_destination(out_dir, [("run", p) for p in paths], kind="dir")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(out_dir)  # staging folders of a report killed before it cleaned up
     staging = temp_sibling(out_dir)  # everything is drawn here, then each file renamed into place
     staging.mkdir()
     try:

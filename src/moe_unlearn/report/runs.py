@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -11,9 +12,11 @@ import yaml
 
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import UserError
+from moe_unlearn.paths import MAX_SIDE_FILE, regular_file
 
 SPLITS = ("forget", "retain", "holdout")
 GROUPS = (*SPLITS, "utility_mc", "routing", "replay", "privacy", "timing", "relearn")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the only way a UTF-8 JSON file holds a surrogate
 
 
 @dataclass
@@ -47,9 +50,39 @@ def run_label(metrics: dict[str, Any], fallback: str) -> str:
     return " ".join("+".join([str(method), *map(str, adapters)]).split())  # one line in any table
 
 
-def _read_json(path: Path) -> Any:
+def printable(text: str) -> str:
+    """text with each lone surrogate written as an escape: a folder name's undecodable byte (kept by
+    Python as U+DC80..U+DCFF) as '\\xff', a JSON '\\ud800' as '\\ud800'. Fonts and UTF-8 files refuse
+    lone surrogates, and an escape still tells two names apart."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_escape(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+def _escape(surrogate: str) -> str:
+    code = ord(surrogate)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def _printable(obj: Any) -> Any:
+    """obj (parsed JSON) with every string and key made printable."""
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, list):
+        return [_printable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {printable(k): _printable(v) for k, v in obj.items()}
+    return obj
+
+
+def _read_json(path: Path) -> Any:
+    regular_file(path, "run file", max_bytes=MAX_SIDE_FILE)  # a FIFO or device is never opened
+    try:
+        text = path.read_text(encoding="utf-8")
+        obj = json.loads(text)
+        return _printable(obj) if _SURROGATE_ESCAPE.search(text) else obj
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UserError(f"{path} is not a readable JSON file ({type(e).__name__}); re-run the command that wrote it") from None
 
@@ -170,6 +203,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
     runs.sort(key=lambda r: order.index(r.reference) if r.reference else len(order))  # references head the table
     seen: dict[str, int] = {}
     for r in runs:
+        r.name = printable(r.name)  # a run folder's name may hold bytes that are not UTF-8
         n = seen.get(r.name, 0)
         seen[r.name] = n + 1
         if n:

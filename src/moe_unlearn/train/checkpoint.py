@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.errors import RunFailure, UserError, os_failure
 
 PREFIX = "step-"
 NAME = re.compile(rf"^{PREFIX}(\d+)$")  # only these folders are ours: a user's backup copy is left alone
@@ -98,10 +98,13 @@ def commit(folder: Path, step: int, tmp: Path, tensors: dict[str, torch.Tensor],
                     os.fsync(fh.fileno())
         shutil.rmtree(final, ignore_errors=True)  # an incomplete folder without meta.json
         os.replace(tmp, final)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except Exception as e:  # OSError, and torch's / safetensors' own words for a full disk
+        shutil.rmtree(tmp, ignore_errors=True)  # never half a checkpoint, whatever failed
+        reason = os_failure(e)
+        if reason is None:
+            raise
         kept = latest(folder)
-        raise RunFailure(f"could not write checkpoint {final.name} ({e.strerror or type(e).__name__}); "
+        raise RunFailure(f"could not write checkpoint {final.name} ({reason}); "
                          f"{'checkpoint ' + kept.name + ' is kept' if kept else 'no checkpoint is kept'}: "
                          "free space and rerun with --resume") from None
     for old in _ours(folder):

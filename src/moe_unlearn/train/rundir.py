@@ -25,7 +25,8 @@ import yaml
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.core.dist import broadcast_object, is_main
 from moe_unlearn.data.sources import SourceConfig
-from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.errors import RunFailure, UserError, os_failure
+from moe_unlearn.leftovers import clear_leftovers
 from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination, remove
 from moe_unlearn.train import checkpoint
 
@@ -122,9 +123,10 @@ class RunDir:
         self.lock = DirLock.acquire(self.path)
         try:
             self.check()  # again under the lock: another process may have written meanwhile
+            lock_file = self.path / LOCK_NAME  # written when this process took the lock
+            locked_at = lock_file.stat().st_mtime if lock_file.is_file() else None
             for name in OUTPUTS:  # leftovers of atomic writes a killed run did not finish
-                for stale in [*self.path.glob(f".{name}.tmp-*"), *self.path.glob(f".{name}.old-*")]:
-                    remove(stale)
+                clear_leftovers(self.path / name, locked_at=locked_at)
             if self.overwrite:  # only what a run writes (links removed, never followed); other files stay
                 for name in OUTPUTS:
                     remove(self.path / name)
@@ -171,9 +173,12 @@ class RunDir:
             with atomic_dir(final) as tmp:
                 broadcast_object(tmp)  # the folder the other processes pass to save_pretrained
                 result = save(tmp)
-        except OSError as e:
+        except Exception as e:  # OSError, and torch's / safetensors' own words for a full disk
+            reason = os_failure(e)
+            if reason is None:
+                raise
             kept = f"checkpoint {last_checkpoint.name} is kept" if last_checkpoint else "no checkpoint was written"
-            raise RunFailure(f"could not save the model to {final} ({e.strerror or type(e).__name__}); nothing "
+            raise RunFailure(f"could not save the model to {final} ({reason}); nothing "
                              f"half-written was left; {kept}: free space and rerun with --resume") from None
         return result
 
