@@ -65,7 +65,7 @@ def test_benchmark_card_names_hub_model_data_and_paper_columns():
     assert meta["base_model"] == "Qwen/Qwen1.5-MoE-A2.7B-Chat" and "wmdp" in meta["tags"]
     assert meta["datasets"] == ["cais/mmlu", "cais/wmdp", "cais/wmdp-corpora"]
     assert "| WMDP-Bio acc ↓ | WMDP-Cyber acc ↓ | MMLU acc ↑ |" in card and "| 0.31 | 0.27 | 0.55 |" in card
-    assert "| utility (utility MC, else MMLU) ↑ | 0.55 |" in card
+    assert "| utility (utility MC, else TOFU model utility, else MMLU) ↑ | 0.55 |" in card
     assert "| train forget | 1000 |  |  |  |" in card
 
 
@@ -82,3 +82,74 @@ def test_push_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(RunFailure, match=r"cannot push to the Hub \(401 Client Error: Invalid credentials\); the results stay in") as e:
         model_card.push_to_hub(tmp_path / "model", "me/x")
     assert "\n" not in str(e.value)
+
+
+def test_a_card_people_can_publish(tmp_path):
+    """Hub metadata (license inherited from a local base model's card, tags with unlearning, a
+    model-index of the headline numbers), how to load, intended use, citations, no machine path;
+    huggingface_hub reads it; a TOFU run shows its model utility."""
+    from huggingface_hub import ModelCard
+
+    base = tmp_path / "secret-dir" / "my-tofu-finetune"
+    base.mkdir(parents=True)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# base\n")
+    cfg = build_config(without_pending(resolve_yaml(RECIPES_DIR / "tofu_forget10.yaml"))[0])
+    cfg.model.path, cfg.model.base_model = str(base), "allenai/OLMoE-1B-7B-0125-Instruct"
+    cfg.data.forget.path = str(tmp_path / "secret-dir" / "forget10.jsonl")
+    metrics = {"steps": 10, "forget": {"token_acc": 0.2}, "retain": {"token_acc": 0.8},
+               "tofu_model_utility": {"value": 0.61}, "routing": {"stability": {"retain": 0.97}}, "replay": {"value": 0.01}}
+    card = model_card.render_card(cfg, metrics, {"forget": {"qa": 400}}, str(base))
+    meta = front_matter(card)
+    assert meta["license"] == "apache-2.0" and meta["base_model"] == "allenai/OLMoE-1B-7B-0125-Instruct"
+    assert "unlearning" in meta["tags"] and "unlearning-graddiff" in meta["tags"]
+    values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values["utility"] == 0.61 and values["routing_stability_on_retain"] == 0.97
+    assert "| utility (utility MC, else TOFU model utility, else MMLU) ↑ | 0.61 |" in card
+    for section in ("## How to load", "## Intended use", "## What was forgotten", "## How forgetting was measured",
+                    "## Limitations", "## Citations"):
+        assert section in card
+    assert "arXiv 2401.06121" in card  # the benchmark's paper
+    assert str(tmp_path) not in card and "secret-dir" not in card  # no machine path anywhere
+    parsed = ModelCard(card)
+    assert parsed.data.license == "apache-2.0" and parsed.data.eval_results  # model-index parsed by the Hub's reader
+
+
+def test_a_card_says_when_evaluation_failed_and_then_claims_no_numbers(tmp_path):
+    cfg = build_config(without_pending(resolve_yaml(RECIPES_DIR / "wmdp_cyber.yaml"))[0])
+    card = model_card.render_card(cfg, {"steps": 3}, {}, cfg.model.path, failure="out of memory")
+    assert "Evaluation did not finish (out of memory)" in card and "model-index" not in front_matter(card)
+    assert "## How forgetting was measured" not in card and front_matter(card)["license"] == "other"
+
+
+def _tiny_run(tmp_path, tiny_benchmark):
+    return build_config({"method": "ga", "data": {"manifest": str(tiny_benchmark), "batch_size": 4},
+                         "train": {"lr": 1e-3, "max_steps": 1, "checkpoint_every": 0},
+                         "eval": {"metrics": ["nll", "mc_acc"], "max_examples": 8}})
+
+
+def test_the_card_is_written_inside_the_atomic_publish_of_model(tmp_path, tiny_benchmark, monkeypatch):
+    import moe_unlearn.train.engine as engine
+    from moe_unlearn.train import run_unlearning
+
+    folders = []
+    real = engine.write_model_card
+    monkeypatch.setattr(engine, "write_model_card", lambda folder, *a, **k: folders.append(folder) or real(folder, *a, **k))
+    run_unlearning(_tiny_run(tmp_path, tiny_benchmark), out_dir=tmp_path / "run", progress=False)
+    assert len(folders) == 1 and folders[0].name.startswith(".model.tmp-")  # before model/ was renamed into place
+    assert (tmp_path / "run" / "model" / "README.md").is_file()
+
+
+def test_a_failed_evaluation_keeps_the_model_with_a_card_that_says_so(tmp_path, tiny_benchmark, monkeypatch):
+    import moe_unlearn.eval as ev
+    from moe_unlearn.train import run_unlearning
+
+    def fail(*a, **k):
+        raise RunFailure("out of memory while evaluating; lower eval.batch_size")
+
+    monkeypatch.setattr(ev, "evaluate_model", fail)  # the engine imports it when the run ends
+    with pytest.raises(RunFailure, match="out of memory while evaluating"):
+        run_unlearning(_tiny_run(tmp_path, tiny_benchmark), out_dir=tmp_path / "run", progress=False)
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "Evaluation did not finish (RunFailure: out of memory while evaluating)" in card
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists() and "model-index" not in front_matter(card)

@@ -3,7 +3,9 @@
 The card states what a shared model is: its base model, what was unlearned (data sources and
 sizes), the method and adapters with their settings, the headline evidence (forget / retain /
 utility / routing stability / replay, plus the columns of its benchmark's paper) and the
-moe-unlearn version. YAML metadata (base_model, tags, datasets, library_name) lets the Hub index it.
+moe-unlearn version, how to load it, its intended use, limits and the papers to cite. YAML metadata
+(base_model, license, datasets, tags, model-index) lets the Hub index it. No machine path is ever
+written: a local model or file is named by its folder or file name only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from moe_unlearn import __version__
+from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.paths import atomic_write
 from moe_unlearn.report.plots import get
@@ -23,6 +26,49 @@ from moe_unlearn.report.tables import TABLES
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ROLES = ("forget", "retain", "holdout", "utility_mc")
+# what to cite for each method, adapter and benchmark (arXiv ids as open-unlearning's docs/links.md
+# and this project's docs/methods.md give them)
+CITATIONS: dict[str, str] = {
+    "ga": "Gradient ascent: the baseline of TOFU (arXiv 2401.06121) and MUSE (arXiv 2407.06460)",
+    "graddiff": "Gradient difference: the baseline of TOFU (arXiv 2401.06121) and MUSE (arXiv 2407.06460)",
+    "npo": "Zhang et al. 2024, Negative Preference Optimization (arXiv 2404.05868)",
+    "simnpo": "Fan et al. 2024, Simplicity Prevails: SimNPO (arXiv 2410.07163)",
+    "dpo": "IdkDPO as TOFU defines it (arXiv 2401.06121)",
+    "rmu": "Li et al. 2024, The WMDP Benchmark and RMU (arXiv 2403.03218)",
+    "undial": "UNDIAL (arXiv 2402.10052)",
+    "wga": "WGA as open-unlearning implements it (github.com/locuslab/open-unlearning)",
+    "sft": "Supervised fine-tuning (the step the TOFU and MUSE recipes start from)",
+    "grip": "GRIP: geometric routing invariance preservation (arXiv 2601.16905)",
+    "seuf": "SEUF / UOE: selected-experts unlearning (arXiv 2411.18797, ACL 2025)",
+    "trace": "TRACE: routing-aware calibration of experts (arXiv 2606.10338)",
+    "keep_routing": "keep_routing: moe-unlearn's own adapter (docs/adapters.md)",
+    "wmdp": "Li et al. 2024, The WMDP Benchmark (arXiv 2403.03218)",
+    "muse": "Shi et al. 2024, MUSE (arXiv 2407.06460)",
+    "tofu": "Maini et al. 2024, TOFU (arXiv 2401.06121)",
+    "rwku": "Jin et al. 2024, RWKU (arXiv 2406.10890)",
+}
+
+
+def shown(path: Any) -> str:
+    """A model or data path as a card may show it: a hub id as is, a local path by its last part."""
+    text = str(path)
+    return hub_id(text) or (Path(text.partition(":")[0]).name or text) + " (local)"
+
+
+def license_of(base_model: str, configured: str | None) -> str:
+    """The license a card declares: model.license, else the local base model card's, else 'other'."""
+    if configured:
+        return configured
+    card = Path(str(base_model)) / "README.md"
+    if base_model and card.is_file():
+        try:
+            text = card.read_text(encoding="utf-8")
+            meta = parse_yaml(text.split("---")[1]) if text.startswith("---") else None
+        except (OSError, UnicodeDecodeError, IndexError, ValueError, yaml.YAMLError):
+            meta = None
+        if isinstance(meta, dict) and isinstance(meta.get("license"), str):
+            return meta["license"]
+    return "other"
 
 
 def hub_id(path: str | None) -> str | None:
@@ -56,40 +102,70 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "forget (MC accuracy, else answer-token accuracy) ↓": first(("forget", "mc_acc"), ("forget", "token_acc")),
         "retain (MC accuracy, else answer-token accuracy) ↑": first(("retain", "mc_acc"), ("retain", "token_acc")),
-        "utility (utility MC, else MMLU) ↑": first(("utility_mc", "value"), ("lm_eval", "tasks", "mmlu", "acc,none")),
+        "utility (utility MC, else TOFU model utility, else MMLU) ↑": first(
+            ("utility_mc", "value"), ("tofu_model_utility", "value"), ("lm_eval", "tasks", "mmlu", "acc,none")),
         "routing stability on retain ↑": get(metrics, "routing", "stability", "retain"),
         "replay attack: forget accuracy regained ↓": get(metrics, "replay", "value"),
     }
 
 
-def render_card(cfg: Any, metrics: dict[str, Any], sizes: dict[str, dict[str, int]], base_model: str) -> str:
-    """README.md text: YAML metadata, then what was done and the evidence."""
+def model_index(name: str, metrics: dict[str, Any], benchmark: str | None) -> list[dict[str, Any]]:
+    """The Hub's model-index entry: the headline numbers the run measured (None ones left out)."""
+    found = [{"name": label, "type": re.sub(r"[^a-z0-9]+", "_", label.split(" (")[0].split(" ↑")[0].split(" ↓")[0]
+                                             .lower()).strip("_"), "value": round(float(v), 6)}
+             for label, v in headline(metrics).items() if isinstance(v, (int, float))]
+    if not found:
+        return []
+    dataset = {"name": benchmark or "moe-unlearn embedded benchmark", "type": benchmark or "moe-unlearn"}
+    return [{"name": name, "results": [{"task": {"type": "text-generation", "name": "Machine unlearning"},
+                                        "dataset": dataset, "metrics": found}]}]
+
+
+def render_card(cfg: Any, metrics: dict[str, Any], sizes: dict[str, dict[str, int]], base_model: str, *,
+                failure: str | None = None) -> str:
+    """README.md text: YAML metadata, how to load, what was done, the evidence, limits, citations.
+    failure: why evaluation did not finish (the card then says so and carries no numbers)."""
     method = cfg.method
     adapters = list(cfg.adapters)
     sources = _sources(cfg)
     datasets = sorted({d for _, s in sources if (d := hub_id(s.path))})
+    base_hub = hub_id(base_model) or hub_id(getattr(cfg.model, "base_model", None))
+    name = "+".join([method, *adapters])
     meta: dict[str, Any] = {}
-    if hub_id(base_model):
-        meta["base_model"] = hub_id(base_model)
+    if base_hub:
+        meta["base_model"] = base_hub
+    meta["license"] = license_of(base_model, getattr(cfg.model, "license", None))
     meta["library_name"] = "transformers"
     meta["pipeline_tag"] = "text-generation"
-    meta["tags"] = ["moe-unlearn", "machine-unlearning", "mixture-of-experts", f"unlearning-{method}",
+    meta["tags"] = ["unlearning", "moe-unlearn", "machine-unlearning", "mixture-of-experts", f"unlearning-{method}",
                     *(f"unlearning-{a}" for a in adapters), *([cfg.benchmark] if cfg.benchmark else [])]
     if datasets:
         meta["datasets"] = datasets
-    name = "+".join([method, *adapters])
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {name} unlearning of {base_model}", "",
-             f"`{base_model}` after machine unlearning with [moe-unlearn](https://pypi.org/project/moe-unlearn/) "
+    index = [] if failure else model_index(f"{name} unlearning of {shown(base_model)}", metrics, cfg.benchmark)
+    if index:
+        meta["model-index"] = index
+    base = shown(base_model)
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "",
+             f"# {name} unlearning of {base}", "",
+             f"`{base}` after machine unlearning with [moe-unlearn](https://pypi.org/project/moe-unlearn/) "
              f"{__version__}: base method `{method}`" + (f" with the MoE adapter(s) {', '.join(f'`{a}`' for a in adapters)}"
                                                           if adapters else " (no MoE adapter)")
              + (f", following the `{cfg.benchmark}` benchmark recipe." if cfg.benchmark else "."), ""]
-    lines += ["## What was unlearned", ""]
+    if failure:
+        lines += [f"**Evaluation did not finish ({failure}): this card holds no measurement of forgetting. "
+                  "Evaluate the model (`moe-unlearn eval`) before you rely on it.**", ""]
+    lines += ["## How to load", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+              'model = AutoModelForCausalLM.from_pretrained("THIS_REPO_OR_FOLDER")',
+              'tokenizer = AutoTokenizer.from_pretrained("THIS_REPO_OR_FOLDER")', "```", "",
+              "## Intended use", "",
+              "Research on machine unlearning and a model whose owner asked for the listed data to be removed. "
+              "It is not a guarantee that the data is gone: check the evidence below against your own threat model.", ""]
+    lines += ["## What was forgotten", ""]
     if sources:
         lines += ["| role | source | split | kind |", "|---|---|---|---|"]
-        lines += [f"| {role} | `{s.path}` | {s.split} | {s.kind} |" for role, s in sources]
+        lines += [f"| {role} | `{shown(s.path)}` | {s.split} | {s.kind} |" for role, s in sources]
     else:
-        lines += [f"The embedded fictitious-knowledge benchmark (`data.manifest: {cfg.data.manifest}`)."]
+        lines += ["The embedded fictitious-knowledge benchmark of moe-unlearn (`moe-unlearn benchmark build`)."]
     lines += ["", "Records used (after `data.select`" + (f" = {cfg.data.select}" if cfg.data.select else "") + "):", ""]
     lines += ["| set | " + " | ".join(("text", "qa", "mc", "completion")) + " |", "|---|---|---|---|---|"]
     lines += [f"| {k} | " + " | ".join(str(v.get(kind, "")) for kind in ("text", "qa", "mc", "completion")) + " |"
@@ -101,19 +177,28 @@ def render_card(cfg: Any, metrics: dict[str, Any], sizes: dict[str, dict[str, in
               f"{train.precision}, trained parameters {train.params}, batch {cfg.data.batch_size} "
               f"(+{cfg.data.retain_batch_size} retain) x grad_accum {train.grad_accum}, seed {cfg.seed}",
               "", "```yaml", yaml.safe_dump(settings, sort_keys=False).strip(), "```", ""]
-    lines += ["## Evidence", "", "| headline | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in headline(metrics).items()]
-    if cfg.benchmark and cfg.benchmark in TABLES:
-        cols = [c for c in TABLES.get(cfg.benchmark).columns if c[0] not in ("steps", "seconds")]
-        lines += ["", f"As the `{cfg.benchmark}` paper reports it:", "",
-                  "| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols),
-                  "| " + " | ".join(_fmt(fn(metrics)) for _, fn in cols) + " |"]
-    lines += ["", "Every metric, per layer and per example, is in the run's `metrics.json`; the full resolved "
-              "configuration is its `config.yaml` (`moe-unlearn unlearn config.yaml --out DIR` reruns it).", "",
-              "## Limitations", "",
-              "Unlearning is measured, not proven: these numbers cover the listed evaluation sets only. Routing "
+    if not failure:
+        lines += ["## How forgetting was measured", "",
+                  "Forget and retain knowledge on the listed evaluation sets; routing stability (the share of each "
+                  "token's original top-k experts the router still picks) and the routing-replay attack (forget "
+                  "accuracy regained when the original routing is forced back) tell erasure from re-routing.", "",
+                  "| headline | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in headline(metrics).items()]
+        if cfg.benchmark and cfg.benchmark in TABLES:
+            cols = [c for c in TABLES.get(cfg.benchmark).columns if c[0] not in ("steps", "seconds")]
+            lines += ["", f"As the `{cfg.benchmark}` paper reports it:", "",
+                      "| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols),
+                      "| " + " | ".join(_fmt(fn(metrics)) for _, fn in cols) + " |"]
+        lines += ["", "Every metric, per layer and per example, is in the run's `metrics.json`; the full resolved "
+                  "configuration is its `config.yaml` (`moe-unlearn unlearn config.yaml --out DIR` reruns it).", ""]
+    lines += ["## Limitations", "",
+              "Forgetting is measured, not guaranteed: these numbers cover the listed evaluation sets only. Routing "
               "stability and the replay attack say whether forgetting was done by re-routing (knowledge still in the "
-              "experts) rather than by erasure; a relearning attack (`eval.metrics: [relearn]`) tests how fast it returns.", ""]
+              "experts) rather than by erasure; a relearning attack (`eval.metrics: [relearn]`) tests how fast it returns.", "",
+              "## Citations", ""]
+    lines += [f"- {CITATIONS[k]}" for k in [method, *adapters, *([cfg.benchmark] if cfg.benchmark else [])]
+              if k in CITATIONS]
+    lines += ["- moe-unlearn: machine unlearning for Mixture-of-Experts language models (https://pypi.org/project/moe-unlearn/)", ""]
     return "\n".join(lines)
 
 
@@ -123,10 +208,12 @@ def _plain(obj: Any) -> Any:
     return to_dict(obj)
 
 
-def write_model_card(model_dir: str | Path, cfg: Any, metrics: dict[str, Any], data: Any) -> Path:
-    """Write model_dir/README.md for a finished run (data: its UnlearnData, for the record counts)."""
+def write_model_card(model_dir: str | Path, cfg: Any, metrics: dict[str, Any], data: Any, *,
+                     failure: str | None = None) -> Path:
+    """Write model_dir/README.md for a run (data: its UnlearnData, for the record counts; failure:
+    why its evaluation did not finish)."""
     base = cfg.model.path or (str(data.model) if getattr(data, "model", None) else "unknown")
-    return atomic_write(Path(model_dir) / "README.md", render_card(cfg, metrics, data.sizes(), base))
+    return atomic_write(Path(model_dir) / "README.md", render_card(cfg, metrics, data.sizes(), base, failure=failure))
 
 
 def check_repo_id(repo_id: str) -> str:

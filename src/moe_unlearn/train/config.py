@@ -39,6 +39,10 @@ class ModelConfig:
     # tensors the config declares but the weight files lack are an error unless this is true
     # (then they keep transformers' random initialisation)
     allow_missing_weights: bool = False
+    # the model card's metadata for a local model: the hub id it was fine-tuned from (e.g. TOFU's
+    # fine-tune of a hub model) and its license (else the base model card's, else "other")
+    base_model: str | None = None
+    license: str | None = None
 
 
 @dataclass

@@ -38,9 +38,10 @@ from moe_unlearn.core.dist import (
     shard_rows, world_size,
 )
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
-from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches
+from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches, shared_records
+from moe_unlearn.data.splits import TRAINED_FIELDS
 from moe_unlearn.data.tokenize import to_device
-from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.errors import RunFailure, UserError, warn
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
 from moe_unlearn.report.model_card import write_model_card
@@ -342,6 +343,8 @@ class Trainer:
         # only now, so a combination the checks refuse leaves no output directory behind
         decided_by_main(lambda: run_dir.claim(cfg.to_dict()))  # the lock, --overwrite / --resume, config.yaml
         with run_dir.released_on_error():
+            if is_main() and not method.learns:  # after every refusal: a refused run prints its error line only
+                _warn_overlap(cfg.data.train_format, data)  # (fine-tuning learns both sets: no conflict)
             # everything below until the checkpoint is loaded sees the ORIGINAL model, also on resume
             method.prepare(ctx)
             for a in adapters:
@@ -604,6 +607,18 @@ def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, 
                         "provide them")
 
 
+def _warn_overlap(fmt: str, data: UnlearnData) -> None:
+    """One warning line when forget records are retain records too: the run is asked to forget
+    and to keep the same examples, so what it does to them tells nothing (a wrong file, a split
+    made twice). It still trains: a small overlap may be intended."""
+    forget = getattr(data.train_split("forget"), fmt) or []
+    shared = shared_records(forget, getattr(data.train_split("retain"), fmt) or [], fmt)
+    if shared:
+        same = " and ".join(TRAINED_FIELDS[fmt])
+        warn(f"{shared} of the {len(forget)} forget records are also in the retain set (same {same}); "
+             "the run both forgets and keeps them: remove them from one of the sets")
+
+
 # ---- public API ---------------------------------------------------------------------------
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
                    resume: bool = False, progress: bool = True, retrained: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -625,35 +640,66 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
 
         for a in trainer.adapters:
             a.after_training(ctx)
-        model = trainer.run_dir.save_model(trainer.save_model, trainer.last_checkpoint)  # model/ appears complete
-        results = evaluate_model(model, ctx.tokenizer, ctx.data, ctx.cfg.eval,
-                                 original_routing=trainer.original_routing, retrained=retrained,
-                                 progress=trainer.progress)
-        metrics = {
-            "method": cfg.method,
-            "adapters": list(cfg.adapters),
-            "benchmark": cfg.benchmark,
-            "steps": ctx.step,
-            **results,
-            "timing": {
-                "step_seconds_median": statistics.median(trainer.step_seconds) if trainer.step_seconds else 0.0,
-                "total_seconds": time.perf_counter() - t_start,
-            },
-            "memory": {
-                "trainable_params": trainer.trainable.numel(),
-                "reference_bytes": trainer.reference_bytes,
-                "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
-            },
-            "processes": world_size(),
-            "adapter_info": {a.name: a.summary() for a in trainer.adapters},
-            "early_stop": trainer.stopped_early,
-            "resumed": trainer.resumed,
-        }
+        failed: list[BaseException] = []
+
+        def publish(folder: Path) -> dict[str, Any]:
+            """model/'s weights, the evaluation of them, then the model card, all inside the atomic
+            publish of model/: it appears with its card, which says so when evaluation failed."""
+            model = trainer.save_model(folder)
+            try:
+                results = evaluate_model(model, ctx.tokenizer, ctx.data, ctx.cfg.eval,
+                                         original_routing=trainer.original_routing, retrained=retrained,
+                                         progress=trainer.progress)
+            except BaseException as e:  # the trained model is kept; the error is raised once it is published
+                failed.append(e)
+                if is_main():
+                    write_model_card(folder, cfg, {"steps": ctx.step}, ctx.data, failure=_failure_words(e))
+                return {}
+            metrics = _run_metrics(cfg, trainer, results, t_start)
+            if is_main():
+                write_model_card(folder, cfg, metrics, ctx.data)
+            return metrics
+
+        metrics = trainer.run_dir.save_model(publish, trainer.last_checkpoint)  # model/ appears complete
+        if failed:
+            raise failed[0]
         if is_main():
             trainer.run_dir.write_metrics(metrics, _json_default)
-            write_model_card(out / "model", cfg, metrics, ctx.data)
         barrier()
         return metrics
+
+
+def _run_metrics(cfg: UnlearnConfig, trainer: Trainer, results: dict[str, Any], t_start: float) -> dict[str, Any]:
+    """metrics.json of a finished run: what ran, the evaluation results, timing and memory."""
+    return {
+        "method": cfg.method,
+        "adapters": list(cfg.adapters),
+        "benchmark": cfg.benchmark,
+        "steps": trainer.ctx.step,
+        **results,
+        "timing": {
+            "step_seconds_median": statistics.median(trainer.step_seconds) if trainer.step_seconds else 0.0,
+            "total_seconds": time.perf_counter() - t_start,
+        },
+        "memory": {
+            "trainable_params": trainer.trainable.numel(),
+            "reference_bytes": trainer.reference_bytes,
+            "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
+        },
+        "processes": world_size(),
+        "adapter_info": {a.name: a.summary() for a in trainer.adapters},
+        "early_stop": trainer.stopped_early,
+        "resumed": trainer.resumed,
+    }
+
+
+def _failure_words(e: BaseException) -> str:
+    """A failed evaluation in a few words for the model card (no machine path: the error's kind
+    and, for a user's mistake or a failed run, its first clause)."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    first = str(e).split(";")[0].split(" /")[0].strip() if isinstance(e, (UserError, RunFailure)) else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
