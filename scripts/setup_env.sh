@@ -15,6 +15,6 @@ want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "$TORCH_SPEC"
-  .venv/bin/python -m pip install -q -e ".[dev,lmeval,deepspeed]" "$TORCH_SPEC"
+  .venv/bin/python -m pip install -q -e ".[dev,lmeval,deepspeed,tracking]" "$TORCH_SPEC"
   echo "$want" > "$stamp"
 fi

@@ -31,8 +31,8 @@ FSDP = load_config_from_file(str(CONFIG)).fsdp_config
 make_accelerator = engine.make_accelerator
 
 
-def fsdp2_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1):
-    acc = make_accelerator(device, precision, grad_accum)
+def fsdp2_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1, **trackers):
+    acc = make_accelerator(device, precision, grad_accum, **trackers)
     plugin = FullyShardedDataParallelPlugin(
         fsdp_version=FSDP["fsdp_version"],
         auto_wrap_policy=FSDP["fsdp_auto_wrap_policy"].lower(),

@@ -33,7 +33,7 @@ DS = load_config_from_file(str(CONFIG)).deepspeed_config
 sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
 
 
-def zero3_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1) -> Accelerator:
+def zero3_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1, **_trackers) -> Accelerator:
     """The first run's Accelerator sets the process's DeepSpeed state; later runs reuse it (as
     under `accelerate launch`, where it comes from the environment)."""
     common = dict(mixed_precision=PRECISION[precision], gradient_accumulation_steps=grad_accum,

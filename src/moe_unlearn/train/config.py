@@ -102,9 +102,16 @@ class TrainConfig:
     # answer tokens whose vocabulary-sized logits exist at once in a loss (core/chunked.py);
     # 0: the model computes full [B, S, V] logits as before
     loss_chunk: int = 256
+    # experiment trackers (accelerate's): tensorboard | wandb | mlflow | trackio | ... (train/tracking.py)
+    log_with: list[str] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
         from moe_unlearn.models.selectors import check_specs
+        from moe_unlearn.train.tracking import TRACKERS
+
+        for name in self.log_with:
+            require(name in TRACKERS, f"'{where}.log_with': unknown tracker '{name}'{suggest(name, list(TRACKERS))}; "
+                                      f"choose from {', '.join(TRACKERS)}")
 
         check_specs(self.params, f"{where}.params")
         require(self.lr > 0, f"'{where}.lr' must be > 0, got {self.lr}")

@@ -45,7 +45,7 @@ from moe_unlearn.errors import RunFailure, UserError, warn
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
 from moe_unlearn.report.model_card import write_model_card
-from moe_unlearn.train import checkpoint
+from moe_unlearn.train import checkpoint, tracking
 from moe_unlearn.train.config import TrainConfig, UnlearnConfig
 from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
 from moe_unlearn.train.rundir import RunDir, run_inputs
@@ -108,8 +108,10 @@ def forward_spec(ctx: RunContext, adapters: list[Adapter]) -> ForwardSpec:
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # train.precision -> accelerate's mixed_precision
 
 
-def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1) -> Accelerator:
-    """The run's Accelerator: device, mixed precision (train.precision) and gradient accumulation.
+def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1, *,
+                     log_with: list[str] | None = None, project_dir: Path | None = None) -> Accelerator:
+    """The run's Accelerator: device, mixed precision (train.precision), gradient accumulation and
+    the experiment trackers (train.log_with, writing below project_dir).
 
     accelerate keeps one process-wide state; in a single process (the demo runs many jobs, with
     any precision) each run starts from a fresh state, while under a launcher (torchrun,
@@ -126,6 +128,8 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: 
         mixed_precision=PRECISION[precision],
         gradient_accumulation_steps=grad_accum,
         step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the world size
+        log_with=log_with or None,
+        project_dir=str(project_dir) if project_dir is not None else None,
     )
 
 
@@ -315,11 +319,13 @@ class Trainer:
         # the benchmark cache is filled before the process group starts: every process of a launch
         # resolves it alone, its builders ordered by the cache entry's lock (a build runs no collective)
         data = load_data(resolve_manifest(cfg.data))
-        accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum)
+        out = Path(out_dir)
+        tracking.check_installed(cfg.train.log_with)
+        accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum,
+                                       log_with=cfg.train.log_with, project_dir=out / "tracking")
         if accelerator.distributed_type in SHARDED_ENGINES:  # the LM head is resharded after each forward
             cfg = replace(cfg, train=replace(cfg.train, loss_chunk=0), eval=replace(cfg.eval, loss_chunk=0))
         check_processes(cfg.eval)
-        out = Path(out_dir)
         model_path = model_path_of(cfg, data)
         run_dir = RunDir(out, run_inputs(cfg.files, model_path, cfg.data, data.manifest), overwrite=overwrite,
                          resume=resume)
@@ -342,6 +348,8 @@ class Trainer:
             a.check(ctx)
         # only now, so a combination the checks refuse leaves no output directory behind
         decided_by_main(lambda: run_dir.claim(cfg.to_dict()))  # the lock, --overwrite / --resume, config.yaml
+        if cfg.train.log_with:  # OUT/tracking/<OUT's name>/ for the trackers that write files
+            accelerator.init_trackers(out.resolve().name or "moe-unlearn", config=tracking.hparams(cfg.to_dict()))
         with run_dir.released_on_error():
             if is_main() and not method.learns:  # after every refusal: a refused run prints its error line only
                 _warn_overlap(cfg.data.train_format, data)  # (fine-tuning learns both sets: no conflict)
@@ -503,9 +511,13 @@ class Trainer:
         return {**sums, "lr": lr, "grad_norm": float(norm)}
 
     def log(self, record: dict[str, Any]) -> None:
+        """One line of log.jsonl (the source of truth), and its numbers to the trackers."""
         if is_main():
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self.ctx.cfg.train.log_with:
+            self.accelerator.log(tracking.scalars({k: v for k, v in record.items() if k != "step"}),
+                                 step=int(record["step"]))
 
     def periodic_eval(self) -> bool:
         """Evaluate forgetting (every process, its rows); True when the early-stop target is reached."""
@@ -665,6 +677,9 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
             raise failed[0]
         if is_main():
             trainer.run_dir.write_metrics(metrics, _json_default)
+        if cfg.train.log_with:
+            trainer.accelerator.log(tracking.scalars(metrics, "final/"), step=ctx.step)
+            trainer.accelerator.end_training()
         barrier()
         return metrics
 

@@ -6,6 +6,7 @@
     OUT/checkpoints/        step-NNNNNN/ (train/checkpoint.py)
     OUT/model/              appears only complete (written beside it, then renamed)
     OUT/metrics.json        written atomically, last
+    OUT/tracking/           the experiment trackers' files (train.log_with), when they write any
 
 `RunDir.check()` refuses what it can before anything heavy runs; `RunDir.claim()` takes the
 lock and prepares the directory; the engine calls `save_model`, `write_metrics` and `release`.
@@ -30,7 +31,7 @@ from moe_unlearn.leftovers import clear_leftovers
 from moe_unlearn.paths import LOCK_NAME, DirLock, Inputs, atomic_dir, atomic_write, check_destination, remove
 from moe_unlearn.train import checkpoint
 
-OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json")
+OUTPUTS = ("model", "checkpoints", "config.yaml", "log.jsonl", "metrics.json", "tracking")
 FILES = ("config.yaml", "log.jsonl", "metrics.json")  # never links (model/ and checkpoints/ may be)
 T = TypeVar("T")
 
