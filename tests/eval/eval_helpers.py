@@ -38,7 +38,8 @@ def make_data(n: int = 6, *, mc: bool = True) -> SimpleNamespace:
 
 
 def make_cfg(**overrides) -> EvalConfig:
-    base = {"batch_size": 4, "max_new_tokens_qa": 6, "max_new_tokens_text": 8, "text_prompt_tokens": 12}
+    base = {"batch_size": 4, "max_new_tokens_qa": 6, "max_new_tokens_text": 8, "max_new_tokens_tofu": 6,
+            "text_prompt_tokens": 12}
     base.update(overrides)
     return build(EvalConfig, base, "eval")
 

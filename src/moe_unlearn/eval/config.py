@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from moe_unlearn.config import FLOAT_LIMIT, require
+from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.eval.metric import METRICS
 
-# Cheap enough to run at the end of every unlearning run on CPU; relearn and lm_eval are opt-in.
+# Cheap enough to run at the end of every unlearning run on CPU; relearn, lm_eval and tofu_rouge
+# (TOFU's own 200-token generations; the TOFU recipes list it) are opt-in.
 DEFAULT_METRICS = [
     "nll",
     "prob",
@@ -18,7 +20,6 @@ DEFAULT_METRICS = [
     "replay",
     "rouge_qa",
     "rouge_text",
-    "tofu_rouge",
     "privacy",
     "truth_ratio",
     "forget_quality",
@@ -65,6 +66,22 @@ class LmEvalConfig:
 
 
 @dataclass
+class KnowMemICL:
+    """KnowMem's in-context QA pairs per split, as MUSE prompts it (muse_bench eval.py lines 82-88:
+    the knowmem `forget_qa_icl` pairs for the forget set, `retain_qa_icl` for the retain set);
+    a split without a source is prompted zero-shot with the plain question."""
+
+    forget: SourceConfig | None = None
+    retain: SourceConfig | None = None
+
+    def validate(self, where: str) -> None:
+        for name in ("forget", "retain"):
+            src = getattr(self, name)
+            require(src is None or src.kind == "qa", f"'{where}.{name}.kind' must be 'qa' (question, answer pairs), "
+                                                     f"got '{getattr(src, 'kind', '')}'")
+
+
+@dataclass
 class EvalConfig:
     """What `evaluate_model` computes; metric names are keys of `moe_unlearn.eval.METRICS`."""
 
@@ -73,8 +90,12 @@ class EvalConfig:
     max_examples: int | None = 200  # per eval set (forget / retain / holdout / utility), first N
     max_length: int = 128
     chat_template: bool = False
-    max_new_tokens_qa: int = 32  # KnowMem
-    max_new_tokens_text: int = 128  # VerbMem
+    max_new_tokens_qa: int = 32  # KnowMem (muse_bench eval.py line 22: knowmem_max_new_tokens = 32)
+    max_new_tokens_text: int = 128  # VerbMem (muse_bench eval.py line 20)
+    # TOFU's ROUGE answers: open-unlearning's TOFU generation, configs/generation/default.yaml line 4
+    # (max_new_tokens: 200); TOFU's own config/eval_everything.yaml lines 24-26 caps prompt + answer at 200
+    max_new_tokens_tofu: int = 200
+    knowmem_icl: KnowMemICL = field(default_factory=KnowMemICL)  # MUSE's few-shot KnowMem prompts
     text_prompt_tokens: int = 32  # VerbMem prompt length (at most half of each text)
     mink_k: float = 0.4  # MUSE's Min-40%
     mia_include_eos: bool = False  # score the appended EOS in LOSS/zlib/Min-k%/Min-k%++ (the papers do not)
@@ -89,7 +110,8 @@ class EvalConfig:
         for name in self.metrics:
             METRICS.get(name)  # UserError with a suggestion for a typo
         require(len(set(self.metrics)) == len(self.metrics), f"'{where}.metrics' lists a metric twice")
-        for key in ("batch_size", "max_length", "max_new_tokens_qa", "max_new_tokens_text", "text_prompt_tokens"):
+        for key in ("batch_size", "max_length", "max_new_tokens_qa", "max_new_tokens_text", "max_new_tokens_tofu",
+                    "text_prompt_tokens"):
             value = getattr(self, key)
             require(value >= 1, f"'{where}.{key}' must be >= 1, got {value}")
         require(
@@ -99,6 +121,7 @@ class EvalConfig:
         require(self.loss_chunk >= 0, f"'{where}.loss_chunk' must be >= 0 (0: full logits), got {self.loss_chunk}")
         require(0 < self.mink_k <= 1, f"'{where}.mink_k' must be in (0, 1], got {self.mink_k}")
         require(0 < self.retrained_auc < 1, f"'{where}.retrained_auc' must be in (0, 1), got {self.retrained_auc}")
+        self.knowmem_icl.validate(f"{where}.knowmem_icl")
         self.relearn.validate(f"{where}.relearn")
         self.lm_eval.validate(f"{where}.lm_eval")
         if "lm_eval" in self.metrics:

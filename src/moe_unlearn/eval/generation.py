@@ -3,10 +3,13 @@ default tokenizer: lower-cased alphanumeric words), reported in [0, 1] (the pape
 
 - MUSE (`rouge_qa` = KnowMem on QA answers, `rouge_text` = VerbMem on text continuations):
   ROUGE-L F1, no stemming. As in MUSE, KnowMem runs on the forget and retain sets and VerbMem
-  on the forget set only.
+  on the forget set only. KnowMem prompts are MUSE's few-shot prompts where `eval.knowmem_icl`
+  names the split's in-context examples (MUSE's `forget_qa_icl` / `retain_qa_icl`), else the
+  plain question; its answers are cut at MUSE's stop strings before scoring.
 - TOFU (`tofu_rouge`): ROUGE-L RECALL with the Porter stemmer, of the greedy answer against
   the true answer, on the forget and retain sets (and real authors / world facts inside
-  `tofu_model_utility`). It reuses rouge_qa's generations (same prompts, same greedy decoding).
+  `tofu_model_utility`). Its own generation, of `eval.max_new_tokens_tofu` new tokens (200, as
+  TOFU), so that long answers are not cut to KnowMem's 32 tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from moe_unlearn.eval.scores import nanmean
 
 _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 _TOFU_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+# MUSE's KnowMem answer ends at the first of these (muse_bench metrics/knowmem.py line 50; the same
+# list in open-unlearning configs/eval/muse_metrics/forget_knowmem_ROUGE.yaml line 23): a few-shot
+# prompt leads the model on to the next "Question:", which is not part of its answer.
+MUSE_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
 
 
 def rouge_l(prediction: str, reference: str) -> float:
@@ -37,6 +44,20 @@ def tofu_rouge_l(prediction: str, reference: str) -> float:
     return float(_TOFU_SCORER.score(reference, prediction)["rougeL"].recall)
 
 
+def cut_at_stop_strings(text: str, stops: tuple[str, ...]) -> str:
+    """The text before the first occurrence of any stop string (MUSE's get_prefix_before_words_occur)."""
+    for stop in stops:
+        text = text.split(stop)[0]
+    return text
+
+
+def muse_knowmem_prompt(question: str, icl: list[dict]) -> str:
+    """MUSE's KnowMem prompt (muse_bench metrics/knowmem.py lines 25-29): every in-context pair as
+    "Question: q\nAnswer: a" followed by a blank line, then "Question: q\nAnswer: " for the asked one."""
+    shots = "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n" for r in icl)
+    return f"{shots}Question: {question}\nAnswer: "
+
+
 def greedy_generate(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -45,9 +66,11 @@ def greedy_generate(
     max_new_tokens: int,
     batch_size: int,
     progress: bool = False,
+    stops: tuple[str, ...] = (),
 ) -> list[str]:
-    """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials;
-    capped so prompt + continuation fit the model's max_position_embeddings.
+    """Greedy continuations of token-id prompts (left-padded per batch), decoded without specials,
+    cut at the first of `stops` (before surrounding whitespace is stripped, as MUSE cuts the raw
+    text); capped so prompt + continuation fit the model's max_position_embeddings.
 
     batch_size is per process: each process generates its row block of every global batch (a
     one-token placeholder when its block is empty, so sharded models step together, with
@@ -83,13 +106,13 @@ def greedy_generate(
                     synced_gpus=world > 1,
                 )
                 texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True) if room >= 1 else [""] * len(chunk)
-            mine += [(start + lo + i, t.strip()) for i, t in enumerate(texts[: hi - lo])]
+            mine += [(start + lo + i, cut_at_stop_strings(t, stops).strip()) for i, t in enumerate(texts[: hi - lo])]
     return [t for _, t in sorted(gather_objects(mine))]
 
 
-def _generate(ctx: EvalContext, prompts: list[list[int]], max_new: int) -> list[str]:
+def _generate(ctx: EvalContext, prompts: list[list[int]], max_new: int, stops: tuple[str, ...] = ()) -> list[str]:
     return greedy_generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=max_new, batch_size=ctx.cfg.batch_size,
-                           progress=ctx.progress)
+                           progress=ctx.progress, stops=stops)
 
 
 def _rouge_result(preds: list[str], refs: list[str], score: Callable[[str, str], float]) -> MetricResult:
@@ -108,27 +131,43 @@ def qa_prompts(ctx: EvalContext, split: str) -> list[list[int]]:
     return prompts
 
 
-def qa_generations(ctx: EvalContext, split: str) -> tuple[list[str], list[str]] | None:
-    """(greedy answers, true answers) of split's QA set, generated once per context."""
-    recs = ctx.records(split, "qa")
-    if not recs:
-        return None
-    return ctx.memo(("qa_generations", split), lambda: (
-        _generate(ctx, qa_prompts(ctx, split), ctx.cfg.max_new_tokens_qa), [str(r["answer"]) for r in recs]))
+def knowmem_icl(ctx: EvalContext, split: str) -> list[dict] | None:
+    """The in-context QA pairs eval.knowmem_icl names for split (read once per context), or None."""
+    source = getattr(ctx.cfg.knowmem_icl, split, None)
+    return None if source is None else ctx.memo(("knowmem_icl", split), source.load)
+
+
+def knowmem_prompts(ctx: EvalContext, split: str) -> list[list[int]]:
+    """MUSE's few-shot prompt of each QA record (tokenized with specials, as MUSE; the last
+    max_length tokens) where the split has in-context pairs; else the plain question prompts."""
+    icl = knowmem_icl(ctx, split)
+    if icl is None:
+        return qa_prompts(ctx, split)
+    texts = [muse_knowmem_prompt(str(r["question"]), icl) for r in ctx.records(split, "qa") or []]
+    limit = ctx.cfg.max_length
+    return [ctx.tokenizer(clip(t, limit, keep="tail"), add_special_tokens=True)["input_ids"][-limit:] for t in texts]
+
+
+def _answers(ctx: EvalContext, split: str) -> list[str]:
+    return [str(r["answer"]) for r in ctx.records(split, "qa") or []]
 
 
 @metric("rouge_qa", higher_is_better=True, splits=("forget", "retain"))
 def rouge_qa(ctx: EvalContext, split: str) -> MetricResult | None:
-    """KnowMem (MUSE): ROUGE-L F1, unstemmed, of the greedy answer (max_new_tokens_qa) vs the true answer."""
-    gen = qa_generations(ctx, split)
-    return None if gen is None else _rouge_result(*gen, rouge_l)
+    """KnowMem (MUSE): ROUGE-L F1, unstemmed, of the greedy answer (max_new_tokens_qa, cut at MUSE's stop strings)."""
+    if not ctx.records(split, "qa"):
+        return None
+    preds = _generate(ctx, knowmem_prompts(ctx, split), ctx.cfg.max_new_tokens_qa, MUSE_STOP_STRINGS)
+    return _rouge_result(preds, _answers(ctx, split), rouge_l)
 
 
 @metric("tofu_rouge", higher_is_better=True, splits=("forget", "retain"))
 def tofu_rouge(ctx: EvalContext, split: str) -> MetricResult | None:
-    """TOFU: ROUGE-L recall, Porter-stemmed, of the greedy answer (max_new_tokens_qa) vs the true answer."""
-    gen = qa_generations(ctx, split)
-    return None if gen is None else _rouge_result(*gen, tofu_rouge_l)
+    """TOFU: ROUGE-L recall, Porter-stemmed, of the greedy answer (max_new_tokens_tofu) vs the true answer."""
+    if not ctx.records(split, "qa"):
+        return None
+    preds = _generate(ctx, qa_prompts(ctx, split), ctx.cfg.max_new_tokens_tofu)
+    return _rouge_result(preds, _answers(ctx, split), tofu_rouge_l)
 
 
 @metric("rouge_text", higher_is_better=True, splits=("forget",))

@@ -3,11 +3,15 @@
 Truth ratio per question (TOFU): R = p~(perturbed) / p~(base), p~(a) = P(a|q)^(1/|a|),
 the perturbed side the geometric mean over the perturbed answers:
 R = exp(mean_j mean_t log p(pert_j) - mean_t log p(base)). R < 1: the model prefers the truth.
+(open-unlearning src/evals/metrics/memorization.py lines 156-164: wrong / correct from mean
+token losses; TOFU aggregate_eval_stat.py line 66 computes 1/R.)
 The base answer is the paraphrased answer where a record has one, else the answer itself
 (TOFU's own choice for its real-authors and world-facts sets, which are always scored against
-the answer). The aggregate is TOFU's retain statistic mean(max(0, 1 - R)) (higher = knows the
-truth); per-example values are the raw R, which forget quality compares with a retain-only
-model (two-sample KS test, as TOFU; the test is the same on R and on TOFU's 1/R).
+the answer). The aggregate is TOFU's statistic for the split (`TRUTH_STATS`): on the forget set
+mean min(R, 1/R) (1 = the truth and the perturbations equally likely, as for a model that never
+saw them), elsewhere mean max(0, 1 - R) (higher = knows the truth); both are in the details.
+Per-example values are the raw R, which forget quality compares with a retain-only model's
+(two-sample KS test, as TOFU; the test is the same on R and on TOFU's 1/R).
 
 Two model utilities, each under its own name:
 - `tofu_model_utility` (TOFU): harmonic mean of NINE numbers, probability, ROUGE-L recall
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from scipy.stats import ks_2samp
@@ -35,6 +40,29 @@ from moe_unlearn.eval.scores import nanmean
 def truth_ratio_values(para_logp: torch.Tensor, pert_logp: list[torch.Tensor]) -> list[float]:
     """R_i from length-normalised log-likelihoods: para [N], pert list of [P_i]."""
     return [float(torch.exp(p.mean() - a)) for a, p in zip(para_logp, pert_logp)]
+
+
+def closer_to_1_better(ratios: list[float]) -> float:
+    """Mean min(R, 1/R): 1 when truth and perturbations are equally likely (forget: a model that never saw them)."""
+    return nanmean([min(r, 1 / r) for r in ratios])
+
+
+def true_better(ratios: list[float]) -> float:
+    """Mean max(0, 1 - R): higher when the truth is preferred (knowledge kept)."""
+    return nanmean([max(0.0, 1 - r) for r in ratios])
+
+
+# The two aggregates of R, named as open-unlearning names them (src/evals/metrics/memorization.py,
+# truth_ratio, lines 114-120); TOFU's aggregate_eval_stat.py lines 68-71 compute the same from 1/R.
+TRUTH_STATS: dict[str, Callable[[list[float]], float]] = {
+    "closer_to_1_better": closer_to_1_better,
+    "true_better": true_better,
+}
+# The one each split reports as `truth_ratio`: closer_to_1_better on forget (open-unlearning
+# configs/eval/tofu_metrics/forget_Truth_Ratio.yaml, line 13), true_better on retain, real
+# authors and world facts (retain_ / ra_ / wf_Truth_Ratio.yaml) and on every other set.
+SPLIT_TRUTH_STAT = {"forget": "closer_to_1_better"}
+DEFAULT_TRUTH_STAT = "true_better"
 
 
 def forget_quality_pvalue(unlearned: list[float], retrained: list[float]) -> float:
@@ -96,19 +124,25 @@ def normalised_prob(answer: torch.Tensor, perturbed: list[torch.Tensor]) -> list
 
 @metric("truth_ratio", higher_is_better=True)
 def truth_ratio(ctx: EvalContext, split: str) -> MetricResult | None:
-    """TOFU truth ratio where perturbed_answer exists (base: paraphrased answer, else answer); mean max(0, 1 - R)."""
+    """TOFU truth ratio where perturbed_answer exists: forget mean min(R, 1/R), other sets mean max(0, 1 - R)."""
     scored = perturbed_scores(ctx, split)
     if scored is None:
         return None
     ratios = truth_ratio_values(scored.base, scored.perturbed)
-    details = {"mean_ratio": nanmean(ratios), "tofu_forget_stat": nanmean([min(r, 1 / r) for r in ratios]),
-               "base": scored.base_key}
-    return MetricResult(nanmean([max(0.0, 1 - r) for r in ratios]), ratios, details)
+    stat = SPLIT_TRUTH_STAT.get(split, DEFAULT_TRUTH_STAT)
+    details = {"stat": stat, "mean_ratio": nanmean(ratios), "base": scored.base_key,
+               **{name: fn(ratios) for name, fn in TRUTH_STATS.items()}}
+    return MetricResult(TRUTH_STATS[stat](ratios), ratios, details)
 
 
 @metric("forget_quality", higher_is_better=True, scope="global")
 def forget_quality(ctx: EvalContext) -> MetricResult | None:
-    """KS-test p-value of forget truth ratios vs a retain-only model's (needs its metrics.json)."""
+    """KS-test p-value of forget truth ratios vs a retain-only model's (needs its metrics.json).
+
+    Tests the raw per-question R (truth_ratio's per-example values, never its aggregate), as
+    open-unlearning's ks_test does (src/evals/metrics/privacy.py); TOFU's aggregate_eval_stat.py
+    (lines 22-25) tests 1/R, which gives the same KS statistic and p-value (1/x is monotone).
+    """
     ref = (((ctx.retrained or {}).get("per_example") or {}).get("forget") or {}).get("truth_ratio")
     own = ctx.result("truth_ratio", "forget")
     if not ref or own is None:

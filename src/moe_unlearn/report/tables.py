@@ -41,6 +41,14 @@ def lm_eval_acc(task: str) -> Callable[[dict[str, Any]], Any]:
     return lambda m: get(m, "lm_eval", "tasks", task, "acc,none")
 
 
+def tofu_forget_truth_ratio(m: dict[str, Any]) -> Any:
+    """TOFU's forget statistic mean min(R, 1/R): forget.truth_ratio, or in a metrics.json written before
+    truth_ratio reported it there (no `truth_ratio_stat` key; truth_ratio then held max(0, 1 - R)), the
+    old truth_ratio_tofu_forget_stat."""
+    forget = m.get("forget") or {}
+    return forget.get("truth_ratio") if "truth_ratio_stat" in forget else forget.get("truth_ratio_tofu_forget_stat")
+
+
 _STEPS: Column = ("steps", lambda m: m.get("steps"))
 _STAB: list[Column] = [
     ("stab F", lambda m: get(m, "routing", "stability", "forget")),
@@ -65,18 +73,25 @@ TABLES.register("muse")(Table(
      ("KnowMem D_r ↑", lambda m: x100(get(m, "retain", "rouge_qa"))),
      ("PrivLeak (→0)", lambda m: get(m, "privacy", "value")),  # MUSE's PrivLeak (Min-40%)
      *_STAB, _SECONDS],
+    # PrivLeak = (AUC - AUC_retrain) / AUC_retrain x 100, AUC with forget labelled 0 and holdout 1 and
+    # low loss scored as member (muse_bench eval.py line 78, metrics/privleak.py lines 58-59 and 85-90):
+    # a model that still knows the forget set ranks it above holdout, AUC -> 0, PrivLeak -> -100.
     ["MUSE's four criteria: VerbMem and KnowMem are ROUGE-L F1 x100 (as MUSE prints them); PrivLeak in "
-     "MUSE's convention (0 ideal, very negative = the forget set looks less familiar than unseen data)."],
+     "MUSE's convention: 0 ideal (like the retrained model); very negative = the forget set looks MORE familiar "
+     "than unseen data (under-unlearned, membership still leaks); positive = it looks less familiar "
+     "(over-unlearned)."],
 ))
 TABLES.register("tofu")(Table(
     [_STEPS,
      ("forget quality ↑", lambda m: get(m, "forget_quality", "value")),
      ("model utility ↑", lambda m: get(m, "tofu_model_utility", "value")),
      ("forget ROUGE-L ↓", lambda m: get(m, "forget", "tofu_rouge")),
-     ("forget truth ratio", lambda m: get(m, "forget", "truth_ratio")),
+     ("forget truth ratio", tofu_forget_truth_ratio),
      *_STAB, _SECONDS],
     ["TOFU: forget quality is the KS-test p-value against a retain-only model (needs `moe-unlearn eval "
-     "--retrained`); model utility is TOFU's harmonic mean over retain, real authors and world facts."],
+     "--retrained`); model utility is TOFU's harmonic mean over retain, real authors and world facts; "
+     "forget truth ratio is TOFU's forget statistic, mean min(R, 1/R): it rises towards 1 (truth and "
+     "perturbations equally likely) as the model forgets."],
 ))
 TABLES.register("rwku")(Table(
     [_STEPS,
