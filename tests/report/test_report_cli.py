@@ -106,3 +106,19 @@ def test_reference_rows_head_the_table_and_stay_out_of_the_run_figures(tmp_path)
     assert md.index("| original model |") < md.index("| retrain oracle |") < md.index("| ga |")
     assert "1 run(s) and 2 reference row(s)" in md
     assert (out / "activation_00.png").is_file() and not (out / "activation_01.png").exists()  # the run's only
+
+
+def test_training_loss_gets_one_panel_per_base_method(tmp_path):
+    """RMU's loss (hundreds) no longer flattens the other methods' curves: each base method has
+    its own panel and y-axis, adapters share their method's panel."""
+    from moe_unlearn.report import plots
+
+    dirs = [_run_dir(tmp_path, name, _metrics(method, adapters, 0.3, 0.9))
+            for name, method, adapters in (("a", "rmu", []), ("b", "npo", []), ("c", "npo", ["grip"]))]
+    (dirs[0] / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 300.0 - s}) + "\n" for s in range(1, 4)))
+    runs = load_runs(dirs)
+    panels = plots.loss_panels(runs)
+    assert {m: [name for name, _ in curves] for m, curves in panels.items()} == {"rmu": ["rmu"], "npo": ["npo", "npo+grip"]}
+    assert panels["rmu"][0][1] == [(1, 299.0), (2, 298.0), (3, 297.0)]
+    path = plots.training_curves(runs, tmp_path / "curves.png")
+    assert path.read_bytes().startswith(PNG)

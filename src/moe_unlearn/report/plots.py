@@ -197,31 +197,50 @@ def replay_recovery(runs: list[Run], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def loss_panels(runs: list[Run]) -> dict[str, list[tuple[str, list[tuple[float, float]]]]]:
+    """Each base method's (run, loss curve) pairs: one panel, with its own y-axis, per method, since
+    the methods' losses live on different scales (RMU's reaches hundreds, NPO's stays near 1)."""
+    panels: dict[str, list[tuple[str, list[tuple[float, float]]]]] = {}
+    for r in runs:
+        curve = [(row["step"], row["loss"]) for row in r.log
+                 if _num(row.get("loss")) is not None and _num(row.get("step")) is not None]
+        if curve:
+            method = str(r.metrics.get("method") or r.name.split("+")[0])
+            panels.setdefault(method, []).append((r.name, curve))
+    return panels
+
+
 def training_curves(runs: list[Run], path: Path) -> Path | None:
-    """Training loss per step and, where logged, the periodic forget NLL."""
-    curves = [(r.name, [(row["step"], row["loss"]) for row in r.log
-                        if _num(row.get("loss")) is not None and _num(row.get("step")) is not None]) for r in runs]
-    curves = [(n, c) for n, c in curves if c]
-    if not curves:
+    """Training loss per step, one panel per base method, and, where logged, the periodic forget NLL."""
+    panels = loss_panels(runs)
+    if not panels:
         return None
     evals = [(r.name, [(row["step"], row["eval"]["forget"]["nll"]) for row in r.log
                        if _num(get(row, "eval", "forget", "nll")) is not None and _num(row.get("step")) is not None])
              for r in runs]
     evals = [(n, c) for n, c in evals if c]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6.5, 4), squeeze=False)
+    count = len(panels) + (1 if evals else 0)
+    cols = min(count, 3)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
     styles = run_styles(runs)
-    for name, c in curves:
-        axes[0][0].plot(*zip(*c), label=name, color=styles[name]["color"], linestyle=styles[name]["linestyle"])
-    axes[0][0].set_title("training loss")
-    axes[0][0].set_xlabel("step")
-    axes[0][0].grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    for ax, (method, curves) in zip(flat, panels.items()):
+        for name, c in curves:
+            ax.plot(*zip(*c), label=name, color=styles[name]["color"], linestyle=styles[name]["linestyle"])
+        ax.set_title(f"training loss: {method}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     if evals:
+        ax = flat[len(panels)]
         for name, c in evals:
-            axes[0][1].plot(*zip(*c), label=name, **styles[name])
-        axes[0][1].set_title("forget answer NLL (periodic eval)")
-        axes[0][1].set_xlabel("step")
-        axes[0][1].grid(alpha=0.3)
+            ax.plot(*zip(*c), label=name, **styles[name])
+        ax.set_title("forget answer NLL (periodic eval)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in flat[count:]:
+        ax.set_visible(False)
     return _save(fig, path)
 
 
