@@ -55,3 +55,14 @@ def test_graph_reader_sees_function_level_imports_and_skips_type_checking(tmp_pa
     assert upward_imports(graph) == [("moe_unlearn.data.config", "moe_unlearn.benchmark.cache")]
     typed = import_graph(tmp_path, type_checking=True)
     assert "moe_unlearn.train.engine" in typed["moe_unlearn.data.config"]
+
+
+def test_a_training_process_never_imports_the_plotting_library():
+    """The engine reads metric values and writes the model card through report.format and
+    report.model_card; matplotlib is for `report` alone (seconds of start-up per process)."""
+    import subprocess
+    import sys
+
+    code = "import sys, moe_unlearn.train.engine, moe_unlearn.cli.unlearn; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

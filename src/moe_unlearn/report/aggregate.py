@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from moe_unlearn.report.format import format_value
-from moe_unlearn.report.plots import get
+from moe_unlearn.report.format import get
 from moe_unlearn.report.runs import Run, run_label
 
 # metrics.json paths summarised per cell in summary.json

@@ -1,4 +1,5 @@
-"""The one way a metric value is printed: CLI summaries, the demo's rows and the report table."""
+"""The one way a metric value is read and printed: CLI summaries, the demo's rows, the report
+table and the model card (no plotting library: every training process imports this)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,12 @@ def format_value(x: Any) -> str:
     if isinstance(x, int):
         return str(x)
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
+
+
+def get(m: dict[str, Any], *keys: str) -> Any:
+    """m[k1][k2]... or None where any level is missing."""
+    for k in keys:
+        if not isinstance(m, dict) or k not in m:
+            return None
+        m = m[k]
+    return m

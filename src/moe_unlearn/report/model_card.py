@@ -21,7 +21,7 @@ from moe_unlearn import __version__
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.paths import atomic_write
-from moe_unlearn.report.plots import get
+from moe_unlearn.report.format import get
 from moe_unlearn.report.tables import TABLES
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -12,18 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from moe_unlearn.report.format import get  # noqa: E402
 from moe_unlearn.report.runs import Run  # noqa: E402
 
 DPI = 110
-
-
-def get(m: dict[str, Any], *keys: str) -> Any:
-    """m[k1][k2]... or None where any level is missing."""
-    for k in keys:
-        if not isinstance(m, dict) or k not in m:
-            return None
-        m = m[k]
-    return m
 
 
 def _num(x: Any) -> float | None:

@@ -18,7 +18,7 @@ from moe_unlearn.leftovers import clear_leftovers
 from moe_unlearn.paths import check_destination, publish, temp_sibling
 from moe_unlearn.report import aggregate, plots
 from moe_unlearn.report.format import format_value
-from moe_unlearn.report.plots import get
+from moe_unlearn.report.format import get
 from moe_unlearn.report.runs import Run, load_runs
 from moe_unlearn.report.tables import select_table
 from moe_unlearn.report.tradeoff import tradeoff_curves

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from moe_unlearn.registry import Registry
-from moe_unlearn.report.plots import get
+from moe_unlearn.report.format import get
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
