@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from moe_unlearn.core import losses
-from moe_unlearn.methods.base import METHODS, Batch, Method, RetainConfig
+from moe_unlearn.methods.base import METHODS, RetainConfig
+from moe_unlearn.methods.ga import GA
 
 
 @dataclass
@@ -16,11 +14,8 @@ class GradDiffConfig(RetainConfig):
 
 
 @METHODS.register("graddiff")
-class GradDiff(Method):
+class GradDiff(GA):
+    """GA's forget term; the retain term comes with RetainConfig (Method.loss)."""
+
     name = "graddiff"
     config_cls = GradDiffConfig
-
-    def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        out = ctx.forward(forget, role="forget")
-        nll = losses.answer_nll(out.lm, forget["labels"])
-        return -nll, {"forget_nll": float(nll.detach())}
