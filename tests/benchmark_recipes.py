@@ -19,18 +19,20 @@ ISSUE15_METRICS = {"tofu_rouge", "tofu_model_utility"}
 ISSUE15_DATA_KEYS = {"real_authors", "world_facts"}
 
 
-def sources(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every source mapping of a raw `data:` section (training, eval lists, issue-15 keys)."""
+def sources(data: dict[str, Any], evaluation: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every source mapping of a raw `data:` section (training, eval lists, issue-15 keys) and of
+    the `eval:` section's knowmem_icl (MUSE's in-context examples)."""
     out = [data[k] for k in ("forget", "retain", "holdout", "utility_mc", *ISSUE15_DATA_KEYS) if isinstance(data.get(k), dict)]
     for lst in (data.get("eval") or {}).values():
         out += list(lst)
+    out += [s for s in ((evaluation or {}).get("knowmem_icl") or {}).values() if isinstance(s, dict)]
     return out
 
 
 def to_fixtures(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of a raw recipe whose hub ids point at the fixture copies of their repositories."""
     raw = copy.deepcopy(raw)
-    for src in sources(raw.get("data") or {}):
+    for src in sources(raw.get("data") or {}, raw.get("eval")):
         repo, sep, config = src["path"].partition(":")
         local = FIXTURES / repo
         assert local.is_dir(), f"no fixture for hub dataset {repo}"

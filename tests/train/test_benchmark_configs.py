@@ -13,7 +13,8 @@ from benchmark_recipes import BASES, FINETUNES, ISSUE15_DATA_KEYS, ISSUE15_METRI
 from moe_unlearn.errors import UserError
 from moe_unlearn.train.config import build_config, load_config, resolve_yaml
 
-SETTINGS = {"wmdp_bio", "wmdp_cyber", "muse_books", "muse_news", "tofu_forget01", "tofu_forget05", "tofu_forget10", "rwku"}
+SETTINGS = {"wmdp_bio", "wmdp_cyber", "wmdp_bio_rmu", "wmdp_cyber_rmu", "muse_books", "muse_news", "tofu_forget01",
+            "tofu_forget05", "tofu_forget10", "rwku"}
 
 
 def lm_eval_task_names() -> set[str]:
@@ -45,7 +46,7 @@ def test_recipe_validates(path: Path):
     cfg = build_config(ready)
     assert cfg.benchmark == path.stem.split("_")[0]
     assert cfg.model.path and cfg.model.path.count("/") == 1  # a hub id: org/name
-    for src in sources(raw["data"]):
+    for src in sources(raw["data"], raw.get("eval")):
         assert "/" in src["path"] and not Path(src["path"].partition(":")[0]).exists()  # hub ids, not files
     assert cfg.data.forget is not None and cfg.data.eval is not None
     text = path.read_text()

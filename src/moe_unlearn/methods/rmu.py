@@ -1,4 +1,4 @@
-"""RMU (WMDP paper): steer forget activations at one layer to a fixed random direction.
+r"""RMU (WMDP paper): steer forget activations at one layer to a fixed random direction.
 
 forget: MSE(h_theta(x_f), c * u) with u a fixed random unit vector;
 retain: alpha * MSE(h_theta(x_r), h_ref(x_r)), h_ref from ctx.reference() (the ORIGINAL values
@@ -9,10 +9,27 @@ the last layer), averaged over non-padding tokens. Only a few layers train: by d
 decoder layers layer-2..layer.
 
 MoE models need a far larger steering coefficient than dense ones: WMDP used c = 6.5 on
-Zephyr-7B, the SEUF paper 3000-32000 on Qwen1.5-MoE / DeepSeek-V2-Lite. What matters is c
+Zephyr-7B and c = 300 on Mixtral-8x7B (run_rmu_zephyr.ipynb, run_rmu_mixtral.ipynb), the SEUF
+paper 3000-32000 on Qwen1.5-MoE / DeepSeek-V2-Lite. What matters is c
 relative to the norm of the layer's activations; `prepare` logs that norm (`rmu_act_norm`).
 The defaults (c = 20, alpha = 100) suit the embedded benchmark model (activation norm ~6.6 at
 layer 2); for a real MoE model set c to several times its logged norm.
+
+Which tensors train (`params`, selector specs as in train.params). WMDP's code
+(centerforaisafety/wmdp rmu/utils.py get_params) picks parameter number `param_ids` of each
+decoder layer in `layer_ids` (5, 6, 7); on its dense models number 6 is `mlp.down_proj.weight`.
+The WMDP recipes (configs/benchmarks/_wmdp_rmu.yaml) map that to every routed expert's
+down-projection plus a shared expert's, with
+`regex:\.layers\.[5-7]\..*down_proj(\.weight)?$` (biases such as GPT-OSS's `down_proj_bias`
+excluded), per family:
+  OLMoE, Qwen3-MoE, Mixtral, PhiMoE, GPT-OSS   mlp.experts.down_proj (fused [E, ...])
+  GraniteMoE                                  block_sparse_moe.experts.down_proj
+  Qwen2-MoE (Qwen1.5-MoE)                     mlp.experts.down_proj + mlp.shared_expert.down_proj.weight
+  DeepSeek-V2 / V3                            mlp.experts.down_proj + mlp.shared_experts.down_proj.weight
+  Llama 4                                     feed_forward.experts.down_proj + feed_forward.shared_expert.down_proj.weight
+(tests/methods/test_rmu_moe_params.py checks this for every tiny architecture). WMDP's own
+Mixtral run passed param_ids 7, which in transformers 4.x's unfused Mixtral is experts.0.w3,
+one expert's up-projection: fused expert tensors cannot express that (docs/recipes.md).
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ from moe_unlearn.core import losses
 from moe_unlearn.core.dist import all_reduce_sum
 from moe_unlearn.methods.base import METHODS, Batch, Method, MethodOutput
 from moe_unlearn.models import decoder_layer_output
+from moe_unlearn.models.selectors import check_specs
 
 
 @dataclass
@@ -42,6 +60,10 @@ class RMUConfig:
         require(self.layer >= 0, f"'{where}.layer' must be >= 0, got {self.layer}")
         require(self.steering_coef > 0, f"'{where}.steering_coef' must be > 0, got {self.steering_coef}")
         require(self.alpha >= 0, f"'{where}.alpha' must be >= 0, got {self.alpha}")
+        if self.params is not None:
+            require(len(self.params) > 0, f"'{where}.params' is an empty list: list selector specs, or null for "
+                                          f"decoder layers layer-2..layer")
+            check_specs(self.params, f"{where}.params")
 
 
 def token_mse(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
