@@ -30,3 +30,4 @@ def run_config(tiny_benchmark, tmp_path):
         return path, build_config(raw)
 
     return make
+

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,8 @@ from transformers import AutoModelForCausalLM
 from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.train import run_unlearning
 from moe_unlearn.train.engine import Trainer
+
+from train_helpers import kill_after_first_checkpoint
 
 
 def numbers(metrics: dict) -> dict:
@@ -91,17 +90,8 @@ def test_sigterm_checkpoints_then_resume_matches_uninterrupted(run_config, tmp_p
 def test_resume_after_kill_9_matches_uninterrupted(run_config, tmp_path):
     """A subprocess killed with SIGKILL after its first checkpoint, resumed here: same numbers."""
     path, cfg = run_config("train.max_steps=30", "train.checkpoint_every=2", "train.lr=3e-4")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same threads as this process
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "moe_unlearn.cli.main", "unlearn", str(path), "--quiet",
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not list((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert not (out / "metrics.json").exists()
+    kill_after_first_checkpoint("unlearn", path, out)
     assert len(read_log(out)) < 30
 
     resumed = run_unlearning(cfg, out_dir=out, resume=True, progress=False)

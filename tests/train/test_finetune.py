@@ -5,14 +5,10 @@ numbers after kill -9, and its outputs feed `unlearn` (model/) and `eval --retra
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
+from train_helpers import kill_after_first_checkpoint
 
 from moe_unlearn.cli.main import run
 from moe_unlearn.train import build_config, run_unlearning
@@ -70,17 +66,8 @@ def test_finetune_trains_and_its_outputs_feed_unlearn_and_eval(sft_config, tiny_
 
 def test_finetune_resumes_after_kill_9_to_the_numbers_of_an_uninterrupted_run(sft_config, tmp_path, capsys):
     path, cfg = sft_config(max_steps=30, lr=3e-4)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same threads as this process
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "moe_unlearn.cli.main", "finetune", str(path), "--quiet",
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not list((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert not (out / "metrics.json").exists()
+    kill_after_first_checkpoint("finetune", path, out)
     assert run(["finetune", str(path), "--out", str(out), "--resume", "--quiet"]) == 0, capsys.readouterr().err
     resumed = json.loads((out / "metrics.json").read_text())
     uninterrupted = run_unlearning(cfg, out_dir=tmp_path / "full", progress=False)

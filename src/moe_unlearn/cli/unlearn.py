@@ -10,8 +10,15 @@ import typer
 from moe_unlearn.cli.app import app
 from moe_unlearn.errors import RunFailure, UserError
 
-OUT_HELP = "Output directory (default: output_dir of the config)."
-TRUST_HELP = "Run code that the model folder ships (auto_map); off by default."
+# the options `unlearn` and `finetune` share (one engine, one set of output and resume rules)
+OVERRIDES = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=3e-4")
+OUT = typer.Option(None, "--out", help="Output directory (default: output_dir of the config).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace the results in a used output directory.")
+RESUME = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint.")
+QUIET = typer.Option(False, "--quiet", help="No progress bars.")
+TRUST = typer.Option(False, "--trust-remote-code", help="Run code that the model folder ships (auto_map); off by default.")
+PUSH = typer.Option(None, "--push-to-hub", metavar="REPO",
+                    help="Upload model/ (with its model card) to this hub repo (org/name) at the end.")
 
 
 def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrite: bool, resume: bool, quiet: bool,
@@ -74,14 +81,13 @@ def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrit
 @app.command("unlearn")
 def unlearn(
     config: Path = typer.Argument(..., help="YAML config (see configs/)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=3e-4"),
-    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a used output directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
-                                              help="Upload model/ (with its model card) to this hub repo (org/name) at the end."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    quiet: bool = QUIET,
+    trust_remote_code: bool = TRUST,
+    push_to_hub: Optional[str] = PUSH,
     retrained: Optional[str] = typer.Option(None, "--retrained", help="metrics.json of a retain-only model evaluated "
                                             "the same way, or 'oracle' (the embedded benchmark's): PrivLeak's "
                                             "retrained AUC, forget quality, distance to it."),

@@ -1,0 +1,26 @@
+"""Helpers shared by the engine tests (a module of its own: `conftest` is a name many folders use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def kill_after_first_checkpoint(command: str, config: Path, out: Path) -> None:
+    """`moe-unlearn COMMAND CONFIG --out OUT` in a subprocess, killed with SIGKILL as soon as its
+    first checkpoint is in place (one torch thread, as the tests run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same threads as this process
+    proc = subprocess.Popen([sys.executable, "-m", "moe_unlearn.cli.main", command, str(config), "--quiet",
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (out / "metrics.json").exists()
