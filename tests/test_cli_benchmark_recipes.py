@@ -39,7 +39,7 @@ def test_recipe_runs_and_reports_the_papers_columns(name, header, tmp_path, tiny
         assert metrics["forget"]["rouge_text"] is not None and metrics["privacy"]["value"] is not None
     if name == "rwku":
         assert {"rwku_rouge_FB", "rwku_rouge_QA", "rwku_rouge_AA", "text_nll"} <= set(metrics["forget"])
-        assert metrics["utility_mc"]["value"] is not None and metrics["adapter_info"]["seuf"]
+        assert metrics["rwku_mmlu"]["value"] is not None and metrics["adapter_info"]["seuf"]
     assert (out / "model" / "README.md").read_text().startswith("---\n")
     assert run(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     assert header in (tmp_path / "report" / "report.md").read_text()

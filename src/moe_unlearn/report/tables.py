@@ -57,6 +57,11 @@ _STAB: list[Column] = [
 ]
 _SECONDS: Column = ("seconds", lambda m: get(m, "timing", "total_seconds"))
 
+def first_of(m: dict, *paths: tuple[str, ...]):
+    """The first of these metric values the run has (None when it has none)."""
+    return next((v for p in paths if (v := get(m, *p)) is not None), None)
+
+
 TABLES.register("wmdp")(Table(
     [_STEPS,
      ("WMDP-Bio acc ↓", lm_eval_acc("wmdp_bio")),
@@ -102,11 +107,12 @@ TABLES.register("rwku")(Table(
      ("neighbor QA ↑", lambda m: x100(get(m, "retain", "rwku_rouge_QA"))),
      ("MIA FM ↑", lambda m: get(m, "forget", "text_nll")),
      ("MIA RM", lambda m: get(m, "retain", "text_nll")),
-     ("utility Gen ↑", lambda m: x100(get(m, "utility_mc", "value"))),
+     ("utility Gen ↑", lambda m: x100(first_of(m, ("rwku_mmlu", "value"), ("utility_mc", "value")))),
      *_STAB, _SECONDS],
     ["RWKU: forget (FB fill-in-the-blank, QA, AA adversarial) and neighbor probes are ROUGE-L recall x100; "
      "MIA FM / RM is the mean token loss on the forget / retain member texts (FM should rise, RM stay); "
-     "utility Gen is RWKU's MMLU subset (MC accuracy x100). RWKU's Rea / Tru / Fac / Flu utility columns are not computed."],
+     "utility Gen is RWKU's MMLU subset x100, scored as RWKU does (rwku_mmlu: few-shot, likeliest answer letter; "
+     "else utility_mc, zero-shot choice likelihood). RWKU's Rea / Tru / Fac / Flu utility columns are not computed."],
 ))
 
 
