@@ -52,3 +52,17 @@ def perturbed(model: torch.nn.Module, scale: float = 0.05, seed: int = 1) -> tor
         for p in out.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g))
     return out
+
+
+class FixedLogits(torch.nn.Module):
+    """Prefers one token id everywhere: logits = 5 on `favourite`, 0 elsewhere."""
+
+    def __init__(self, favourite: int, vocab: int = 256) -> None:
+        super().__init__()
+        self.favourite, self.vocab = favourite, vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.favourite] = 5.0
+        return SimpleNamespace(logits=logits)

@@ -11,7 +11,7 @@ import torch
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval import EvalCache, EvalContext, capture_eval_routing, evaluate_model
 
-from eval_helpers import make_cfg, make_data, perturbed
+from eval_helpers import FixedLogits, make_cfg, make_data, perturbed
 
 CORE = ["nll", "prob", "token_acc", "mc_acc", "stability", "activation", "replay"]
 
@@ -126,20 +126,6 @@ def test_relearning_brings_forget_knowledge_back(tiny):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # trained a copy
 
 
-class _FixedLogits(torch.nn.Module):
-    """Prefers one token id everywhere: logits = 5 on `favourite`, 0 elsewhere."""
-
-    def __init__(self, favourite: int, vocab: int = 256) -> None:
-        super().__init__()
-        self.favourite, self.vocab = favourite, vocab
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, input_ids, attention_mask=None):
-        logits = torch.zeros(*input_ids.shape, self.vocab)
-        logits[..., self.favourite] = 5.0
-        return SimpleNamespace(logits=logits)
-
-
 def test_mc_accuracy_on_controlled_logits(tiny):
     _, tok = tiny
     c_id = tok.convert_tokens_to_ids("c")
@@ -149,7 +135,7 @@ def test_mc_accuracy_on_controlled_logits(tiny):
         {"question": "Q3?", "choices": ["c", "b", "a", "d"], "answer": 0},
     ]
     data = SimpleNamespace(forget=SimpleNamespace(qa=None, text=None, mc=recs), retain=None, holdout=None, utility_mc=None)
-    ctx = EvalContext(_FixedLogits(c_id), tok, data, make_cfg())
+    ctx = EvalContext(FixedLogits(c_id), tok, data, make_cfg())
     res = ctx.result("mc_acc", "forget")
     assert res.per_example == [1.0, 0.0, 1.0] and res.value == pytest.approx(2 / 3)
     assert res.details["chance"] == 0.25

@@ -6,8 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
-from eval_helpers import make_cfg
+from eval_helpers import FixedLogits, make_cfg
 
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.rwku import mmlu_prompt
@@ -25,27 +24,13 @@ def test_the_prompt_is_rwkus_few_shot_prompt():
     assert mmlu_prompt(ROW) == expected
 
 
-class _Prefers(torch.nn.Module):
-    """logits 5 on one token id everywhere: the letter whose token it is wins every question."""
-
-    def __init__(self, token: int, vocab: int) -> None:
-        super().__init__()
-        self.token, self.vocab = token, vocab
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, input_ids, attention_mask=None):
-        logits = torch.zeros(*input_ids.shape, self.vocab)
-        logits[..., self.token] = 5.0
-        return SimpleNamespace(logits=logits)
-
-
 @pytest.mark.parametrize("letter, expected", [("C", 2 / 3), ("A", 1 / 3), ("D", 0.0)])
 def test_the_likeliest_letter_is_the_answer(tiny, letter, expected):
     _, tok = tiny
     rows = [dict(ROW), dict(ROW, answer=0), dict(ROW, answer=2)]
     data = SimpleNamespace(forget=None, retain=None, holdout=None, utility_mc=rows)
     token = tok.encode(" " + letter, add_special_tokens=False)[-1]
-    ctx = EvalContext(_Prefers(token, len(tok)), tok, data, make_cfg())
+    ctx = EvalContext(FixedLogits(token, len(tok)), tok, data, make_cfg())
     res = ctx.result("rwku_mmlu")
     assert res.value == pytest.approx(expected) and len(res.per_example) == 3
 
@@ -53,4 +38,4 @@ def test_the_likeliest_letter_is_the_answer(tiny, letter, expected):
 def test_rows_without_examples_are_not_rwkus(tiny):
     _, tok = tiny
     data = SimpleNamespace(forget=None, retain=None, holdout=None, utility_mc=[{k: v for k, v in ROW.items() if k != "examples"}])
-    assert EvalContext(_Prefers(0, len(tok)), tok, data, make_cfg()).result("rwku_mmlu") is None
+    assert EvalContext(FixedLogits(0, len(tok)), tok, data, make_cfg()).result("rwku_mmlu") is None
