@@ -87,3 +87,26 @@ def test_adapter_lr_scale_is_a_number_or_per_method(tmp_path):
     assert lr("ga", "keep_routing") == pytest.approx(3e-4)
     assert lr("graddiff", "keep_routing") == pytest.approx(1e-3)  # not named: unscaled
     assert lr("ga", "seuf", "keep_routing") == pytest.approx(3e-3)  # factors multiply
+
+
+def test_parallel_jobs_compute_what_a_serial_run_computes(tiny_benchmark, tmp_path):
+    """Two 1-thread worker processes give the numbers of one 1-thread serial run, in plan order."""
+    import torch
+
+    from moe_unlearn.recipes.demo import run_demo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the serial run's thread count; cpu_threads() // 2 jobs gives each worker 1 too
+    small = [o for o in SMALL if not o.startswith("quick.")] + ["quick.methods=[ga, graddiff]",
+                                                                "quick.adapters=[[], [grip]]"]
+    try:
+        serial = run_demo(tmp_path / "serial", quick=True, overrides=small, progress=False, jobs=1)
+        parallel = run_demo(tmp_path / "parallel", quick=True, overrides=small, progress=False, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["run"] for r in parallel] == [r["run"] for r in serial] == ["ga", "ga+grip", "graddiff", "graddiff+grip"]
+    for a, b in zip(serial, parallel):
+        for key in ("forget", "retain", "holdout", "routing", "steps"):
+            assert a[key] == b[key], (a["run"], key)
+    demo = json.loads((tmp_path / "parallel" / "demo.json").read_text())
+    assert (demo["jobs"], demo["threads_per_job"]) == (2, 1)

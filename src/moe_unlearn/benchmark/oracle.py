@@ -31,7 +31,7 @@ from moe_unlearn.errors import UserError
 # Bump when the oracle's recipe changes in a way the benchmark's build config does not show.
 ORACLE_FORMAT = 1
 # the metrics that read the retrained reference (recomputed for the oracle against itself)
-SELF_REFERENCED = ("privacy", "forget_quality", "oracle_distance")
+SELF_REFERENCED = ("privacy", "forget_quality", "oracle_distance", "forgotten")
 
 
 def _manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -26,7 +26,10 @@ def demo(
     seeds: int = typer.Option(1, "--seeds", min=1, help="Run the matrix for N unlearning seeds (seed .. seed+N-1); "
                               "the report and summary.json give mean ± sd per cell."),
     forget_domain: Optional[str] = typer.Option(None, "--forget-domain", help="Domain to forget (default: the hazardous one)."),
-    oracle: bool = typer.Option(False, "--oracle/--no-oracle", help="Train (or reuse) the retrain oracle and compare every run with it (~3 min more the first time)."),
+    oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Train (or reuse) the retrain oracle and judge "
+                                "every run against it (without it: against the holdout split)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Runs at once in worker processes sharing the "
+                                       "CPU's threads (default: 2 on a CPU with 2+ cores, else 1)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides of the demo spec, e.g. common.train.max_steps=10."),
 ) -> None:
     """Build or reuse the embedded benchmark, run base methods x adapters, write the report."""
@@ -54,7 +57,7 @@ def demo(
         console.print("  ".join(c.ljust(w) for c, w in zip(row(label, metrics, columns), widths)), style="italic")
 
     results = run_demo(out, quick=quick, seed=seed, seeds=seeds, forget_domain=forget_domain, overrides=overrides or [],
-                       progress=False, oracle=oracle, on_result=show, on_reference=show_reference)
+                       progress=False, oracle=oracle, jobs=jobs, on_result=show, on_reference=show_reference)
     if seeds > 1:
         from moe_unlearn.report import load_runs
         from moe_unlearn.report.aggregate import spread_rows

@@ -24,6 +24,7 @@ DEFAULT_METRICS = [
     "truth_ratio",
     "forget_quality",
     "oracle_distance",
+    "forgotten",
     "model_utility",
     "tofu_model_utility",
     "utility_mc",

@@ -5,6 +5,8 @@ prob_i = exp(-nll_i) (length-normalised, TOFU's probability), token_acc_i = shar
 tokens that are the argmax, exact_match_i = 1 if all of them are, else 0. MC (WMDP style):
 the choice with the largest SUMMED log-likelihood of its tokens wins (sum, as
 lm-evaluation-harness `acc`; used everywhere here).
+Each result carries its 95% interval as detail `ci` (out[split][f"{name}_ci"]: Wilson for 0/1
+items, Student t for means; `eval.intervals`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from moe_unlearn.eval.context import EvalContext
+from moe_unlearn.eval.intervals import interval
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import TokenStats, nanmean
 
@@ -46,7 +49,7 @@ def _from_qa(ctx: EvalContext, split: str, fn) -> MetricResult | None:
     if qa is None:
         return None
     per = fn(qa.stats)
-    return MetricResult(nanmean(per), per)
+    return MetricResult(nanmean(per), per, {"ci": interval(per)})
 
 
 @metric("nll", higher_is_better=False)
@@ -78,7 +81,8 @@ def _mc(ctx: EvalContext, split: str) -> MetricResult | None:
     if scored is None:
         return None
     per = mc_correct(*scored)
-    return MetricResult(nanmean(per), per, {"chance": nanmean([1.0 / len(ll) for ll in scored[0]])})
+    return MetricResult(nanmean(per), per, {"chance": nanmean([1.0 / len(ll) for ll in scored[0]]),
+                                            "ci": interval(per)})
 
 
 @metric("mc_acc", higher_is_better=True)

@@ -25,6 +25,7 @@ from moe_unlearn.config import apply_overrides, load_yaml, require
 from moe_unlearn.data import load_data
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destination
+from moe_unlearn.recipes.jobs import cpu_threads, default_jobs, run_jobs
 from moe_unlearn.registry import suggest
 from moe_unlearn.report import load_runs, write_report
 from moe_unlearn.report.aggregate import summarise
@@ -130,13 +131,15 @@ def run_dir(out: Path, run: DemoRun, seed: int, first_seed: int) -> Path:
 
 def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, seeds: int = 1,
              forget_domain: str | None = None, overrides: list[str] | None = None, progress: bool = True,
-             oracle: bool = False,
+             oracle: bool = True, jobs: int | None = None,
              on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None = None,
              on_reference: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run the demo matrix into out_dir for unlearning seeds seed .. seed + seeds - 1 on the benchmark
     built with `seed`; returns results.json's list (one metrics dict per run, with "run" and "seed").
 
-    oracle: build (or reuse) the retrain oracle and evaluate every run against it."""
+    oracle: build (or reuse) the retrain oracle and evaluate every run against it (without it,
+    forgetting is judged against the holdout split). jobs: runs at once in worker processes
+    (None: 2 on a CPU with 2 or more cores, else 1), the CPU's threads shared between them."""
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     spec = load_spec(overrides)
@@ -149,13 +152,14 @@ def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, seeds: 
     lock = DirLock.acquire(out, "demo dir")
     try:
         return _run_demo(out, spec, quick=quick, seed=seed, seeds=seeds, forget_domain=forget_domain,
-                         progress=progress, oracle=oracle, on_result=on_result, on_reference=on_reference)
+                         progress=progress, oracle=oracle, jobs=jobs, on_result=on_result,
+                         on_reference=on_reference)
     finally:
         lock.release()
 
 
 def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds: int, forget_domain: str | None,
-              progress: bool, oracle: bool,
+              progress: bool, oracle: bool, jobs: int | None,
               on_result: Callable[[DemoRun, dict[str, Any] | None, str | None], None] | None,
               on_reference: Callable[[str, dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
@@ -179,39 +183,55 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
             on_reference(name, metrics)
     reference_seconds = time.perf_counter() - t1
 
-    results: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    dirs: list[Path] = []
     run_seeds = list(range(seed, seed + seeds))
+    todo: list[tuple[DemoRun, int, Path, dict[str, Any]]] = []
+    skipped: list[dict[str, str]] = []
     for run_seed in run_seeds:
         for run in runs:
-            if run_seed != seed and any(s["run"] == run.label for s in skipped):
+            if any(s["run"] == run.label for s in skipped):
                 continue  # refused for the first seed already (the reason does not depend on the seed)
-            target = run_dir(out, run, run_seed, seed)
+            raw = run_config(spec, run, manifest, run_seed)
             try:
-                cfg = build_config(run_config(spec, run, manifest, run_seed))
-                metrics = run_unlearning(cfg, out_dir=target, overwrite=True, progress=progress,
-                                         retrained=refs.retrained)
+                build_config(raw)
             except UserError as e:  # an undefined combination, e.g. TRACE with a method without retain term
                 skipped.append({"run": run.label, "reason": str(e)})
                 if on_result:
                     on_result(run, None, str(e))
                 continue
-            metrics["run"], metrics["seed"] = run.label, run_seed
-            results.append(metrics)
-            dirs.append(target)
-            if on_result:
-                on_result(run, metrics, None)
-            _write_json(out / "results.json", results)
+            todo.append((run, run_seed, run_dir(out, run, run_seed, seed), raw))
+
+    finished: dict[int, dict[str, Any]] = {}
+
+    def done(i: int, metrics: dict[str, Any]) -> None:
+        run, run_seed, _, _ = todo[i]
+        metrics["run"], metrics["seed"] = run.label, run_seed
+        finished[i] = metrics
+        _write_json(out / "results.json", [finished[k] for k in sorted(finished)])
+        if on_result:
+            on_result(run, metrics, None)
+
+    device = str(build_config(todo[0][3]).model.device) if todo else "cpu"
+    n_jobs = default_jobs(device) if jobs is None else jobs
+    threads = max(1, cpu_threads() // max(1, n_jobs))
+    tasks = [(raw, str(target), refs.retrained, progress) for _, _, target, raw in todo]
+    results = run_jobs(_unlearn, tasks, jobs=n_jobs, threads=threads, on_done=done)
+    dirs = [target for _, _, target, _ in todo]
 
     _write_json(out / "results.json", results)
     _write_json(out / "summary.json", {"seeds": run_seeds, "cells": summarise(load_runs(dirs))})
     _write_json(out / "demo.json", {"manifest": str(manifest), "quick": quick, "seed": seed, "seeds": run_seeds,
-                                    "oracle": oracle, "benchmark_seconds": bench_seconds,
+                                    "oracle": oracle, "jobs": n_jobs, "threads_per_job": threads,
+                                    "benchmark_seconds": bench_seconds,
                                     "oracle_build_seconds": oracle_seconds, "reference_seconds": reference_seconds,
                                     "total_seconds": time.perf_counter() - t0, "skipped": skipped})
     write_report([out / "reference" / name for name, _ in references] + dirs, out / "report")
     return results
+
+
+def _unlearn(task: tuple[dict[str, Any], str, dict[str, Any] | None, bool]) -> dict[str, Any]:
+    """One run of the matrix (in a worker process when the demo runs jobs in parallel)."""
+    raw, target, retrained, progress = task
+    return run_unlearning(build_config(raw), out_dir=target, overwrite=True, progress=progress, retrained=retrained)
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -69,8 +69,11 @@ class LoraSettings:
 class EarlyStop:
     """Stop at a forgetting target, checked at each periodic eval (train.eval_every)."""
 
-    forget_mc_acc_at_most: float | None = None  # e.g. chance (0.25) + delta
+    forget_mc_acc_at_most: float | None = None  # fixed bounds, e.g. chance (0.25) + delta
     forget_nll_at_least: float | None = None
+    # forget MC and NLL inside the retrain oracle's 95% interval (the holdout split's without an
+    # oracle): what "forgotten" means (eval.forgotten)
+    forgotten: bool = False
 
     def validate(self, where: str) -> None:
         v = self.forget_mc_acc_at_most
@@ -78,7 +81,13 @@ class EarlyStop:
 
     @property
     def enabled(self) -> bool:
-        return self.forget_mc_acc_at_most is not None or self.forget_nll_at_least is not None
+        return self.forget_mc_acc_at_most is not None or self.forget_nll_at_least is not None or self.forgotten
+
+    def fixed_bounds_met(self, forget: dict[str, Any]) -> bool:
+        """True when a fixed bound is set and the forget split's aggregates meet it."""
+        mc, nll = forget.get("mc_acc"), forget.get("nll")
+        return (self.forget_mc_acc_at_most is not None and mc is not None and mc <= self.forget_mc_acc_at_most) or (
+            self.forget_nll_at_least is not None and nll is not None and nll >= self.forget_nll_at_least)
 
 
 @dataclass

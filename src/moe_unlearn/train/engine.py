@@ -14,6 +14,7 @@ The engine talks to adapters only through their declared capabilities and hooks
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -42,6 +43,7 @@ from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batch
 from moe_unlearn.data.splits import TRAINED_FIELDS
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import RunFailure, UserError, warn
+from moe_unlearn.eval.forgotten import ForgetTarget, holdout_target, oracle_target
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
 from moe_unlearn.report.model_card import write_model_card
@@ -301,6 +303,7 @@ class Trainer:
         self.step_seconds: list[float] = []
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
+        self.forget_target: ForgetTarget | None = None  # set from the retrain oracle by run_unlearning
         self.resumed = False  # state loaded from the latest checkpoint
         self.original_routing = original_routing  # the original model's eval routing (final evaluation)
         self.run_dir = run_dir or RunDir(ctx.out_dir, [])  # the lock and atomic writes of ctx.out_dir
@@ -527,13 +530,12 @@ class Trainer:
         res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
-        target = self.cfg.early_stop
-        hit = (target.forget_mc_acc_at_most is not None and forget.get("mc_acc") is not None
-               and forget["mc_acc"] <= target.forget_mc_acc_at_most) or (
-               target.forget_nll_at_least is not None and forget.get("nll") is not None
-               and forget["nll"] >= target.forget_nll_at_least)
+        rule = self.cfg.early_stop
+        target = (self.forget_target or holdout_target(res)) if rule.forgotten else None
+        hit = rule.fixed_bounds_met(forget) or (target is not None and target.reached(forget))
         if hit:
-            self.stopped_early = {"step": self.ctx.step, "forget": forget}
+            self.stopped_early = {"step": self.ctx.step, "forget": forget,
+                                  **({"target": dataclasses.asdict(target)} if target else {})}
         return hit
 
     def eval_model(self) -> torch.nn.Module:
@@ -648,6 +650,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     trainer = Trainer.create(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
     with trainer.run_dir.released():  # the lock on out_dir, however the run ends
         ctx = trainer.ctx
+        trainer.forget_target = oracle_target(retrained)
         trainer.train()
 
         for a in trainer.adapters:
