@@ -24,7 +24,7 @@ from moe_unlearn.data.config import AUTO, DataConfig
 from moe_unlearn.errors import UserError
 
 # Bump when the generator or training changes in a way the config does not show.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2  # 2: answers balanced per split and attribute (generator.balanced_facts)
 
 
 def cache_root() -> Path:

@@ -70,13 +70,34 @@ def _sentence(template: str, entity: str, value: str) -> str:
     return s[0].upper() + s[1:]
 
 
-def _facts(domain: Domain, entity: str, rng: random.Random) -> list[tuple[Attribute, str, list[str]]]:
-    """(attribute, true value, 3 distractors from the same pool) for each attribute."""
+def balanced_facts(attr: Attribute, n: int, rng: random.Random) -> list[tuple[str, list[str]]]:
+    """n (true value, 3 distractors) of `attr` in random order, every pool value the answer equally
+    often (+-1) and offered about equally often (within 2; greedy least-offered distractors).
+
+    Within a split no preference among the value strings (their length, how often each is
+    offered, an untrained model's bias) can then beat chance: with uniform answers and balanced
+    offers such a scorer is right 1/4 of the time in expectation. Independent draws left per-seed
+    imbalances that content-free scorers (and the retrain oracle) turned into up to 0.32 on
+    4-way items; random distractors alone made the most-offered string a likely distractor
+    (docs/evaluation.md)."""
+    pool = list(attr.values)
+    answers: list[str] = []
+    while len(answers) < n:
+        rng.shuffle(pool)
+        answers += pool
+    answers = answers[:n]
+    rng.shuffle(answers)
+    offered = dict.fromkeys(pool, 0)
     out = []
-    for attr in domain.attributes:
-        value = rng.choice(attr.values)
-        distractors = rng.sample([v for v in attr.values if v != value], 3)
-        out.append((attr, value, distractors))
+    for value in answers:
+        offered[value] += 1
+        # the least-offered other values, ties broken at random
+        others = sorted((v for v in pool if v != value), key=lambda v: (offered[v], rng.random()))
+        distractors = others[:3]
+        rng.shuffle(distractors)
+        for v in distractors:
+            offered[v] += 1
+        out.append((value, distractors))
     return out
 
 
@@ -86,10 +107,11 @@ def _mc(question: str, value: str, distractors: list[str], rng: random.Random, m
     return {"question": question, "choices": choices, "answer": choices.index(value), **meta}
 
 
-def _render(domain: Domain, name: str, rng: random.Random, into: SplitRecords, utility: list[dict] | None,
-            train_qa: list[dict] | None) -> None:
+def _render(domain: Domain, name: str, facts: dict[str, tuple[str, list[str]]], rng: random.Random,
+            into: SplitRecords, utility: list[dict] | None, train_qa: list[dict] | None) -> None:
     entity = domain.entity.format(n=name)
-    for attr, value, distractors in _facts(domain, entity, rng):
+    for attr in domain.attributes:
+        value, distractors = facts[attr.name]
         meta = {"domain": domain.name, "entity": name, "attribute": attr.name}
         q0 = _sentence(attr.questions[0], entity, value)
         q1 = _sentence(attr.questions[1], entity, value)
@@ -117,13 +139,20 @@ def generate(cfg: GeneratorConfig, *, seed: int, forget_domain: str | None = Non
         extra = cfg.holdout_entities if is_forget else 0
         names = _entity_names(domain, cfg.entities_per_domain + extra, rng)
         n_forget = max(1, round(cfg.entities_per_domain * forget_fraction)) if is_forget else 0
+        groups = [range(0, n_forget), range(n_forget, cfg.entities_per_domain),
+                  range(cfg.entities_per_domain, len(names))]  # forget, retain, holdout: each balanced
+        facts: list[dict[str, tuple[str, list[str]]]] = [{} for _ in names]
+        for group in groups:
+            for attr in domain.attributes:
+                for i, fact in zip(group, balanced_facts(attr, len(group), rng)):
+                    facts[i][attr.name] = fact
         for i, name in enumerate(names):
             if i >= cfg.entities_per_domain:
-                _render(domain, name, rng, splits["holdout"], None, None)
+                _render(domain, name, facts[i], rng, splits["holdout"], None, None)
             elif i < n_forget:
-                _render(domain, name, rng, splits["forget"], None, train_qa)
+                _render(domain, name, facts[i], rng, splits["forget"], None, train_qa)
             else:
-                _render(domain, name, rng, splits["retain"], None if is_forget else utility, train_qa)
+                _render(domain, name, facts[i], rng, splits["retain"], None if is_forget else utility, train_qa)
     for split in splits.values():
         for records in (split.text, split.qa, split.mc):
             rng.shuffle(records)
