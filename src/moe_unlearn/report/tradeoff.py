@@ -4,7 +4,8 @@ The points are the periodic evaluations a run logs (`train.eval_every`) in log.j
 (the original model) first. One figure per base method, one line per adapter set; runs of
 the same cell from several seeds share a colour (the first one labelled). A run starts at the
 top right (the original model knows both); the ideal one goes left (forgotten) and stays high
-(utility kept).
+(utility kept). The shaded band is the forget MC's target: the retrain oracle's 95% interval
+(eval/forgotten.py), or the holdout split's when no oracle row is in the report.
 """
 
 from __future__ import annotations
@@ -46,13 +47,28 @@ def tradeoff_curves(runs: list[Run], out_dir: Path) -> list[tuple[str, Path]]:
         if len(path) >= 2:
             methods.setdefault(str(r.metrics.get("method") or r.name), []).append((r, path))
     figures = []
+    band = target_band(runs)
     for i, (method, items) in enumerate(methods.items()):
         title = f"Trade-off along the run: {method}"
-        figures.append((title, _draw(method, items, Path(out_dir) / f"tradeoff_{i:02d}.png")))
+        figures.append((title, _draw(method, items, Path(out_dir) / f"tradeoff_{i:02d}.png", band)))
     return figures
 
 
-def _draw(method: str, items: list[tuple[Run, list[tuple[int, float, float]]]], path: Path) -> Path:
+def target_band(runs: list[Run]) -> tuple[float, float, str] | None:
+    """(low, high, label) of the forget-MC target: the oracle row's 95% interval, else a run's holdout proxy."""
+    for r in runs:
+        ci = (r.metrics.get("forget") or {}).get("mc_acc_ci")
+        if r.metrics.get("reference") == "oracle" and isinstance(ci, list) and len(ci) == 2:
+            return float(ci[0]), float(ci[1]), "retrain oracle (95%)"
+    for r in runs:
+        ci = (r.metrics.get("holdout") or {}).get("mc_acc_ci")
+        if (r.metrics.get("forgotten") or {}).get("reference") == "holdout" and isinstance(ci, list) and len(ci) == 2:
+            return float(ci[0]), float(ci[1]), "holdout split (95%, no oracle)"
+    return None
+
+
+def _draw(method: str, items: list[tuple[Run, list[tuple[int, float, float]]]], path: Path,
+          band: tuple[float, float, str] | None = None) -> Path:
     combos = list(dict.fromkeys(_adapters(r) for r, _ in items))
     colors = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(6.8, 5.2))
@@ -65,6 +81,10 @@ def _draw(method: str, items: list[tuple[Run, list[tuple[int, float, float]]]], 
         labelled.add(combo)
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, alpha=0.85, color=color, label=label)
         ax.plot(xs[-1:], ys[-1:], marker="X", markersize=8, color=color, linestyle="none")  # where it stopped
+    if band:
+        ax.axvspan(band[0], band[1], color="tab:green", alpha=0.15, linewidth=0)
+        ax.text(band[1] + 0.01, 0.06, f"target: {band[2]}", color="tab:green", fontsize=8,
+                transform=ax.get_xaxis_transform())
     ax.axvline(0.25, color="grey", linestyle="--", linewidth=1)
     ax.text(0.26, 0.02, "chance", color="grey", fontsize=8, transform=ax.get_xaxis_transform())
     ax.set_xlim(-0.03, 1.03)  # as the forgetting-vs-utility scatter: ideal is top left
