@@ -35,9 +35,12 @@ def demo(
     """Build or reuse the embedded benchmark, run base methods x adapters, write the report."""
     import transformers
 
+    from moe_unlearn.cli.check import require_resources
+    from moe_unlearn.preflight import demo_job
     from moe_unlearn.recipes.demo import run_demo
     from moe_unlearn.report.render import COLUMNS, row
 
+    require_resources(demo_job(overrides or [], quick=quick, out=out))  # before the benchmark or any run
     transformers.utils.logging.disable_progress_bar()  # one summary row per run is the progress
 
     columns = [c for c in COLUMNS if c[0] in SUMMARY]

@@ -69,9 +69,11 @@ def eval_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Evaluate a model: knowledge, privacy, routing stability and the replay attack."""
+    from moe_unlearn.cli.check import require_resources
     from moe_unlearn.eval import evaluate_model
     from moe_unlearn.eval.reference import read_retrained
     from moe_unlearn.models import load_model
+    from moe_unlearn.preflight import eval_job
     from moe_unlearn.report.format import format_value
     from moe_unlearn.train.engine import make_accelerator
 
@@ -85,6 +87,7 @@ def eval_command(
     retrained_file = None if retrained in (None, "oracle") else Path(retrained)
     given = [("--model dir", model), ("--original dir", original), ("--retrained file", retrained_file), ("config", config)]
     check_destination(out, given)  # before the slow part; again below with the data files
+    require_resources(eval_job(config, overrides or [], model, original, out))  # before any data or weights load
     ref = None if retrained_file is None else read_retrained(retrained_file)
     data, cfg, info, read = load_eval_inputs(config, overrides or [])
     check_destination(out, [*given, *read])

@@ -11,7 +11,7 @@ from moe_unlearn.cli.app import app
 from moe_unlearn.errors import RunFailure, UserError, os_failure
 
 # Each module registers its subcommand on `app` when imported.
-COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "finetune", "eval", "report", "demo", "memory"]
+COMMAND_MODULES = ["inspect", "benchmark", "unlearn", "finetune", "eval", "report", "demo", "memory", "check"]
 
 
 def _load_commands() -> None:

@@ -25,8 +25,10 @@ def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrit
             trust_remote_code: bool, push_to_hub: Optional[str], retrained: Optional[str], learn: bool) -> None:
     """The body of `unlearn` (learn=False) and `finetune` (learn=True): one engine, one set of
     output, resume and safety rules; only which objectives each accepts differs."""
+    from moe_unlearn.cli.check import require_resources
     from moe_unlearn.core.dist import is_main
     from moe_unlearn.methods import METHODS
+    from moe_unlearn.preflight import run_job as preflight_job
     from moe_unlearn.report.format import format_value
     from moe_unlearn.report.model_card import check_repo_id
     from moe_unlearn.train import load_config, run_unlearning
@@ -49,6 +51,7 @@ def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrit
     out_dir = out or (Path(cfg.output_dir) if cfg.output_dir else None)
     if out_dir is None:
         raise UserError("no output directory: pass --out DIR or set output_dir in the config")
+    require_resources(preflight_job(cfg, out_dir, out_key="--out" if out else "output_dir"))  # before any weights load
     ref = None
     if retrained == "oracle":
         from moe_unlearn.benchmark import resolve_manifest

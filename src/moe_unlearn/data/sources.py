@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from moe_unlearn.config import require
 from moe_unlearn.data.formats import TRANSFORMS, select_rows
 from moe_unlearn.data.schemas import SCHEMAS, validate_record
 from moe_unlearn.errors import UserError
+from moe_unlearn.hub import offline_reason
 from moe_unlearn.paths import regular_file
 from moe_unlearn.registry import Registry
 
@@ -129,9 +129,10 @@ def _hub_rows(name: str, split: str, obtain: str | None = None) -> tuple[str, Ro
     how = f"; {obtain}" if obtain else ""
     dataset, _, config = name.partition(":")
     local = Path(dataset).is_dir()  # a local copy of a hub dataset repository: no network needed
-    if not local and any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    offline = None if local else offline_reason()  # at once, not after the hub client's retries
+    if offline is not None:
         raise UserError(f"'{name}' is neither a file nor reachable: hub datasets need network access and "
-                        f"HF_HUB_OFFLINE is set; download it and point to the JSONL/Parquet/CSV file{how}")
+                        f"the machine is offline ({offline}); download it and point to the JSONL/Parquet/CSV file{how}")
     import datasets
 
     try:

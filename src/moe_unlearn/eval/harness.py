@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.hub import offline_reason, stay_offline
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
@@ -35,6 +36,8 @@ def run_lm_eval(
         raise UserError("lm-evaluation-harness is not installed: pip install 'moe-unlearn[lmeval]'") from None
     if include_path is not None and not Path(include_path).is_dir():
         raise UserError(f"lm_eval.include_path '{include_path}' is not a directory of task YAML files")
+    if offline_reason() is not None:
+        stay_offline()  # the tasks' datasets come from the cache, without the hub client's retries
     # Indexing lm-eval's thousands of built-in task YAMLs takes tens of seconds: skip it when
     # the local folder has every task asked for.
     manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.hub import offline_reason
 from moe_unlearn.models.layout import moe_layers
 
 DTYPES: dict[str, torch.dtype | str] = {
@@ -66,7 +67,8 @@ def _looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _check_local_dir(path: Path) -> None:
+def check_model_dir(path: Path) -> None:
+    """UserError unless `path` is a folder with safetensors weights (pickle-only weights are refused)."""
     if not path.is_dir():
         raise UserError(f"model path '{path}' is not a directory; give a model directory or a hub id")
     files = [p.name for p in path.iterdir()]
@@ -148,12 +150,26 @@ def _known_failure(e: Exception, name: str) -> UserError | None:
     return None  # e.g. no model_type at all: the loader's own first line says so
 
 
+def _hub_options(name: str) -> dict[str, Any]:
+    """`local_files_only` for a hub id on an offline machine: its cached files, never a request."""
+    return {"local_files_only": True} if not Path(name).exists() and offline_reason() is not None else {}
+
+
+def _not_cached(name: str) -> UserError | None:
+    """The one-line error for a hub id that is not in the cache of an offline machine."""
+    reason = None if Path(name).exists() else offline_reason()
+    if reason is None:
+        return None
+    return UserError(f"model '{name}' is not in this machine's Hugging Face cache and the machine is offline "
+                     f"({reason}); set model.path (--model for inspect/eval) to a local copy")
+
+
 def load_config(name: str | Path, *, trust_remote_code: bool = False) -> PretrainedConfig:
     """A model's transformers config (local dir or hub id); no code from the folder runs unless asked."""
     try:
-        return AutoConfig.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code))
+        return AutoConfig.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code), **_hub_options(str(name)))
     except (ValueError, KeyError, OSError, EnvironmentError) as e:
-        known = _known_failure(e, str(name))
+        known = _known_failure(e, str(name)) or (_not_cached(str(name)) if isinstance(e, OSError) else None)
         if known is not None:
             raise known from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -162,7 +178,7 @@ def load_config(name: str | Path, *, trust_remote_code: bool = False) -> Pretrai
 
 def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """A model's tokenizer; no code from the folder runs unless asked."""
-    return AutoTokenizer.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code))
+    return AutoTokenizer.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code), **_hub_options(str(name)))
 
 
 def first_nonfinite(tensors: Iterable[tuple[str, torch.Tensor]], chunk: int = 2**26) -> str | None:
@@ -193,7 +209,7 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
     if local.exists() or _looks_local(name):
         if not local.exists():
             raise UserError(f"model path '{name}' does not exist; give an existing directory or a hub id")
-        _check_local_dir(local)
+        check_model_dir(local)
         name = str(local)
     what = "model"
     try:
@@ -201,14 +217,15 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
             config = load_config(name, trust_remote_code=trust_remote_code)
             model, info = AutoModelForCausalLM.from_pretrained(
                 name, config=config, dtype=DTYPES[dtype], use_safetensors=True,
-                trust_remote_code=bool(trust_remote_code), output_loading_info=True, ignore_mismatched_sizes=True)
+                trust_remote_code=bool(trust_remote_code), output_loading_info=True, ignore_mismatched_sizes=True,
+                **_hub_options(name))
         _check_loading_info(info, name, allow_missing)
         what = "the tokenizer of model"
         tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     except UserError:
         raise
     except Exception as e:  # a damaged file reaches many loaders (safetensors, json, tokenizers, torch)
-        known = _known_failure(e, name)
+        known = _known_failure(e, name) or (_not_cached(name) if isinstance(e, OSError) else None)
         if known is not None:
             raise known from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

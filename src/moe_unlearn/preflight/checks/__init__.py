@@ -1,0 +1,1 @@
+"""Resource checkers, one module each; every module registers itself in `preflight.CHECKERS`."""
