@@ -176,3 +176,14 @@ def test_replay_undoes_a_router_only_change(tiny):
     assert out["forget"]["nll"] != pytest.approx(base["forget"]["nll"], abs=1e-3)  # routing did change
     assert out["replay"]["with_replay"]["nll"] == pytest.approx(base["forget"]["nll"], abs=1e-5)
     assert out["replay"]["with_replay"]["token_acc"] == pytest.approx(base["forget"]["token_acc"])
+
+
+def test_max_generated_caps_only_the_generation_metrics(tiny):
+    model, tok = tiny
+    full = evaluate_model(model, tok, make_data(), make_cfg(metrics=["rouge_qa", "rouge_text"]), progress=False)
+    capped = evaluate_model(model, tok, make_data(), make_cfg(metrics=["rouge_qa", "rouge_text"], max_generated=2),
+                            progress=False)
+    for name in ("rouge_qa", "rouge_text"):
+        assert len(capped["per_example"]["forget"][name]) == 2 < len(full["per_example"]["forget"][name])
+        assert capped["per_example"]["forget"][name] == full["per_example"]["forget"][name][:2]  # same pairs
+    assert capped["per_example"]["forget"]["mc_acc"] == full["per_example"]["forget"]["mc_acc"]  # all items

@@ -89,6 +89,9 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     batch_size: int = 16
     max_examples: int | None = 200  # per eval set (forget / retain / holdout / utility), first N
+    # generation metrics (ROUGE) on the first N of those: each greedy answer costs up to
+    # max_new_tokens forwards, so they dominate evaluation on many items (None: all of them)
+    max_generated: int | None = None
     max_length: int = 128
     chat_template: bool = False
     max_new_tokens_qa: int = 32  # KnowMem (muse_bench eval.py line 22: knowmem_max_new_tokens = 32)
@@ -115,6 +118,8 @@ class EvalConfig:
                     "text_prompt_tokens"):
             value = getattr(self, key)
             require(value >= 1, f"'{where}.{key}' must be >= 1, got {value}")
+        require(self.max_generated is None or self.max_generated >= 1,
+                f"'{where}.max_generated' must be >= 1 or null (all), got {self.max_generated}")
         require(
             self.max_examples is None or self.max_examples >= 1,
             f"'{where}.max_examples' must be >= 1 or null (all), got {self.max_examples}",

@@ -111,8 +111,11 @@ def greedy_generate(
 
 
 def _generate(ctx: EvalContext, prompts: list[list[int]], max_new: int, stops: tuple[str, ...] = ()) -> list[str]:
-    return greedy_generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=max_new, batch_size=ctx.cfg.batch_size,
-                           progress=ctx.progress, stops=stops)
+    """Greedy answers to the first eval.max_generated prompts (all without it); the callers' zip
+    with the references keeps the scored pairs aligned."""
+    limit = ctx.cfg.max_generated
+    return greedy_generate(ctx.model, ctx.tokenizer, prompts[:limit] if limit else prompts, max_new_tokens=max_new,
+                           batch_size=ctx.cfg.batch_size, progress=ctx.progress, stops=stops)
 
 
 def _rouge_result(preds: list[str], refs: list[str], score: Callable[[str, str], float]) -> MetricResult:
