@@ -8,7 +8,7 @@ hub) so estimates work offline; a local model directory is read from its own con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -74,3 +74,69 @@ def meta_model(config: Any, *, trust_remote_code: bool = False) -> torch.nn.Modu
 def parameter_count(config: Any) -> int:
     """Exact number of parameters of the model a config describes."""
     return sum(p.numel() for p in meta_model(config).parameters())
+
+
+class _KernelAttention(torch.autograd.Function):
+    """Shapes of a memory-efficient attention kernel (flash / efficient SDPA, on CUDA and CPU):
+    it saves q, k, v, its output and float32 log-sum-exps [B, H, S], never the S x S scores."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+        ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:-1], dtype=torch.float32))
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # pragma: no cover - never run
+        raise NotImplementedError
+
+
+def _kernel_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA path with a padding mask: grouped K/V heads repeated first (sdpa_attention_forward)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    return _KernelAttention.apply(query, key, value).transpose(1, 2).contiguous(), None
+
+
+def saved_activation_bytes(net: torch.nn.Module, *, trains: Callable[[str], bool], seq_len: int,
+                           dtype: torch.dtype) -> int:
+    """Bytes autograd keeps for backward over ONE row of `seq_len` tokens, read from the model's own forward on the meta device (no memory, no compute).
+
+    Parameters named so that `trains(name)` is true require gradients, the rest are frozen, so
+    the count holds what this run's graph keeps: nothing below the first trained parameter, and
+    a frozen linear layer's input is not kept. Attention is sized as a memory-efficient kernel.
+    Raises whatever the model's code raises on meta tensors (e.g. a data-dependent `.item()`).
+    """
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("moe_unlearn_trace", _kernel_attention)
+    # grouped_mm's meta kernel takes bf16 only (its CUDA rule): trace in bf16, count at `dtype`
+    traced = torch.bfloat16
+    scale = torch.empty(0, dtype=dtype).element_size()
+    net = net.to(traced)
+    for name, p in net.named_parameters():
+        p.requires_grad_(trains(name))
+    own = {t.untyped_storage()._cdata for t in (*net.parameters(), *net.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st._cdata not in own and st._cdata not in saved:
+            n = st.nbytes() // t.element_size() * scale if t.dtype == traced else st.nbytes()
+            saved[st._cdata] = n
+        return t
+
+    decoder = net.get_decoder()
+    previous = decoder.config._attn_implementation
+    decoder.set_attn_implementation("moe_unlearn_trace")
+    try:
+        ids = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            decoder(input_ids=ids, attention_mask=None, use_cache=False)
+    finally:
+        decoder.set_attn_implementation(previous)
+    return sum(saved.values())

@@ -104,6 +104,9 @@ class TrainConfig:
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # mixed precision (accelerate); fp16 on CUDA only
+    # AdamW's moments: in the parameters' dtype (torch's AdamW), or float32 for bf16/fp16 weights
+    # (paged_adamw_32bit's state: 8 bytes per trained parameter instead of 4; train/optim.py)
+    optim_state_dtype: Literal["param", "fp32"] = "param"
     load_balancing_coef: float = 0.0  # + coef * load-balancing aux loss (a regulariser, never ascended)
     eval_every: int = 0  # 0: evaluate only at the end
     early_stop: EarlyStop = field(default_factory=EarlyStop)

@@ -1,23 +1,36 @@
 """GPU memory of an unlearning run, estimated without the weights.
 
 The model is built from its config on the meta device (models/memory.py: shapes only, no memory),
-so parameter counts are exact. Estimate for one device, no sharding, no activation
-checkpointing (bytes):
-  weights     = P x b                 (b = bytes of model.dtype)
-  gradients   = T x b                 (T = trained parameters: train.params, the method's own
-                                       selection, or what an adapter that selects_trainable estimates)
-  optimizer   = 2 T x b               (AdamW's two moments, kept in the parameters' dtype)
-  reference   = T x b                 (methods/adapters that keep the original values)
-  activations ~ L x N x b x (16 d + 4 k f) + N x V x 8   (rough: N tokens per step = batch x
-              max_length, forget + retain; d hidden, k experts per token, f expert width,
-              V vocabulary; the last term is the float32 logits and their log-softmax)
-  adapters    = what each adapter declares with estimate_bytes (GRIP: its projectors, full rank)
+so parameter counts are exact. One device, no sharding, no activation checkpointing. What each
+term holds (bytes; P parameters, T trained, b bytes of model.dtype, s bytes of an AdamW moment):
+  weights      P x b
+  gradients    T x b                 (train.params, the method's own selection, or what an adapter
+                                      that selects_trainable estimates; LoRA: not counted)
+  optimizer    2 T x s               (s = b with train.optim_state_dtype: param, 4 with fp32)
+  reference    T x b                 (the original trained values, where a method/adapter keeps them)
+  adapters     what each adapter declares with estimate_bytes (GRIP: its projectors)
+  activations  what autograd keeps for backward, read from the model's own forward on the meta
+               device (models/memory.py: saved_activation_bytes) with this run's parameters
+               trained, times the rows forwarded with a graph in one micro-step (forget, retain
+               when the method or an adapter runs it, an adapter's own sample). An adapter that
+               selects what trains (SEUF) is placed at the middle MoE layer: only the layers from
+               its layer up keep activations, so the term lies between 0 and twice its value.
+  logits       the loss's vocabulary-sized rows: train.loss_chunk rows of [V] at once (model dtype, a
+               float32 copy, its log-softmax and their gradient: (b + 12) bytes each), or with
+               loss_chunk 0 every forwarded token's (b + 16)
+  step buffer  AdamW's temporaries: torch's foreach AdamW (CUDA) one moment-sized copy of all T
+               (T x s); on CPU two of the largest trained tensor; the fp32-state AdamW one float32
+               copy of the largest (train/optim.py)
+Peak = the larger of two moments: backward (weights, optimizer, reference, adapters, activations,
+logits; each op frees what it saved as it makes its gradients, so nothing more), plus the gradients of earlier micro-steps when grad_accum > 1; with one
+micro-step gradients grow as activations are freed, so the larger of the two) and the optimizer
+step (weights, optimizer, reference, adapters, gradients, step buffer).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -25,7 +38,9 @@ from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.errors import UserError
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import moe_layers, select_parameters
-from moe_unlearn.models.memory import DTYPE_BYTES, GIB, meta_model, model_config
+from moe_unlearn.models.memory import DTYPE_BYTES, GIB, meta_model, model_config, saved_activation_bytes
+
+STATE_BYTES = {"fp32": 4}  # train.optim_state_dtype -> bytes per moment ("param": the model's dtype)
 
 
 @dataclass
@@ -41,37 +56,75 @@ class MemoryEstimate:
     activations: int
     tokens_per_step: int
     adapters: int = 0  # what the adapters keep besides the model (e.g. GRIP's projectors, upper bound)
+    logits: int = 0
+    step_buffer: int = 0
+    grad_accum: int = 1
+    optim_state_dtype: str = "param"
+    traced: bool = True  # activations read from the model's forward (False: the rough formula)
+
+    @property
+    def resident(self) -> int:
+        return self.weights + self.optimizer + self.reference + self.adapters
+
+    @property
+    def backward_peak(self) -> int:
+        graph = self.activations + self.logits
+        return self.resident + (graph + self.gradients if self.grad_accum > 1 else max(graph, self.gradients))
+
+    @property
+    def step_peak(self) -> int:
+        return self.resident + self.gradients + self.step_buffer
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.reference + self.activations + self.adapters
+        return max(self.backward_peak, self.step_peak)
 
     def rows(self) -> list[tuple[str, str]]:
-        """(item, GiB) lines for printing."""
-        items = [("weights", self.weights), ("gradients", self.gradients), ("AdamW moments", self.optimizer),
-                 ("reference copy", self.reference), (f"activations (rough, {self.tokens_per_step} tokens/step)", self.activations)]
+        """(item, GiB) lines for printing: every term, each moment's sum, and the peak."""
+        state = "float32" if self.optimizer == 8 * self.trainable else f"{self.dtype}, as the weights"
+        how = "autograd's saved tensors" if self.traced else "rough formula"
+        items = [("weights", self.weights), ("gradients", self.gradients),
+                 (f"AdamW moments ({state})", self.optimizer),
+                 ("reference copy", self.reference),
+                 (f"activations ({how}, {self.tokens_per_step} tokens/micro-step)", self.activations),
+                 ("logits (loss rows)", self.logits),
+                 ("AdamW step buffer", self.step_buffer)]
         if self.adapters:
             items.append(("adapters (upper bound)", self.adapters))
-        items.append(("total", self.total))
+        items += [("at backward", self.backward_peak), ("at the optimizer step", self.step_peak), ("total", self.total)]
         return [(name, f"{b / GIB:.1f} GiB") for name, b in items]
 
 
-def _trainable(cfg: Any, model: torch.nn.Module, method: Method, adapters: list[Adapter]) -> int:
-    selected = [n for a in adapters if a.selects_trainable and (n := a.estimate_trainable(moe_layers(model))) is not None]
-    if selected:  # an adapter that chooses what trains (SEUF) says how much it will choose
-        return min(selected)
+def _trained(cfg: Any, model: torch.nn.Module, method: Method, adapters: list[Adapter]
+             ) -> tuple[int, int, Callable[[str], bool]]:
+    """(trained parameters, the largest trained tensor, which parameters carry gradients in the graph)."""
+    layers = moe_layers(model)
+    selected = [n for a in adapters if a.selects_trainable and (n := a.estimate_trainable(layers)) is not None]
+    if selected:  # an adapter that chooses what trains (SEUF): at the middle MoE layer, its experts and router
+        mid = layers[len(layers) // 2]
+        prefixes = (f"{mid.experts_name}.", f"{mid.router_name}.")
+        return min(selected), min(selected), lambda name: name.startswith(prefixes)
     if cfg.train.lora is not None:
-        return 0  # LoRA's adapters are small against the model; not counted
+        return 0, 0, lambda name: True  # LoRA's adapters are small; every layer keeps its inputs for them
     refs = select_parameters(model, method.select_params(None, cfg.train.params) or cfg.train.params)
     sizes = {}
     for ref in refs:
         n = ref.param.numel() if ref.expert is None else ref.param.numel() // ref.param.shape[0]
         sizes[(ref.name, ref.expert)] = n
-    return sum(sizes.values())
+    names = {name for name, _ in sizes}
+    return sum(sizes.values()), max(sizes.values(), default=0), names.__contains__
 
 
-def estimate_memory(cfg: Any, model: str | None = None) -> MemoryEstimate:
-    """Memory of running `cfg` (an UnlearnConfig) on one device; `model` overrides cfg.model.path."""
+def _rough_activations(config: Any, layers: list, tokens: int, b: int) -> int:
+    """The formula used when the model's code cannot run on meta tensors: L x N x b x (16 d + 4 k f)."""
+    d, k = int(config.hidden_size), layers[0].top_k
+    f = sum(p.numel() for p in layers[0].experts.parameters()) // (layers[0].num_experts * 3 * d)
+    return int(config.num_hidden_layers) * tokens * b * (16 * d + 4 * k * f)
+
+
+def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda") -> MemoryEstimate:
+    """Memory of running `cfg` (an UnlearnConfig) on one device; `model` overrides cfg.model.path.
+    `device`: "cuda" (torch's foreach AdamW) or "cpu" (its per-tensor AdamW: another step buffer)."""
     name = model or cfg.model.path
     if not name:
         raise UserError("set model.path: the memory estimate needs the model's geometry")
@@ -82,21 +135,31 @@ def estimate_memory(cfg: Any, model: str | None = None) -> MemoryEstimate:
     method = METHODS.get(cfg.method)(cfg.section(cfg.method))
     adapters = [ADAPTERS.get(a)(cfg.section(a)) for a in cfg.adapters]
     b = DTYPE_BYTES[cfg.model.dtype]
+    s = STATE_BYTES.get(cfg.train.optim_state_dtype, b)
     params = sum(p.numel() for p in net.parameters())
-    trainable = _trainable(cfg, net, method, adapters)
-    d = int(config.hidden_size)
-    k = layers[0].top_k
-    f = sum(p.numel() for p in layers[0].experts.parameters()) // (layers[0].num_experts * 3 * d)  # gate, up, down
-    vocab = int(config.vocab_size)
-    n_layers = int(config.num_hidden_layers)
-    batch = cfg.data.batch_size + (cfg.data.retain_batch_size if cfg.data.retain is not None else 0)
-    batch += sum(a.extra_rows() for a in adapters)
-    tokens = batch * cfg.data.max_length
-    activations = n_layers * tokens * b * (16 * d + 4 * k * f) + tokens * vocab * 8
+    trainable, largest, trains = _trained(cfg, net, method, adapters)
+    retain = method.has_retain_term or any(a.needs_retain_forward for a in adapters)
+    rows = cfg.data.batch_size + (cfg.data.retain_batch_size if retain else 0) + sum(a.extra_rows() for a in adapters)
+    seq = cfg.data.max_length
+    tokens = rows * seq
+    try:
+        per_row = saved_activation_bytes(net, trains=trains, seq_len=seq, dtype=getattr(torch, cfg.model.dtype))
+        activations, traced = rows * per_row, True
+    except Exception:  # noqa: BLE001 - remote model code may read tensor values, which meta tensors lack
+        activations = _rough_activations(config, layers, tokens, b)
+        traced = False
+    vocab, chunk = int(config.vocab_size), cfg.train.loss_chunk
+    logits = min(chunk, tokens) * vocab * (b + 12) if chunk > 0 else tokens * vocab * (b + 16)
+    if cfg.train.optim_state_dtype == "fp32":
+        step_buffer = 4 * largest
+    else:
+        step_buffer = trainable * s if device == "cuda" else 2 * largest * s
     adapter_bytes = sum(a.estimate_bytes(layers) for a in adapters)
     uses_reference = method.uses_reference() or any(a.needs_reference for a in adapters)
     return MemoryEstimate(
         model=str(name), dtype=cfg.model.dtype, params=params, trainable=trainable, weights=params * b,
-        gradients=trainable * b, optimizer=2 * trainable * b, reference=trainable * b if uses_reference else 0,
+        gradients=trainable * b, optimizer=2 * trainable * s, reference=trainable * b if uses_reference else 0,
         activations=activations, tokens_per_step=tokens, adapters=adapter_bytes,
+        logits=logits, step_buffer=step_buffer, grad_accum=cfg.train.grad_accum,
+        optim_state_dtype=cfg.train.optim_state_dtype, traced=traced,
     )
