@@ -61,3 +61,18 @@ def test_default_table_for_embedded_and_mixed_runs(tmp_path):
     tofu = _run(tmp_path, "t", {"benchmark": "tofu"})  # metrics.json alone also names it
     (tofu / "config.yaml").unlink()
     assert columns_for(load_runs([tofu]))[0] is TABLES.get("tofu").columns
+
+
+def test_interval_and_oracle_gap_columns_mark_differences_inside_the_noise():
+    from moe_unlearn.report.render import COLUMNS, row
+
+    m = {"forget": {"mc_acc": 0.27, "mc_acc_ci": [0.22, 0.33]},
+         "forgotten": {"value": 1.0, "reference": "oracle",
+                       "mc_acc": {"gap": 0.01, "gap_ci": [-0.03, 0.05], "inside_noise": True},
+                       "nll": {"gap": -0.5, "gap_ci": [-0.9, -0.1], "inside_noise": False}}}
+    cells = dict(zip(["run", *(h for h, _ in COLUMNS)], row("ga", m)))
+    assert cells["forget MC 95%"] == "[0.220, 0.330]" and cells["retain MC 95%"] == "n/a"
+    assert cells["forgotten ↑"] == "1.000" and cells["vs"] == "oracle"
+    assert cells["gap MC 95%"] == "[-0.030, 0.050] ≈" and cells["gap NLL"] == "-0.500"
+    m["forgotten"]["mc_acc"]["inside_noise"] = False
+    assert not dict(zip(["run", *(h for h, _ in COLUMNS)], row("ga", m)))["gap MC 95%"].endswith("≈")

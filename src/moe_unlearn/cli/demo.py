@@ -14,7 +14,7 @@ console = Console(width=140)
 
 # the report's own columns (moe_unlearn.report.render.COLUMNS), a subset that fits a terminal
 SUMMARY = ("forget MC ↓", "forget NLL ↑", "retain MC ↑", "retain NLL ↓", "stab F", "stab R ↑",
-           "replay Δacc ↓", "steps", "seconds")
+           "replay Δacc ↓", "steps", "seconds", "forgotten ↑", "gap MC 95%")
 
 
 @app.command()

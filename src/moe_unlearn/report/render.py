@@ -41,7 +41,28 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("Δ oracle MC ↓", lambda m: get(m, "oracle_distance", "value")),
     ("Δ oracle NLL ↓", lambda m: get(m, "oracle_distance", "nll")),
     ("seconds", lambda m: get(m, "timing", "total_seconds")),
+    ("forget MC 95%", lambda m: _interval(get(m, "forget", "mc_acc_ci"))),
+    ("forget tok-acc 95%", lambda m: _interval(get(m, "forget", "token_acc_ci"))),
+    ("retain MC 95%", lambda m: _interval(get(m, "retain", "mc_acc_ci"))),
+    ("forgotten ↑", lambda m: get(m, "forgotten", "value")),
+    ("vs", lambda m: get(m, "forgotten", "reference")),
+    ("gap MC", lambda m: get(m, "forgotten", "mc_acc", "gap")),
+    ("gap MC 95%", lambda m: _gap(get(m, "forgotten", "mc_acc"))),
+    ("gap NLL", lambda m: get(m, "forgotten", "nll", "gap")),
 ]
+
+
+def _interval(ci: Any) -> str | None:
+    """'[low, high]' of a 95% interval, None without one."""
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and None not in ci else None
+
+
+def _gap(gap: Any) -> str | None:
+    """The gap's 95% interval, marked ≈ when it contains 0 (the difference lies inside the noise)."""
+    if not isinstance(gap, dict):
+        return None
+    text = _interval(gap.get("gap_ci"))
+    return None if text is None else text + (" ≈" if gap.get("inside_noise") else "")
 
 HOW_TO_READ = [
     "forget metrics should fall (MC accuracy toward chance 0.25, NLL up); retain and utility should stay.",
@@ -58,6 +79,11 @@ HOW_TO_READ = [
     "forget quality (TOFU): KS-test p-value between the forget-set truth ratios of the run and of the "
     "oracle (1 = indistinguishable). Δ oracle MC / NLL: mean |run - oracle| of forget and holdout MC "
     "accuracy / answer NLL.",
+    "forgotten: 1 when forget MC is at most the upper end of the retrain oracle's 95% interval and forget NLL "
+    "at least the lower end of the oracle's (vs: the reference; 'holdout' = the holdout split as the proxy "
+    "without an oracle). gap MC / NLL: run minus reference on the same items, with the 95% interval of the "
+    "difference; ≈ marks a difference inside the noise (its interval contains 0). The 95% columns: Wilson "
+    "intervals of the accuracies (Student t for token accuracy).",
     "Details of every metric: docs/evaluation.md.",
 ]
 
