@@ -174,3 +174,19 @@ def test_bf16_grad_accum_epochs_and_cosine_warmup(run_config, tmp_path):
     assert [x["lr"] for x in log] == pytest.approx([0.5e-3, 1e-3, 0.5e-3])
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in log)
     assert metrics["forget"]["nll"] > 0
+
+
+def test_early_stop_when_forgotten_against_a_given_oracle(run_config, tmp_path):
+    """early_stop.forgotten: stop at the first eval inside the reference's 95% interval (here a fake
+    oracle whose forget NLL is ~0.6 on every item and whose MC is at chance)."""
+    _, cfg = run_config("train.max_steps=20", "train.eval_every=2", "train.early_stop.forgotten=true", method="ga")
+    n = 40
+    oracle = {"forget": {"nll": 0.6}, "per_example": {"forget": {"nll": [0.55, 0.65] * (n // 2),
+                                                                 "mc_acc": [1.0, 0.0, 0.0, 0.0] * (n // 4)}}}
+    metrics = run_unlearning(cfg, out_dir=tmp_path / "es", progress=False, retrained=oracle)
+    stop = metrics["early_stop"]
+    assert stop is not None and stop["target"]["reference"] == "oracle" and metrics["steps"] == stop["step"] < 20
+    assert stop["forget"]["nll"] >= stop["target"]["nll_at_least"] and stop["target"]["nll_at_least"] < 0.6
+    evals = [x for x in read_log(tmp_path / "es") if "eval" in x]
+    assert not any(e["eval"]["forget"]["nll"] >= stop["target"]["nll_at_least"]
+                   and e["eval"]["forget"].get("mc_acc", 0) <= stop["target"]["mc_at_most"] for e in evals[:-1])
