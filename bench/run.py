@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import transformers
 
-from bench import capture, eval_throughput, grip_geometry, grip_modes, grip_prep, memory, real_geometry, step_time
+from bench import (capture, eval_throughput, full_depth, grip_geometry, grip_modes, grip_prep, memory, real_geometry,
+                   step_time)
 from bench.common import SETTINGS, Env, Figure
 from moe_unlearn.benchmark import cached_benchmark
 
@@ -36,6 +37,7 @@ GROUPS: dict[str, ModuleType] = {
     "grip_modes": grip_modes,
     "eval": eval_throughput,
     "real_geometry": real_geometry,
+    "full_depth": full_depth,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 

@@ -26,7 +26,8 @@ def test_smoke_bench_writes_table_and_json(tiny_benchmark, tmp_path):
     assert result["mode"] == "smoke"
     figures = result["figures"]
     groups = {f["detail"]["group"] for f in figures}
-    assert groups == {"steps", "capture", "memory", "grip_prep", "grip_geometry", "grip_modes", "eval", "real_geometry"}
+    assert groups == {"steps", "capture", "memory", "grip_prep", "grip_geometry", "grip_modes", "eval", "real_geometry",
+                      "full_depth"}
     for f in figures:
         assert set(f) == {"figure", "measured", "target", "op", "unit", "passed", "detail"}
         assert math.isfinite(f["measured"]) and f["measured"] > 0, f

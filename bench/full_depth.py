@@ -1,0 +1,112 @@
+"""Whole models at full depth against the training loop a user would write, and every adapter over its base.
+
+The baseline is `PlainLoop`: transformers + torch only (the model's own forward, a masked
+cross-entropy on the answer tokens, torch's AdamW with the engine's lr, betas and clipping, fp32),
+fed the SAME batches as the engine's Trainer (`trainer.pairs.batch(step)`). Every ratio is
+measured in one run with the two variants interleaved (bench.common.interleaved).
+
+On CPU the geometry is OLMoE-1B-7B's depth and routing (16 layers, 64 experts, top-8) at a
+scaled width (d 128, expert intermediate 32, the benchmark's 1,024-token vocabulary), random
+weights; `scripts/gpu_check.sh` runs the real widths on a lent GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
+from bench.session import trainer_for
+from bench.step_time import step_overhead
+from moe_unlearn.models.tiny import tiny_config
+
+DEPTH = {"full": dict(layers=16, hidden=128, heads=4, experts=64, top_k=8, intermediate=32),
+         "smoke": dict(layers=4, hidden=32, heads=2, experts=8, top_k=2, intermediate=16)}
+METHODS = (("ga", 0.90), ("graddiff", 0.90), ("npo", 0.90))
+ADAPTERS = (("ga", "grip", 1.05), ("graddiff", "trace", 1.05), ("ga", "seuf", 0.6), ("ga", "keep_routing", 1.25))
+NPO_BETA = 0.1  # configs/methods/npo.yaml's beta, the engine's default
+
+
+def build_model(geometry: dict[str, int], tokenizer_dir: Path, out: Path) -> Path:
+    """A random OLMoE-family model of the given depth and width, saved with the benchmark's tokenizer."""
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = tiny_config("olmoe", num_experts=geometry["experts"], top_k=geometry["top_k"], layers=geometry["layers"],
+                         hidden=geometry["hidden"], vocab=len(tok), heads=geometry["heads"],
+                         intermediate=geometry["intermediate"], pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-row mean NLL of the labelled tokens (labels -100 elsewhere), shifted as every causal LM."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+    mask = (labels != -100).float()
+    return (nll * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
+class PlainLoop:
+    """The loop a user would write: one optimizer step of `method` on the engine's batches."""
+
+    def __init__(self, model_dir: Path, method: str, trainer) -> None:
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+        self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if method == "npo" else None
+        cfg = trainer.cfg
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     weight_decay=cfg.weight_decay)
+        self.method, self.pairs, self.clip, self.i = method, trainer.pairs, cfg.max_grad_norm or 1e9, 0
+
+    def loss(self, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if self.method == "npo":
+            nll = answer_nll(self.model, forget)
+            with torch.no_grad():
+                ref = answer_nll(self.reference, forget)
+            loss = -2 / NPO_BETA * F.logsigmoid(-NPO_BETA * (ref - nll)).mean()
+        else:  # transformers' own causal-LM loss: mean over the labelled tokens
+            loss = -self.model(**forget).loss
+        if self.method in ("graddiff", "npo") and retain is not None:
+            loss = loss + self.model(**retain).loss
+        return loss
+
+    def step(self) -> None:
+        forget, retain = self.pairs.batch(self.i)
+        self.i += 1
+        self.opt.zero_grad(set_to_none=True)
+        self.loss(forget, retain).backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+
+
+def run(env: Env) -> list[Figure]:
+    s = env.settings
+    geometry = DEPTH["smoke" if s.preset == "tiny" else "full"]
+    model_dir = env.manifest.parent / json.loads(env.manifest.read_text())["model"]
+    path = build_model(geometry, model_dir, env.work / "full-depth-model")
+    common = [f"model.path={path}", "train.lr=1e-5"]
+    label = f", full depth ({geometry['layers']} layers, {geometry['experts']} experts, top-{geometry['top_k']}, d {geometry['hidden']})"
+    figures = []
+    for method, target in METHODS:
+        trainer = trainer_for(env.manifest, env.work / f"full-depth-{method}", method, [], common)
+        plain = PlainLoop(path, method, trainer)
+        times = interleaved({"engine": trainer.step, "plain": plain.step}, repeats=s.repeats, warmup=s.warmup)
+        figures.append(Figure(f"{method} engine step / plain loop step{label}", sig(paired_ratio(times, "engine", "plain")),
+                              target, detail={"engine_ms": median_ms(times["engine"]), "plain_ms": median_ms(times["plain"]),
+                                              "geometry": geometry}))
+        del trainer, plain
+    for method, adapter, target in ADAPTERS:
+        fig = step_overhead(env, f"{method}+{adapter} step / {method} step{label}", method, adapter, target, common,
+                            tag="-full-depth")
+        fig.detail["geometry"] = geometry
+        figures.append(fig)
+    return figures
