@@ -47,6 +47,7 @@ def test_eval_with_manifest_writes_metrics(bench, tmp_path, capsys):
     assert run(argv) == 0
     m = json.loads(out.read_text())
     assert {"method", "adapters", "steps", "forget", "retain", "holdout", "routing", "timing"} <= set(m)
+    assert set(m["timing"]) == {"step_seconds_median", "total_seconds"}  # as the unlearn command writes it
     assert all(0 < m["routing"]["stability"][s] < 1 for s in ("forget", "retain", "holdout"))
     assert m["forget"]["nll"] > 0 and m["forget"]["mc_acc"] is not None
     assert set(m["privacy"]["auc"]) == {"loss", "zlib", "mink", "minkpp"}

@@ -72,6 +72,7 @@ def eval_command(
     from moe_unlearn.cli.check import require_resources
     from moe_unlearn.eval import evaluate_model
     from moe_unlearn.eval.reference import read_retrained
+    from moe_unlearn.eval.schema import STABILITY, metric_key, run_metrics, timing
     from moe_unlearn.models import load_model
     from moe_unlearn.preflight import eval_job
     from moe_unlearn.report.format import format_value
@@ -105,20 +106,15 @@ def eval_command(
                              progress=not quiet and main)
     if not main:
         return
-    metrics = {
-        **info,
-        "steps": None,
-        "model": str(model),
-        "original": None if original is None else str(original),
-        **results,
-        "timing": {"total_seconds": time.perf_counter() - start},
-    }
+    metrics = run_metrics(results, **info, steps=None, model=str(model),
+                          original=None if original is None else str(original),
+                          timing=timing(time.perf_counter() - start))
     atomic_write(out, json.dumps(metrics, indent=2))
-    f, r, stab = metrics["forget"], metrics["retain"], metrics["routing"]["stability"]
-    v = format_value
-    typer.echo(f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; retain nll {v(r.get('nll'))} "
-               f"mc {v(r.get('mc_acc'))}; stability forget {v(stab.get('forget'))} retain {v(stab.get('retain'))}; "
-               f"wrote {out}")
+    f_nll, f_mc, r_nll, r_mc, stab_f, stab_r = (format_value(key.read(metrics)) for key in (
+        metric_key("nll", "forget"), metric_key("mc_acc", "forget"), metric_key("nll", "retain"),
+        metric_key("mc_acc", "retain"), STABILITY["forget"], STABILITY["retain"]))
+    typer.echo(f"forget nll {f_nll} mc {f_mc}; retain nll {r_nll} mc {r_mc}; "
+               f"stability forget {stab_f} retain {stab_r}; wrote {out}")
 
 
 def oracle_model(data: Any, *, progress: bool) -> Path:

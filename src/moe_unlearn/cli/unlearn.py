@@ -27,6 +27,7 @@ def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrit
     output, resume and safety rules; only which objectives each accepts differs."""
     from moe_unlearn.cli.check import require_resources
     from moe_unlearn.core.dist import is_main
+    from moe_unlearn.eval.schema import metric_key, run_key
     from moe_unlearn.methods import METHODS
     from moe_unlearn.preflight import run_job as preflight_job
     from moe_unlearn.report.format import format_value
@@ -70,11 +71,11 @@ def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrit
         raise RunFailure("interrupted; rerun the same command with --resume to continue from the last checkpoint") from None
     if not is_main():  # under a launcher every process ran the job; one prints
         return
-    f, r, v = metrics.get("forget", {}), metrics.get("retain", {}), format_value
-    how = " (resumed)" if metrics.get("resumed") else " (no checkpoint to resume: started at step 0)" if resume else ""
-    typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {metrics['steps']} steps{how}; "
-               f"forget nll {v(f.get('nll'))} mc {v(f.get('mc_acc'))}; "
-               f"retain nll {v(r.get('nll'))} mc {v(r.get('mc_acc'))}; results in {out_dir}")
+    f_nll, f_mc, r_nll, r_mc = (format_value(metric_key(name, split).read(metrics))
+                                for split in ("forget", "retain") for name in ("nll", "mc_acc"))
+    how = " (resumed)" if run_key("resumed").read(metrics) else " (no checkpoint to resume: started at step 0)" if resume else ""
+    typer.echo(f"{cfg.method}{'+' + '+'.join(cfg.adapters) if cfg.adapters else ''}: {run_key('steps').read(metrics)} "
+               f"steps{how}; forget nll {f_nll} mc {f_mc}; retain nll {r_nll} mc {r_mc}; results in {out_dir}")
     if push_to_hub is not None:
         from moe_unlearn.report.model_card import push_to_hub as push
 

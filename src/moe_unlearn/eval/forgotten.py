@@ -78,7 +78,8 @@ def _reference(ctx: EvalContext) -> tuple[str, dict[str, list[float]]]:
                        if (r := ctx.result(name, "holdout")) is not None and r.value is not None}
 
 
-@metric("forgotten", higher_is_better=True, scope="global")
+@metric("forgotten", higher_is_better=True, scope="global",
+        detail_keys=("reference", "mc_at_most", "nll_at_least", *COMPARED))
 def forgotten(ctx: EvalContext) -> MetricResult | None:
     """1 when forget MC and NLL reach the retrain oracle's 95% interval (the holdout split's without an oracle)."""
     reference, ref = _reference(ctx)

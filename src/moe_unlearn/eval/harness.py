@@ -63,7 +63,7 @@ def run_lm_eval(
     }
 
 
-@metric("lm_eval", higher_is_better=True, scope="global", multi_process=False)
+@metric("lm_eval", higher_is_better=True, scope="global", multi_process=False, detail_keys=("tasks",))
 def lm_eval(ctx: EvalContext) -> MetricResult | None:
     """lm-evaluation-harness tasks (eval.lm_eval.tasks); value = mean of each task's first acc."""
     c = ctx.cfg.lm_eval

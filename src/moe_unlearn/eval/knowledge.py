@@ -52,25 +52,25 @@ def _from_qa(ctx: EvalContext, split: str, fn) -> MetricResult | None:
     return MetricResult(nanmean(per), per, {"ci": interval(per)})
 
 
-@metric("nll", higher_is_better=False)
+@metric("nll", higher_is_better=False, detail_keys=("ci",))
 def nll(ctx: EvalContext, split: str) -> MetricResult | None:
     """Mean over examples of the mean answer-token negative log-likelihood."""
     return _from_qa(ctx, split, answer_nll)
 
 
-@metric("prob", higher_is_better=True)
+@metric("prob", higher_is_better=True, detail_keys=("ci",))
 def prob(ctx: EvalContext, split: str) -> MetricResult | None:
     """Mean length-normalised answer probability."""
     return _from_qa(ctx, split, answer_prob)
 
 
-@metric("token_acc", higher_is_better=True)
+@metric("token_acc", higher_is_better=True, detail_keys=("ci",))
 def token_acc(ctx: EvalContext, split: str) -> MetricResult | None:
     """Teacher-forced answer-token accuracy."""
     return _from_qa(ctx, split, token_accuracy)
 
 
-@metric("exact_match", higher_is_better=True)
+@metric("exact_match", higher_is_better=True, detail_keys=("ci",))
 def exact_match(ctx: EvalContext, split: str) -> MetricResult | None:
     """Share of answers with every token predicted by the argmax (teacher-forced)."""
     return _from_qa(ctx, split, exact_answers)
@@ -85,13 +85,13 @@ def _mc(ctx: EvalContext, split: str) -> MetricResult | None:
                                             "ci": interval(per)})
 
 
-@metric("mc_acc", higher_is_better=True)
+@metric("mc_acc", higher_is_better=True, detail_keys=("chance", "ci"))
 def mc_acc(ctx: EvalContext, split: str) -> MetricResult | None:
     """Multiple-choice accuracy by summed log-likelihood of each choice."""
     return _mc(ctx, split)
 
 
-@metric("utility_mc", higher_is_better=True, scope="global")
+@metric("utility_mc", higher_is_better=True, scope="global", detail_keys=("chance", "ci"))
 def utility_mc(ctx: EvalContext) -> MetricResult | None:
     """MC accuracy on the general-utility set (retain domains)."""
     return _mc(ctx, "utility")

@@ -12,6 +12,7 @@ Where a result lands in metrics.json is declared on the metric (`group`, `value_
   global metric, no group: out[name] = {value_key: value, **details}
   global metric, group G:  out[G][name] = {value_key: value, **details}
 and per-example values under out["per_example"][split][name] (split) or out["per_example"][name].
+eval/schema.py generates every key path of metrics.json from these declarations.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Metric:
     # where the result goes in metrics.json (see the module docstring)
     group: str | None = None
     value_key: str = "value"
-    detail_keys: tuple[str, ...] = ()  # a grouped split metric's details, placed (None when absent)
+    # the details readers may use (eval/schema.py); a grouped split metric places exactly these
+    # (None when absent), the others place every detail they return
+    detail_keys: tuple[str, ...] = ()
     # False: needs the whole model in one process (refused under a multi-process launch)
     multi_process: bool = True
 

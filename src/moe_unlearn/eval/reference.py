@@ -33,7 +33,8 @@ def read_retrained(path: str | Path, *, option: str = "--retrained") -> dict[str
     return ref
 
 
-@metric("oracle_distance", higher_is_better=False, scope="global")
+@metric("oracle_distance", higher_is_better=False, scope="global",
+        detail_keys=("mc_acc", "nll", "delta", "warning"))
 def oracle_distance(ctx: EvalContext) -> MetricResult | None:
     """Distance to the retrained model: mean |delta| of forget and holdout MC accuracy (details: NLL, signed deltas)."""
     if not ctx.retrained:

@@ -62,7 +62,8 @@ def relearn_curve(ctx: EvalContext) -> list[dict[str, float | int | None]]:
     return curve
 
 
-@metric("relearn", higher_is_better=False, scope="global", multi_process=False)
+@metric("relearn", higher_is_better=False, scope="global", multi_process=False,
+        detail_keys=("curve", "lr", "fraction"))
 def relearn(ctx: EvalContext) -> MetricResult | None:
     """Relearning attack curve on the forget set; value = forget token_acc after the last step."""
     if not ctx.records("forget", "qa"):

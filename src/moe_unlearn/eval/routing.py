@@ -71,7 +71,8 @@ def stability(ctx: EvalContext, split: str) -> MetricResult | None:
     return MetricResult(float(per_layer.mean()), per_example, {"per_layer": [float(x) for x in per_layer]})
 
 
-@metric("activation", higher_is_better=False, scope="global", cacheable=False, group="routing", value_key="shift")
+@metric("activation", higher_is_better=False, scope="global", cacheable=False, group="routing", value_key="shift",
+        detail_keys=SPLITS)
 def activation(ctx: EvalContext) -> MetricResult | None:
     """Expert activation frequencies before/after per split and layer; value = mean shift.
 
@@ -104,7 +105,8 @@ def activation(ctx: EvalContext) -> MetricResult | None:
     return MetricResult(nanmean(shifts), shifts, details)
 
 
-@metric("replay", higher_is_better=False, scope="global", cacheable=False)
+@metric("replay", higher_is_better=False, scope="global", cacheable=False,
+        detail_keys=("without", "with_replay", "recovery"))
 def replay(ctx: EvalContext) -> MetricResult | None:
     """Routing-replay attack: forget metrics with the ORIGINAL selections and weights replayed.
 

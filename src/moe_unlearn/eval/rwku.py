@@ -41,7 +41,7 @@ def group_means(values: list[float], groups: list[str | None]) -> dict[str, floa
     return {g: nanmean(vs) for g, vs in out.items()}
 
 
-@metric("rwku_rouge", higher_is_better=True, splits=("forget", "retain"))
+@metric("rwku_rouge", higher_is_better=True, splits=("forget", "retain"), detail_keys=("FB", "QA", "AA"))
 def rwku_rouge(ctx: EvalContext, split: str) -> MetricResult | None:
     """RWKU probes: ROUGE-L recall of the greedy answer, overall and per record group (FB / QA / AA)."""
     recs = ctx.records(split, "qa")

@@ -122,7 +122,9 @@ def normalised_prob(answer: torch.Tensor, perturbed: list[torch.Tensor]) -> list
     return [float(a.exp() / (a.exp() + p.exp().sum())) for a, p in zip(answer, perturbed)]
 
 
-@metric("truth_ratio", higher_is_better=True)
+# tofu_forget_stat: the forget statistic in metrics.json written before `stat` existed
+@metric("truth_ratio", higher_is_better=True,
+        detail_keys=("stat", "mean_ratio", "base", *TRUTH_STATS, "tofu_forget_stat"))
 def truth_ratio(ctx: EvalContext, split: str) -> MetricResult | None:
     """TOFU truth ratio where perturbed_answer exists: forget mean min(R, 1/R), other sets mean max(0, 1 - R)."""
     scored = perturbed_scores(ctx, split)

@@ -14,15 +14,15 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from moe_unlearn.eval.schema import STABILITY, Key, metric_key, run_key
 from moe_unlearn.report.format import format_value
-from moe_unlearn.report.format import get
 from moe_unlearn.report.runs import Run, run_label
 
-# metrics.json paths summarised per cell in summary.json
-SUMMARY_KEYS = (
-    "steps", "forget.mc_acc", "forget.nll", "forget.token_acc", "retain.mc_acc", "retain.nll",
-    "utility_mc.value", "routing.stability.forget", "routing.stability.retain", "routing.stability.holdout",
-    "replay.value", "privacy.value", "timing.total_seconds",
+# the metrics.json values summarised per cell in summary.json (named there by their dotted path)
+SUMMARY_KEYS: tuple[Key, ...] = (
+    run_key("steps"), metric_key("mc_acc", "forget"), metric_key("nll", "forget"), metric_key("token_acc", "forget"),
+    metric_key("mc_acc", "retain"), metric_key("nll", "retain"), metric_key("utility_mc"), *STABILITY.values(),
+    metric_key("replay"), metric_key("privacy"), run_key("timing.total_seconds"),
 )
 
 
@@ -85,14 +85,14 @@ def by_cell(runs: list[Run]) -> dict[str, list[Run]]:
     return cells
 
 
-def summarise(runs: list[Run], keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any]:
-    """{cell: {"n": runs, "seeds": [...], key: {mean, sd, min, max, n} or None}} (summary.json)."""
+def summarise(runs: list[Run], keys: tuple[Key, ...] = SUMMARY_KEYS) -> dict[str, Any]:
+    """{cell: {"n": runs, "seeds": [...], dotted key: {mean, sd, min, max, n} or None}} (summary.json)."""
     out: dict[str, Any] = {}
     for cell, members in by_cell(runs).items():
         entry: dict[str, Any] = {"n": len(members), "seeds": [seed_of(r) for r in members]}
         for key in keys:
-            s = spread([get(r.metrics, *key.split(".")) for r in members])
-            entry[key] = None if s is None else s.as_dict()
+            s = spread([key.read(r.metrics) for r in members])
+            entry[key.dotted] = None if s is None else s.as_dict()
         out[cell] = entry
     return out
 

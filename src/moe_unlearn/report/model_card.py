@@ -20,9 +20,9 @@ import yaml
 from moe_unlearn import __version__
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import RunFailure, UserError
+from moe_unlearn.eval.schema import STABILITY, Key, metric_key
 from moe_unlearn.paths import atomic_write
-from moe_unlearn.report.format import get
-from moe_unlearn.report.tables import TABLES
+from moe_unlearn.report.tables import SECONDS, STEPS, TABLES, first_of, lm_eval_acc
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ROLES = ("forget", "retain", "holdout", "utility_mc")
@@ -94,19 +94,23 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else str(x)
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The five headline numbers of a run (None where the run has no such data)."""
-    def first(*paths: tuple[str, ...]) -> Any:
-        return next((v for p in paths if (v := get(metrics, *p)) is not None), None)
+# the card's headline numbers: (what it is, the values that can show it, the first one present wins)
+HEADLINE: list[tuple[str, tuple[Key, ...]]] = [
+    ("forget (MC accuracy, else answer-token accuracy)",
+     (metric_key("mc_acc", "forget"), metric_key("token_acc", "forget"))),
+    ("retain (MC accuracy, else answer-token accuracy)",
+     (metric_key("mc_acc", "retain"), metric_key("token_acc", "retain"))),
+    ("utility (utility MC, else TOFU model utility, else MMLU)",
+     (metric_key("utility_mc"), metric_key("tofu_model_utility"), lm_eval_acc("mmlu"))),
+    ("routing stability on retain", (STABILITY["retain"],)),
+    ("replay attack: forget accuracy regained", (metric_key("replay"),)),
+]
 
-    return {
-        "forget (MC accuracy, else answer-token accuracy) ↓": first(("forget", "mc_acc"), ("forget", "token_acc")),
-        "retain (MC accuracy, else answer-token accuracy) ↑": first(("retain", "mc_acc"), ("retain", "token_acc")),
-        "utility (utility MC, else TOFU model utility, else MMLU) ↑": first(
-            ("utility_mc", "value"), ("tofu_model_utility", "value"), ("lm_eval", "tasks", "mmlu", "acc,none")),
-        "routing stability on retain ↑": get(metrics, "routing", "stability", "retain"),
-        "replay attack: forget accuracy regained ↓": get(metrics, "replay", "value"),
-    }
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The five headline numbers of a run, labelled with their declared direction (None where the run has
+    no such data)."""
+    return {f"{what} {keys[0].arrow()}": first_of(*keys)(metrics) for what, keys in HEADLINE}
 
 
 def model_index(name: str, metrics: dict[str, Any], benchmark: str | None) -> list[dict[str, Any]]:
@@ -173,7 +177,7 @@ def render_card(cfg: Any, metrics: dict[str, Any], sizes: dict[str, dict[str, in
     settings = {method: _plain(cfg.section(method)), **{a: _plain(cfg.section(a)) for a in adapters}}
     train = cfg.train
     lines += ["", "## Method and settings", "",
-              f"- steps trained: {metrics.get('steps')}; lr {train.lr}, schedule {train.schedule}, precision "
+              f"- steps trained: {STEPS[1](metrics)}; lr {train.lr}, schedule {train.schedule}, precision "
               f"{train.precision}, trained parameters {train.params}, batch {cfg.data.batch_size} "
               f"(+{cfg.data.retain_batch_size} retain) x grad_accum {train.grad_accum}, seed {cfg.seed}",
               "", "```yaml", yaml.safe_dump(settings, sort_keys=False).strip(), "```", ""]
@@ -185,7 +189,7 @@ def render_card(cfg: Any, metrics: dict[str, Any], sizes: dict[str, dict[str, in
                   "| headline | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in headline(metrics).items()]
         if cfg.benchmark and cfg.benchmark in TABLES:
-            cols = [c for c in TABLES.get(cfg.benchmark).columns if c[0] not in ("steps", "seconds")]
+            cols = [c for c in TABLES.get(cfg.benchmark).columns if c not in (STEPS, SECONDS)]
             lines += ["", f"As the `{cfg.benchmark}` paper reports it:", "",
                       "| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols),
                       "| " + " | ".join(_fmt(fn(metrics)) for _, fn in cols) + " |"]

@@ -12,10 +12,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from moe_unlearn.eval.schema import ACTIVATION, PER_LAYER, STABILITY, metric_key  # noqa: E402
 from moe_unlearn.report.format import get  # noqa: E402
 from moe_unlearn.report.runs import Run  # noqa: E402
 
 DPI = 110
+_REPLAY_WITHOUT = metric_key("replay", detail="without.token_acc")
+_REPLAY_WITH = metric_key("replay", detail="with_replay.token_acc")
+_RELEARN_CURVE = metric_key("relearn", detail="curve")
 
 
 def _num(x: Any) -> float | None:
@@ -24,10 +28,10 @@ def _num(x: Any) -> float | None:
 
 def knowledge(m: dict[str, Any], split: str) -> tuple[float | None, str]:
     """(value, label) of a split's knowledge score: MC accuracy, else answer-token accuracy."""
-    mc = _num(get(m, split, "mc_acc"))
+    mc = _num(metric_key("mc_acc", split).read(m))
     if mc is not None:
         return mc, "MC accuracy"
-    return _num(get(m, split, "token_acc")), "answer-token accuracy"
+    return _num(metric_key("token_acc", split).read(m)), "answer-token accuracy"
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -44,7 +48,7 @@ def forget_vs_utility(runs: list[Run], path: Path) -> Path | None:
     for r in runs:
         (x, xl), (y, yl) = knowledge(r.metrics, "forget"), knowledge(r.metrics, "retain")
         if x is not None and y is not None:
-            pts.append((r.name, x, y, _num(get(r.metrics, "routing", "stability", "retain")), xl, yl))
+            pts.append((r.name, x, y, _num(STABILITY["retain"].read(r.metrics)), xl, yl))
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
@@ -107,14 +111,14 @@ def run_styles(runs: list[Run]) -> dict[str, dict[str, Any]]:
 
 def stability_per_layer(runs: list[Run], path: Path) -> Path | None:
     """Routing stability per MoE layer on forget / retain / holdout, one line per run."""
-    splits = [s for s in ("forget", "retain", "holdout") if any(get(r.metrics, "routing", "per_layer", s) for r in runs)]
+    splits = [s for s in PER_LAYER if any(PER_LAYER[s].read(r.metrics) for r in runs)]
     if not splits:
         return None
     styles = run_styles(runs)
     fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 4), sharey=True, squeeze=False)
     for ax, split in zip(axes[0], splits):
         for r in runs:
-            vals = get(r.metrics, "routing", "per_layer", split)
+            vals = PER_LAYER[split].read(r.metrics)
             if vals:
                 ax.plot(range(len(vals)), vals, label=r.name, **styles[r.name])
         ax.set_title(f"{split} set")
@@ -137,7 +141,7 @@ def stability_per_layer(runs: list[Run], path: Path) -> Path | None:
 
 def activation_heatmaps(run: Run, path: Path, split: str = "forget") -> Path | None:
     """Expert activation frequency [layer x expert] before, after, and the change, on one split."""
-    act = get(run.metrics, "routing", "activation", split)
+    act = ACTIVATION[split].read(run.metrics)
     if not act:
         return None
     before, after = np.array(act["before"]), np.array(act["after"])
@@ -168,8 +172,7 @@ def activation_heatmaps(run: Run, path: Path, split: str = "forget") -> Path | N
 
 def replay_recovery(runs: list[Run], path: Path) -> Path | None:
     """Forget answer-token accuracy without vs with the original routing replayed, per run."""
-    rows = [(r.name, get(r.metrics, "replay", "without", "token_acc"), get(r.metrics, "replay", "with_replay", "token_acc"))
-            for r in runs]
+    rows = [(r.name, _REPLAY_WITHOUT.read(r.metrics), _REPLAY_WITH.read(r.metrics)) for r in runs]
     rows = [(n, a, b) for n, a, b in rows if _num(a) is not None and _num(b) is not None]
     if not rows:
         return None
@@ -238,11 +241,11 @@ def training_curves(runs: list[Run], path: Path) -> Path | None:
 
 def relearn_curves(runs: list[Run], path: Path) -> Path | None:
     """Relearning attack: forget answer-token accuracy per fine-tuning step."""
-    curves = [(r.name, get(r.metrics, "relearn", "curve")) for r in runs]
+    curves = [(r.name, _RELEARN_CURVE.read(r.metrics)) for r in runs]
     curves = [(n, c) for n, c in curves if c]
     if not curves:
         return None
-    styles = run_styles([r for r in runs if get(r.metrics, "relearn", "curve")])
+    styles = run_styles([r for r in runs if _RELEARN_CURVE.read(r.metrics)])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, c in curves:
         ax.plot([p["step"] for p in c], [p["token_acc"] for p in c], label=name, **styles[name])

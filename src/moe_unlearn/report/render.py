@@ -14,42 +14,14 @@ from typing import Any, Callable
 
 import matplotlib
 
+from moe_unlearn.eval.schema import STABILITY, metric_key
 from moe_unlearn.leftovers import clear_leftovers
 from moe_unlearn.paths import check_destination, publish, temp_sibling
 from moe_unlearn.report import aggregate, plots
 from moe_unlearn.report.format import format_value
-from moe_unlearn.report.format import get
 from moe_unlearn.report.runs import Run, load_runs
-from moe_unlearn.report.tables import select_table
+from moe_unlearn.report.tables import PRIVLEAK, SECONDS, STEPS, column, plain, select_table
 from moe_unlearn.report.tradeoff import tradeoff_curves
-
-# (header, getter) for the results table; None prints as n/a
-COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-    ("steps", lambda m: m.get("steps")),
-    ("forget NLL ↑", lambda m: get(m, "forget", "nll")),
-    ("forget MC ↓", lambda m: get(m, "forget", "mc_acc")),
-    ("forget tok-acc ↓", lambda m: get(m, "forget", "token_acc")),
-    ("retain NLL ↓", lambda m: get(m, "retain", "nll")),
-    ("retain MC ↑", lambda m: get(m, "retain", "mc_acc")),
-    ("utility MC ↑", lambda m: get(m, "utility_mc", "value")),
-    ("stab F", lambda m: get(m, "routing", "stability", "forget")),
-    ("stab R ↑", lambda m: get(m, "routing", "stability", "retain")),
-    ("stab H", lambda m: get(m, "routing", "stability", "holdout")),
-    ("replay Δacc ↓", lambda m: get(m, "replay", "value")),
-    ("PrivLeak (→0)", lambda m: get(m, "privacy", "value")),
-    ("forget quality ↑", lambda m: get(m, "forget_quality", "value")),
-    ("Δ oracle MC ↓", lambda m: get(m, "oracle_distance", "value")),
-    ("Δ oracle NLL ↓", lambda m: get(m, "oracle_distance", "nll")),
-    ("seconds", lambda m: get(m, "timing", "total_seconds")),
-    ("forget MC 95%", lambda m: _interval(get(m, "forget", "mc_acc_ci"))),
-    ("forget tok-acc 95%", lambda m: _interval(get(m, "forget", "token_acc_ci"))),
-    ("retain MC 95%", lambda m: _interval(get(m, "retain", "mc_acc_ci"))),
-    ("forgotten ↑", lambda m: get(m, "forgotten", "value")),
-    ("vs", lambda m: get(m, "forgotten", "reference")),
-    ("gap MC", lambda m: get(m, "forgotten", "mc_acc", "gap")),
-    ("gap MC 95%", lambda m: _gap(get(m, "forgotten", "mc_acc"))),
-    ("gap NLL", lambda m: get(m, "forgotten", "nll", "gap")),
-]
 
 
 def _interval(ci: Any) -> str | None:
@@ -63,6 +35,35 @@ def _gap(gap: Any) -> str | None:
         return None
     text = _interval(gap.get("gap_ci"))
     return None if text is None else text + (" ≈" if gap.get("inside_noise") else "")
+
+
+# (header, getter) for the results table; None prints as n/a
+COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    STEPS,
+    column("forget NLL", metric_key("nll", "forget")),
+    column("forget MC", metric_key("mc_acc", "forget")),
+    column("forget tok-acc", metric_key("token_acc", "forget")),
+    column("retain NLL", metric_key("nll", "retain")),
+    column("retain MC", metric_key("mc_acc", "retain")),
+    column("utility MC", metric_key("utility_mc")),
+    plain("stab F", STABILITY["forget"]),
+    column("stab R", STABILITY["retain"]),
+    plain("stab H", STABILITY["holdout"]),
+    column("replay Δacc", metric_key("replay")),
+    PRIVLEAK,
+    column("forget quality", metric_key("forget_quality")),
+    column("Δ oracle MC", metric_key("oracle_distance")),
+    column("Δ oracle NLL", metric_key("oracle_distance", detail="nll")),
+    SECONDS,
+    plain("forget MC 95%", metric_key("mc_acc", "forget", "ci"), _interval),
+    plain("forget tok-acc 95%", metric_key("token_acc", "forget", "ci"), _interval),
+    plain("retain MC 95%", metric_key("mc_acc", "retain", "ci"), _interval),
+    column("forgotten", metric_key("forgotten")),
+    plain("vs", metric_key("forgotten", detail="reference")),
+    plain("gap MC", metric_key("forgotten", detail="mc_acc.gap")),
+    plain("gap MC 95%", metric_key("forgotten", detail="mc_acc"), _gap),
+    plain("gap NLL", metric_key("forgotten", detail="nll.gap")),
+]
 
 HOW_TO_READ = [
     "forget metrics should fall (MC accuracy toward chance 0.25, NLL up); retain and utility should stay.",

@@ -6,16 +6,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from moe_unlearn.config import parse_yaml
 from moe_unlearn.errors import UserError
+from moe_unlearn.eval.schema import checked_keys, run_key
 from moe_unlearn.paths import MAX_SIDE_FILE, regular_file
 
-SPLITS = ("forget", "retain", "holdout")
-GROUPS = (*SPLITS, "utility_mc", "routing", "replay", "privacy", "timing", "relearn")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the only way a UTF-8 JSON file holds a surrogate
 
 
@@ -31,22 +30,23 @@ class Run:
     @property
     def reference(self) -> str | None:
         """"original" or "oracle" for the reference rows every run is read between, else None."""
-        ref = self.metrics.get("reference")
+        ref = REFERENCE.read(self.metrics)
         return ref if ref in REFERENCE_LABELS else None
 
 
 # reference rows (metrics.json with a "reference" key), in the order they head the report
 REFERENCE_LABELS = {"original": "original model", "oracle": "retrain oracle"}
+REFERENCE, METHOD, ADAPTERS = run_key("reference"), run_key("method"), run_key("adapters")
 
 
 def run_label(metrics: dict[str, Any], fallback: str) -> str:
     """'graddiff+grip' from method and adapters, a reference's label, else the fallback (directory name)."""
-    if metrics.get("reference") in REFERENCE_LABELS:
-        return REFERENCE_LABELS[metrics["reference"]]
-    method = metrics.get("method")
+    if REFERENCE.read(metrics) in REFERENCE_LABELS:
+        return REFERENCE_LABELS[REFERENCE.read(metrics)]
+    method = METHOD.read(metrics)
     if not method:
         return fallback
-    adapters = [a for a in metrics.get("adapters") or [] if a]
+    adapters = [a for a in ADAPTERS.read(metrics) or [] if a]
     return " ".join("+".join([str(method), *map(str, adapters)]).split())  # one line in any table
 
 
@@ -110,62 +110,22 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     return cfg if isinstance(cfg, dict) else None
 
 
-def _number(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def _numbers(v: Any) -> bool:
-    return isinstance(v, list) and all(_number(x) and x is not None for x in v)
-
-
-def _matrix(v: Any) -> bool:
-    return (isinstance(v, list) and bool(v) and all(_numbers(row) and len(row) == len(v[0]) > 0 for row in v))
-
-
-def _activation(v: Any) -> bool:
-    return isinstance(v, dict) and _matrix(v.get("before")) and _matrix(v.get("after")) and \
-        (len(v["before"]), len(v["before"][0])) == (len(v["after"]), len(v["after"][0]))
-
-
-def _curve(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(p, dict) and _number(p.get("step")) and p.get("step") is not None
-                                       and _number(p.get("token_acc")) for p in v)
-
-
-# what the report reads: dotted key -> (check, what it must be)
-SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "method": (lambda v: v is None or isinstance(v, str), "a string"),
-    "adapters": (lambda v: v is None or (isinstance(v, list) and all(isinstance(a, str) for a in v)), "a list of names"),
-    "steps": (_number, "a number"),
-    **{f"{s}.{k}": (_number, "a number") for s in SPLITS for k in ("nll", "mc_acc", "token_acc")},
-    **{f"routing.stability.{s}": (_number, "a number") for s in SPLITS},
-    **{f"routing.per_layer.{s}": (lambda v: v is None or _numbers(v), "a list of numbers") for s in SPLITS},
-    **{f"routing.activation.{s}": (lambda v: v is None or _activation(v), "{before, after}: equal-shaped matrices")
-       for s in SPLITS},
-    "utility_mc.value": (_number, "a number"), "replay.value": (_number, "a number"),
-    "replay.without.token_acc": (_number, "a number"), "replay.with_replay.token_acc": (_number, "a number"),
-    "privacy.value": (_number, "a number"), "timing.total_seconds": (_number, "a number"),
-    "relearn.curve": (lambda v: v is None or _curve(v), "a list of {step, token_acc}"),
-}
-
-
 def _check_metrics(obj: Any, where: Path) -> dict[str, Any]:
     """obj, if it is run metrics whose every value the report reads has the right type."""
     if not isinstance(obj, dict) or not any(k in obj for k in ("forget", "retain", "routing")):
         raise UserError(f"{where} does not hold run metrics (no forget/retain/routing keys); pass a run directory")
-    for key, (ok, want) in SHAPES.items():
+    for key in checked_keys():
         node: Any = obj
-        parts = key.split(".")
-        for depth, part in enumerate(parts):
+        for depth, part in enumerate(key.path):
             if node is None:
                 break
             if not isinstance(node, dict):
-                raise UserError(f"{where}: '{'.'.join(parts[:depth])}' must be a mapping, got {type(node).__name__}; "
+                raise UserError(f"{where}: '{'.'.join(key.path[:depth])}' must be a mapping, got {type(node).__name__}; "
                                 "is this a moe-unlearn metrics.json?")
             node = node.get(part)
         else:
-            if not ok(node):
-                raise UserError(f"{where}: '{key}' must be {want}, got {json.dumps(node)[:60]}; "
+            if node is not None and key.shape is not None and not key.shape.check(node):
+                raise UserError(f"{where}: '{key.dotted}' must be {key.shape.want}, got {json.dumps(node)[:60]}; "
                                 "is this a moe-unlearn metrics.json?")
     return obj
 

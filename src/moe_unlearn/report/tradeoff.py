@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from moe_unlearn.eval.schema import metric_key  # noqa: E402
 from moe_unlearn.report.runs import Run  # noqa: E402
 
 DPI = 110
@@ -29,7 +30,7 @@ def eval_path(run: Run) -> list[tuple[int, float, float]]:
         ev = row.get("eval") if isinstance(row, dict) else None
         if not isinstance(ev, dict):
             continue
-        f, r = (ev.get(s, {}).get("mc_acc") if isinstance(ev.get(s), dict) else None for s in ("forget", "retain"))
+        f, r = (metric_key("mc_acc", s).read(ev) for s in ("forget", "retain"))  # metrics.json's layout
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (f, r)) and "step" in row:
             out.append((int(row["step"]), float(f), float(r)))
     return sorted(out)
@@ -57,12 +58,13 @@ def tradeoff_curves(runs: list[Run], out_dir: Path) -> list[tuple[str, Path]]:
 def target_band(runs: list[Run]) -> tuple[float, float, str] | None:
     """(low, high, label) of the forget-MC target: the oracle row's 95% interval, else a run's holdout proxy."""
     for r in runs:
-        ci = (r.metrics.get("forget") or {}).get("mc_acc_ci")
-        if r.metrics.get("reference") == "oracle" and isinstance(ci, list) and len(ci) == 2:
+        ci = metric_key("mc_acc", "forget", "ci").read(r.metrics)
+        if r.reference == "oracle" and isinstance(ci, list) and len(ci) == 2:
             return float(ci[0]), float(ci[1]), "retrain oracle (95%)"
     for r in runs:
-        ci = (r.metrics.get("holdout") or {}).get("mc_acc_ci")
-        if (r.metrics.get("forgotten") or {}).get("reference") == "holdout" and isinstance(ci, list) and len(ci) == 2:
+        ci = metric_key("mc_acc", "holdout", "ci").read(r.metrics)
+        proxy = metric_key("forgotten", detail="reference").read(r.metrics) == "holdout"
+        if proxy and isinstance(ci, list) and len(ci) == 2:
             return float(ci[0]), float(ci[1]), "holdout split (95%, no oracle)"
     return None
 

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import signal
-import statistics
 import threading
 import time
 from dataclasses import replace
@@ -44,6 +43,7 @@ from moe_unlearn.data.splits import TRAINED_FIELDS
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import RunFailure, UserError, warn
 from moe_unlearn.eval.forgotten import ForgetTarget, holdout_target, oracle_target
+from moe_unlearn.eval.schema import run_metrics, timing
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
 from moe_unlearn.report.model_card import write_model_card
@@ -689,26 +689,23 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
 
 def _run_metrics(cfg: UnlearnConfig, trainer: Trainer, results: dict[str, Any], t_start: float) -> dict[str, Any]:
     """metrics.json of a finished run: what ran, the evaluation results, timing and memory."""
-    return {
-        "method": cfg.method,
-        "adapters": list(cfg.adapters),
-        "benchmark": cfg.benchmark,
-        "steps": trainer.ctx.step,
-        **results,
-        "timing": {
-            "step_seconds_median": statistics.median(trainer.step_seconds) if trainer.step_seconds else 0.0,
-            "total_seconds": time.perf_counter() - t_start,
-        },
-        "memory": {
+    return run_metrics(
+        results,
+        method=cfg.method,
+        adapters=list(cfg.adapters),
+        benchmark=cfg.benchmark,
+        steps=trainer.ctx.step,
+        timing=timing(time.perf_counter() - t_start, trainer.step_seconds),
+        memory={
             "trainable_params": trainer.trainable.numel(),
             "reference_bytes": trainer.reference_bytes,
             "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
         },
-        "processes": world_size(),
-        "adapter_info": {a.name: a.summary() for a in trainer.adapters},
-        "early_stop": trainer.stopped_early,
-        "resumed": trainer.resumed,
-    }
+        processes=world_size(),
+        adapter_info={a.name: a.summary() for a in trainer.adapters},
+        early_stop=trainer.stopped_early,
+        resumed=trainer.resumed,
+    )
 
 
 def _failure_words(e: BaseException) -> str:
