@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
+from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.models.layout import moe_layers
 
 
@@ -38,7 +38,8 @@ class FakeCtx:
 
     def __post_init__(self) -> None:
         self.layers = moe_layers(self.model)
-        self.cfg = SimpleNamespace(seed=0, train=SimpleNamespace(lora=None, params=["all"], loss_chunk=256))
+        self.settings = RunSettings(seed=0, batch_size=4, loss_chunk=256, precision="fp32", grad_accum=1,
+                                    load_balancing_coef=0.0)
         self.device = next(self.model.parameters()).device
 
     def iter_split(self, role: str, batch_size: int | None = None):

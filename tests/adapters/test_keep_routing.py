@@ -53,12 +53,13 @@ def test_bad_settings_are_user_errors(overrides, message):
 
 
 def test_declarations_follow_the_settings():
-    own = KeepRouting(KeepRoutingConfig(batch_size=16, roles=["retain", "forget"]))
-    assert not own.needs_retain_forward  # it draws its own retain batch
-    assert own.capture_roles() == {"retain", "forget"} and own.capture_grad
-    shared = KeepRouting(KeepRoutingConfig(batch_size=None, roles=["retain"]))
-    assert shared.needs_retain_forward and shared.capture_roles() == {"retain"}
-    assert not shared.needs_reference and KeepRouting(KeepRoutingConfig(original="reference")).needs_reference
+    own = KeepRouting.needs(KeepRoutingConfig(batch_size=16, roles=["retain", "forget"]))
+    assert not own.retain_forward  # it draws its own retain batch
+    assert own.capture == {"retain", "forget"} and own.capture_grad and own.extra_rows == 16
+    shared = KeepRouting.needs(KeepRoutingConfig(batch_size=None, roles=["retain"]))
+    assert shared.retain_forward and shared.capture == {"retain"} and shared.extra_rows == 0
+    assert not shared.reference and KeepRouting.needs(KeepRoutingConfig(original="reference")).reference
+    assert KeepRouting.needs(KeepRoutingConfig(batch_size=16, roles=["forget"])).extra_rows == 0
 
 
 def test_cache_holds_the_original_routing_of_every_example(fake_ctx):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.config import require
+from moe_unlearn.core.needs import Needs
 
 
 @dataclass
@@ -38,8 +39,9 @@ class RouterL2(Adapter):
     name = "router_l2"
     config_cls = RouterL2Config
 
-    def capture_roles(self):
-        return frozenset({"forget"})
+    @classmethod
+    def needs(cls, cfg):
+        return Needs(capture=frozenset({"forget"}))
 
     def loss_terms(self, ctx, forwards):
         routing = forwards["forget"].routing

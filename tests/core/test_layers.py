@@ -66,3 +66,14 @@ def test_a_training_process_never_imports_the_plotting_library():
     code = "import sys, moe_unlearn.train.engine, moe_unlearn.cli.unlearn; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_no_adapter_imports_another():
+    """Adapters share base.py and helper modules; one adapter reaches another only through the
+    registry (GRIP's deprecated consistency alias runs keep_routing that way)."""
+    from moe_unlearn.adapters import ADAPTERS
+
+    entries = {f"moe_unlearn.adapters.{name}" for name in ADAPTERS.names()}
+    graph = import_graph(SRC, type_checking=True)
+    assert len(entries) >= 4 and entries <= set(graph)
+    assert sorted((a, b) for a in entries for b in graph[a] if b in entries) == []

@@ -20,7 +20,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-import moe_unlearn.train.engine as engine
+import moe_unlearn.train.accel as accel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cases import FSDP2_CASES, FSDP2_RESUMED  # noqa: E402
@@ -28,7 +28,7 @@ from jobs import run_cases  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp2.yaml"
 FSDP = load_config_from_file(str(CONFIG)).fsdp_config
-make_accelerator = engine.make_accelerator
+make_accelerator = accel.make_accelerator
 
 
 def fsdp2_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1, **trackers):
@@ -46,5 +46,5 @@ def fsdp2_accelerator(device: str = "auto", precision: str = "fp32", grad_accum:
     return acc
 
 
-engine.make_accelerator = fsdp2_accelerator
+accel.make_accelerator = fsdp2_accelerator
 run_cases(Path(sys.argv[1]), Path(sys.argv[2]), FSDP2_CASES, FSDP2_RESUMED)

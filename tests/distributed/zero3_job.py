@@ -21,8 +21,8 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.state import AcceleratorState
 from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
-import moe_unlearn.train.engine as engine
-from moe_unlearn.train.engine import PRECISION
+import moe_unlearn.train.accel as accel
+from moe_unlearn.train.accel import PRECISION
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cases import ZERO3_CASES, ZERO3_RESUMED  # noqa: E402
@@ -48,5 +48,5 @@ def zero3_accelerator(device: str = "auto", precision: str = "fp32", grad_accum:
     return Accelerator(deepspeed_plugin=plugin, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")], **common)
 
 
-engine.make_accelerator = zero3_accelerator
+accel.make_accelerator = zero3_accelerator
 run_cases(Path(sys.argv[1]), Path(sys.argv[2]), ZERO3_CASES, ZERO3_RESUMED)

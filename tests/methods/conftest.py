@@ -23,7 +23,7 @@ from moe_unlearn.models import load_model, moe_layers
 from moe_unlearn.core.context import RunContext
 from moe_unlearn.methods.base import Method
 from moe_unlearn.train.engine import Trainer, build_trainable
-from moe_unlearn.train.config import TrainConfig
+from moe_unlearn.train.config import TrainConfig, run_settings
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -52,8 +52,9 @@ def make_ctx(bench, tmp_path):
         method_cls = METHODS.get(name)
         train_cfg = build(TrainConfig, {"max_steps": 5, "checkpoint_every": 0, **(train or {})})
         cfg = SimpleNamespace(train=train_cfg, data=SimpleNamespace(batch_size=8), seed=0, method=name)
-        ctx = RunContext(model=model, tokenizer=tok, layers=moe_layers(model), cfg=cfg, data=None, splits=splits,
-                         device=torch.device("cpu"), out_dir=tmp_path)
+        ctx = RunContext(model=model, tokenizer=tok, layers=moe_layers(model), settings=run_settings(cfg), data=None,
+                         splits=splits, device=torch.device("cpu"), out_dir=tmp_path)
+        ctx.config = cfg  # the whole config, for the engine's Trainer (run_steps)
         return ctx, method_cls(build(method_cls.config_cls, settings, name))
 
     return make
@@ -74,12 +75,12 @@ def _run_steps(ctx: RunContext, method: Method) -> Trainer:
     """prepare -> trainable -> the engine's Trainer for cfg.train.max_steps steps."""
     ctx.model.eval()
     method.prepare(ctx)
-    ctx.trainable = build_trainable(ctx, method, [])
-    if method.uses_reference():
+    ctx.trainable = build_trainable(ctx, method, [], ctx.config.train)
+    if method.needs(method.cfg).reference:
         ctx.trainable.keep_originals()
     pairs = PairedBatches(ctx.splits["forget"], ctx.splits["retain"], batch_size=8, retain_batch_size=8,
                           seed=0, pad_id=ctx.pad_id)
-    trainer = Trainer(ctx, method, [], pairs, Accelerator(cpu=True), progress=False)
+    trainer = Trainer(ctx, ctx.config, method, [], pairs, Accelerator(cpu=True), progress=False)
     trainer.log_path.write_text("")
     trainer.train()
     return trainer

@@ -8,7 +8,7 @@ import pytest
 from accelerate.utils import DistributedType
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.train.engine import check_engine
+from moe_unlearn.train.accel import check_engine
 
 
 def _accelerator(kind: DistributedType, *, fsdp_version: int = 2, zero_stage: int = 3) -> SimpleNamespace:

@@ -10,6 +10,7 @@ import torch
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.core.losses import answer_mask
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.train import run_unlearning
 
 
@@ -23,7 +24,10 @@ class Probe(Adapter):
 
     name = "probe"
     config_cls = ProbeConfig
-    selects_trainable = True
+
+    @classmethod
+    def needs(cls, cfg):
+        return Needs(selects_trainable=True, capture=frozenset({"retain"}))
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -39,9 +43,6 @@ class Probe(Adapter):
     def select_trainable(self, ctx, params):
         self.calls.append("select_trainable")
         return [p for p in params if "experts" in p.name or "gate" in p.name]
-
-    def capture_roles(self):
-        return frozenset({"retain"})
 
     def retain_token_weights(self, ctx, batch, routing):
         w = torch.ones(batch["labels"].shape)

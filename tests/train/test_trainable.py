@@ -4,7 +4,6 @@ the load-balancing loss is never ascended, LoRA merges into a plain checkpoint."
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,13 +11,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from moe_unlearn.config import build
 from moe_unlearn.methods.ga import GA, GAConfig
 from moe_unlearn.models import TINY_ARCHS, load_model, moe_layers, select_parameters, tiny_model
 from moe_unlearn.models.tiny import tiny_config
 from moe_unlearn.train import run_unlearning
-from moe_unlearn.train.config import TrainConfig
 from moe_unlearn.core.context import RunContext
+from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.core import losses
 from moe_unlearn.core.trainable import split_refs
 
@@ -49,10 +47,10 @@ def test_expert_slice_trains_alone_and_optimizer_holds_only_slice(run_config, tm
             assert torch.equal(now[name], p), name
 
 
-def _ctx(model, coef: float = 0.0) -> RunContext:
-    cfg = SimpleNamespace(train=build(TrainConfig, {"load_balancing_coef": coef}), data=SimpleNamespace(batch_size=4),
-                          seed=0, method="ga")
-    return RunContext(model=model, tokenizer=None, layers=moe_layers(model), cfg=cfg, data=None, splits={},
+def _ctx(model, coef: float = 0.0, loss_chunk: int = 256) -> RunContext:
+    settings = RunSettings(seed=0, batch_size=4, loss_chunk=loss_chunk, precision="fp32", grad_accum=1,
+                           load_balancing_coef=coef)
+    return RunContext(model=model, tokenizer=None, layers=moe_layers(model), settings=settings, data=None, splits={},
                       device=torch.device("cpu"), out_dir=None)
 
 
@@ -186,8 +184,7 @@ def test_reference_rows_computed_after_the_block_use_the_original_trained_head()
     LM head itself trains, those rows must still come from its ORIGINAL values."""
     model = tiny_model("olmoe", seed=0)
     batch = _batch()
-    ctx = _ctx(model)
-    ctx.cfg.train.loss_chunk = 3  # several chunks
+    ctx = _ctx(model, loss_chunk=3)  # several chunks
     ctx.trainable = split_refs(select_parameters(model, ["embeddings", "routers"]))
     ctx.trainable.keep_originals()
     with torch.no_grad():

@@ -1,21 +1,9 @@
 """The adapter contract: what an MoE adapter declares, and the hooks the engine calls.
 
-Capabilities (declarations; the engine and config validation read these and nothing else, never
-an adapter's name):
-  needs_reference        the adapter calls ctx.reference() (original trained values) in training
-  selects_trainable      select_trainable() chooses what trains (SEUF); such an adapter is
-                         prepared BEFORE the trained set is built, every other one after it
-  needs_retain_term      the method must have a retain term (TRACE reweights it)
-  needs_retain_forward   a retain forward must run every micro-step; the engine runs one when
-                         the method does not (so the adapter works with plain GA)
-  capture_roles()        training roles whose routing the adapter reads in loss_terms /
-                         retain_token_weights
-  capture_grad           the captured router logits keep their autograd graph (a loss on them)
-  supports_lora          the adapter works on peft LoRA deltas
-  conflicts              adapter names it cannot be combined with (checked both ways)
-  edits_untrained()      a reason string when the adapter changes parameters outside the
-                         trained set (GRIP's router refit), else None; refused next to an adapter
-                         that selects_trainable, whose guarantee is that nothing else changes
+Capabilities: `needs(cfg)` returns the adapter's record (core.needs.Needs) for its settings:
+reference, requires_retain_term, retain_forward, capture and capture_grad, selects_trainable,
+edits_untrained, lora, conflicts, extra_rows. The engine, the combination checks and the memory
+estimate read these records and nothing else, never an adapter's name.
 
 Hooks, in the order the engine calls them (`moe_unlearn.train.engine`):
   check(ctx)                      model-dependent checks before anything heavy (UserError)
@@ -32,7 +20,6 @@ Hooks, in the order the engine calls them (`moe_unlearn.train.engine`):
 Estimates without weights (`moe-unlearn memory`, on a meta-device model):
   estimate_trainable(layers)      parameters an adapter that selects_trainable will train
   estimate_bytes(layers)          memory the adapter keeps besides the model (upper bound)
-  extra_rows()                    examples it forwards per micro-step besides the method's batches
 """
 
 from __future__ import annotations
@@ -41,10 +28,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.core.context import ForwardOut, RunContext
     from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
     from moe_unlearn.models.selectors import ParamRef
@@ -55,26 +43,14 @@ class Adapter:
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
-    needs_reference: ClassVar[bool] = False
-    selects_trainable: ClassVar[bool] = False
-    needs_retain_term: ClassVar[bool] = False
-    supports_lora: ClassVar[bool] = True
-    capture_grad: ClassVar[bool] = True
-    conflicts: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
-    # -- capabilities that depend on the adapter's settings ---------------------------------
-    @property
-    def needs_retain_forward(self) -> bool:
-        return False
-
-    def capture_roles(self) -> frozenset[Role]:
-        return frozenset()
-
-    def edits_untrained(self) -> str | None:
-        return None
+    @classmethod
+    def needs(cls, cfg: Any) -> Needs:
+        """The capability record of this adapter with settings cfg (its config_cls)."""
+        return Needs()
 
     # -- hooks -------------------------------------------------------------------------------
     def check(self, ctx: RunContext) -> None:
@@ -114,9 +90,6 @@ class Adapter:
         return None
 
     def estimate_bytes(self, layers: list[MoELayer]) -> int:
-        return 0
-
-    def extra_rows(self) -> int:
         return 0
 
 

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
-from moe_unlearn.adapters.keep_routing import KeepRouting, KeepRoutingConfig
 from moe_unlearn.adapters.nullspace import (
     RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, project_rows, span_bases,
     span_bases_from_inputs,
@@ -49,10 +48,11 @@ from moe_unlearn.adapters.nullspace import (
 from moe_unlearn.adapters.routing_io import layer_inputs, retain_batches, retain_nll, selection_mask
 from moe_unlearn.config import require
 from moe_unlearn.core.dist import all_reduce_sum, gather_rows
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.core.sharded import assign_full, full_tensor, reshard
 
 if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.core.context import ForwardOut, RunContext
     from moe_unlearn.models.layout import MoELayer
 
 Mode = Literal["project", "ptc", "project+ptc", "online", "project+online"]
@@ -118,12 +118,14 @@ class GripConfig:
                           FutureWarning, stacklevel=2)
 
     @property
-    def consistency_alias(self) -> KeepRoutingConfig | None:
-        """The keep_routing settings `consistency > 0` stands for (the old term exactly), else None."""
+    def consistency_alias(self) -> Any:
+        """The keep_routing settings `consistency > 0` stands for (the old term exactly), else None.
+        Found through the registry: one adapter never imports another."""
         if self.consistency == 0:
             return None
-        return KeepRoutingConfig(weight=self.consistency, loss="margin", margin=self.consistency_margin,
-                                 roles=["retain"], batch_size=None)
+        settings = ADAPTERS.get("keep_routing").config_cls
+        return settings(weight=self.consistency, loss="margin", margin=self.consistency_margin, roles=["retain"],
+                        batch_size=None)
 
     @property
     def project(self) -> bool:
@@ -180,7 +182,6 @@ class LayerState:
 class Grip(Adapter):
     name = "grip"
     config_cls = GripConfig
-    supports_lora = False  # the projection constrains the router weights themselves, not LoRA deltas
 
     def __init__(self, cfg: GripConfig) -> None:
         super().__init__(cfg)
@@ -197,27 +198,23 @@ class Grip(Adapter):
         self.ptc_runs: list[dict[str, Any]] = []
         self.generator = torch.Generator()
         alias = cfg.consistency_alias  # the deprecated grip.consistency: keep_routing's code does it
-        self.consistency = None if alias is None else KeepRouting(alias)
+        self.consistency = None if alias is None else ADAPTERS.get("keep_routing")(alias)
 
-    # -- capabilities ------------------------------------------------------------------------
-
-    @property
-    def needs_retain_forward(self) -> bool:
-        return self.consistency is not None and self.consistency.needs_retain_forward
-
-    def capture_roles(self) -> frozenset[Role]:
-        return frozenset() if self.consistency is None else self.consistency.capture_roles()
-
-    @property
-    def conflicts(self) -> frozenset[str]:  # type: ignore[override]
-        # grip.consistency IS keep_routing's term: both at once would add it twice
-        return frozenset() if self.consistency is None else frozenset({"keep_routing"})
-
-    def edits_untrained(self) -> str | None:
-        if self.cfg.refit and self.cfg.ptc_routers == "all":
-            return (f"grip mode '{self.cfg.mode}' refits every router after training; "
-                    "set grip.ptc_routers=trainable or grip.mode=project")
-        return None
+    @classmethod
+    def needs(cls, cfg: GripConfig) -> Needs:
+        """No LoRA (the projection constrains the router weights themselves, not LoRA deltas); a
+        refit of every router edits untrained ones; the deprecated consistency alias needs what
+        keep_routing needs, and conflicts with it (both at once would add the term twice)."""
+        edits = None
+        if cfg.refit and cfg.ptc_routers == "all":
+            edits = (f"grip mode '{cfg.mode}' refits every router after training; "
+                     "set grip.ptc_routers=trainable or grip.mode=project")
+        alias = cfg.consistency_alias
+        if alias is None:
+            return Needs(lora=False, edits_untrained=edits)
+        held = ADAPTERS.get("keep_routing").needs(alias)
+        return Needs(lora=False, edits_untrained=edits, retain_forward=held.retain_forward, capture=held.capture,
+                     conflicts=frozenset({"keep_routing"}))
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -227,7 +224,7 @@ class Grip(Adapter):
         self.cache, self.check_batches, self.check_heldout = retain_batches(
             ctx, self.cfg.cache_tokens, self.cfg.ptc_check_batches if self.cfg.refit else 0
         )
-        self.generator = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed)
+        self.generator = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed)
         protected = self._protected(ctx)
         needed = [layer for layer in ctx.layers if self.cfg.refit or layer.index in protected]
         self.layers, self.targets, self.prep_passes = [], {}, 0
@@ -381,7 +378,7 @@ class Grip(Adapter):
         model = ctx.model
         was_training = model.training
         model.eval()
-        nll = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
+        nll = retain_nll(model, self.check_batches, ctx.settings.loss_chunk)
         states = {state.index: state for state in self.layers}
         report = []
         for layer in ctx.layers:
@@ -402,7 +399,7 @@ class Grip(Adapter):
             if accepted:
                 reshard(model)  # FSDP2: the next forward gathers the written shards
                 set_router_rows(layer, refit)
-                after = retain_nll(model, self.check_batches, ctx.cfg.train.loss_chunk)
+                after = retain_nll(model, self.check_batches, ctx.settings.loss_chunk)
                 entry["nll_after"] = after
                 accepted = after <= nll * (1 + self.cfg.ptc_nll_tolerance)
                 if accepted:

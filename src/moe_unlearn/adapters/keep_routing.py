@@ -41,12 +41,13 @@ from moe_unlearn.adapters.routing_io import capture, selection_mask
 from moe_unlearn.config import require
 from moe_unlearn.core.dist import gather_objects, shard_rows, world_size
 from moe_unlearn.core.losses import token_mean
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.data import PairedBatches
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.core.context import ForwardOut, RunContext
     from moe_unlearn.models.routing import RoutingCapture
 
 Loss = Literal["margin", "kl", "margin+kl"]
@@ -137,16 +138,14 @@ class KeepRouting(Adapter):
         self.cache_bytes = 0
         self.layer_ids: list[int] = []
 
-    @property
-    def needs_reference(self) -> bool:  # type: ignore[override]
-        return self.cfg.original == "reference"
-
-    @property
-    def needs_retain_forward(self) -> bool:  # type: ignore[override]
-        return self.cfg.batch_size is None and "retain" in self.cfg.roles
-
-    def capture_roles(self) -> frozenset[Role]:
-        return frozenset(self.cfg.roles)  # type: ignore[arg-type]
+    @classmethod
+    def needs(cls, cfg: KeepRoutingConfig) -> Needs:
+        """The routing of its roles, with gradients; the method's retain forward (batch_size: null)
+        or its own sample, a forward with a graph as large as batch_size (memory estimate)."""
+        retain = "retain" in cfg.roles
+        return Needs(reference=cfg.original == "reference", retain_forward=retain and cfg.batch_size is None,
+                     capture=frozenset(cfg.roles),  # type: ignore[arg-type]
+                     extra_rows=(cfg.batch_size or 0) if retain else 0)
 
     def check(self, ctx: RunContext) -> None:
         bad = [i for i in self.cfg.layers or [] if i >= len(ctx.layers)]
@@ -166,7 +165,7 @@ class KeepRouting(Adapter):
                 raise UserError("'keep_routing.batch_size' draws retain examples but the run has none in the train "
                                 "format; provide retain records or drop 'retain' from keep_routing.roles")
             self.sampler = PairedBatches(ctx.splits["retain"], None, batch_size=self.cfg.batch_size * world_size(),
-                                         retain_batch_size=1, seed=ctx.cfg.seed + 7919, pad_id=ctx.pad_id)
+                                         retain_batch_size=1, seed=ctx.settings.seed + 7919, pad_id=ctx.pad_id)
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
         totals = {term: 0.0 for term in self.cfg.terms}
@@ -174,7 +173,7 @@ class KeepRouting(Adapter):
             if role == "retain" and self.cfg.batch_size:
                 step, micro = self.draw
                 self.draw = (ctx.step, micro + 1 if step == ctx.step else 0)
-                batch = self.sampler.batch(ctx.step * ctx.cfg.train.grad_accum + self.draw[1])[0]
+                batch = self.sampler.batch(ctx.step * ctx.settings.grad_accum + self.draw[1])[0]
                 out = ctx.forward(to_device(shard_rows(batch), ctx.device), role="retain")
             else:
                 out = forwards.get(role)
@@ -211,10 +210,6 @@ class KeepRouting(Adapter):
             z = torch.cat([p.logits[:n] for p, n in zip(parts, lengths)]) if parts[0].logits is not None else None
             out[layer] = OriginalRouting(idx, z)
         return out
-
-    def extra_rows(self) -> int:
-        """Its own retain sample is a forward with a graph, as large as batch_size (memory estimate)."""
-        return (self.cfg.batch_size or 0) if "retain" in self.cfg.roles else 0
 
     def summary(self) -> dict[str, Any]:
         return {"loss": self.cfg.loss, "weight": self.cfg.weight, "margin": self.cfg.margin,

@@ -15,6 +15,7 @@ from moe_unlearn.core import chunked, losses
 from moe_unlearn.core.dist import all_reduce_sum, world_size
 from moe_unlearn.core.sharded import is_sharded
 from moe_unlearn.models.routing import capture_routing
+from moe_unlearn.vocab import Batch
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -22,8 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.core.context import RunContext
     from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
-
-Batch = dict[str, torch.Tensor]
 
 
 def run(model: nn.Module, batch: Batch) -> None:

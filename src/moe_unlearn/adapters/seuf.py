@@ -32,12 +32,13 @@ from moe_unlearn.adapters.routing_io import capture
 from moe_unlearn.config import require
 from moe_unlearn.core.dist import all_reduce_sum, is_main
 from moe_unlearn.core.losses import token_mean
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.selectors import select_parameters
 from moe_unlearn.paths import atomic_path, atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.core.context import ForwardOut, Role, RunContext
+    from moe_unlearn.core.context import ForwardOut, RunContext
     from moe_unlearn.models.layout import MoELayer
     from moe_unlearn.models.routing import RoutingCapture
     from moe_unlearn.models.selectors import ParamRef
@@ -59,6 +60,11 @@ class SeufConfig:
         require(self.alpha >= 0, f"'{where}.alpha' must be >= 0 (0 disables the anchor loss), got {self.alpha}")
         require(self.sample_tokens is None or self.sample_tokens >= 1,
                 f"'{where}.sample_tokens' must be >= 1 or null, got {self.sample_tokens}")
+
+    @property
+    def anchored(self) -> bool:
+        """The anchor loss runs: it has a weight and a trained router to act on."""
+        return self.alpha > 0 and self.train_router
 
 
 def expert_affinity(cap: RoutingCapture) -> list[torch.Tensor]:
@@ -93,8 +99,12 @@ def top_pairs(score: list[torch.Tensor], m: int) -> list[tuple[int, int]]:
 class Seuf(Adapter):
     name = "seuf"
     config_cls = SeufConfig
-    selects_trainable = True  # its targets come from its own attribution, replacing train.params
-    supports_lora = False  # it trains one expert slice and its router itself
+
+    @classmethod
+    def needs(cls, cfg: SeufConfig) -> Needs:
+        # its targets come from its own attribution, replacing train.params; it trains one expert
+        # slice (and its router) itself, not LoRA deltas; the anchor reads the forget routing
+        return Needs(selects_trainable=True, lora=False, capture=frozenset({"forget"}) if cfg.anchored else frozenset())
 
     def __init__(self, cfg: SeufConfig) -> None:
         super().__init__(cfg)
@@ -172,17 +182,9 @@ class Seuf(Adapter):
         self.trained_numel = sum(r.param[0].numel() if r.expert is not None else r.param.numel() for r in refs)
         return refs
 
-    @property
-    def anchored(self) -> bool:
-        """The anchor loss runs: it has a weight and a trained router to act on."""
-        return self.cfg.alpha > 0 and self.cfg.train_router
-
-    def capture_roles(self) -> frozenset[Role]:
-        return frozenset({"forget"}) if self.anchored else frozenset()
-
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
         out = forwards.get("forget")
-        if not self.anchored or out is None or out.routing is None:
+        if not self.cfg.anchored or out is None or out.routing is None:
             return {}
         loss = 0.0
         for index, experts in self.target_layers.items():

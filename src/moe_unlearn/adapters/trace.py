@@ -24,10 +24,11 @@ import torch
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.adapters.routing_io import capture, frequencies
 from moe_unlearn.config import require
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.core.context import Role, RunContext
+    from moe_unlearn.core.context import RunContext
     from moe_unlearn.models.routing import RoutingCapture
 
 
@@ -68,8 +69,12 @@ class Critical:
 class Trace(Adapter):
     name = "trace"
     config_cls = TraceConfig
-    needs_retain_term = True  # it reweights the method's retain loss
-    capture_grad = False  # the weights only read which experts each token chose
+
+    @classmethod
+    def needs(cls, cfg: TraceConfig) -> Needs:
+        # it reweights the method's retain loss from the retain routing; the weights only read
+        # which experts each token chose, so the captured logits need no graph
+        return Needs(requires_retain_term=True, capture=frozenset({"retain"}), capture_grad=False)
 
     def __init__(self, cfg: TraceConfig) -> None:
         super().__init__(cfg)
@@ -98,9 +103,6 @@ class Trace(Adapter):
             for e in chosen.tolist():
                 if ff[e] > fr[e]:
                     self.critical.append(Critical(layer, e, float(ff[e]), float(fr[e]), float(weights[e])))
-
-    def capture_roles(self) -> frozenset[Role]:
-        return frozenset({"retain"})
 
     def retain_token_weights(self, ctx: RunContext, batch: dict[str, torch.Tensor],
                              routing: RoutingCapture) -> torch.Tensor | None:

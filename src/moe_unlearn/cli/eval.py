@@ -76,7 +76,7 @@ def eval_command(
     from moe_unlearn.models import load_model
     from moe_unlearn.preflight import eval_job
     from moe_unlearn.report.format import format_value
-    from moe_unlearn.train.engine import make_accelerator
+    from moe_unlearn.train.accel import make_accelerator
 
     start = time.perf_counter()
     if quiet:

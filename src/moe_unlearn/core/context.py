@@ -5,7 +5,7 @@ load-balancing loss into a loss a method might ascend; methods compute their los
 logits (core/losses.py).
 
 What a training forward does besides running the model is decided by the engine, once, from
-the adapters' declarations, and handed to the context as a `ForwardSpec`: which roles have
+the adapters' capability records (core/needs.py), and handed to the context as a `ForwardSpec`: which roles have
 their routing captured (and with gradients), and how retain tokens are weighted. The engine
 reads the forwards of a micro-step back through `ctx.recording()`. The context itself never
 calls an adapter and does not know which adapters or method a run has.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,15 +24,13 @@ from torch import nn
 from moe_unlearn.core.chunked import ChunkedLogits, lm_forward, output_embedding
 from moe_unlearn.core.dist import shard_rows, world_size
 from moe_unlearn.core.losses import answer_mask, normalise_weights
+from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.core.trainable import Trainable
+from moe_unlearn.data.splits import UnlearnData
 from moe_unlearn.data.tokenize import collate, pad_id, to_device
 from moe_unlearn.models import MoELayer, RoutingCapture, capture_routing, load_balancing_loss
+from moe_unlearn.vocab import Batch, Role
 
-Batch = dict[str, torch.Tensor]
-# forget / retain: training forwards (recorded for adapters); reference: the original model's
-# values swapped in (never recorded, never captured)
-Role = Literal["forget", "retain", "reference"]
-TRAINING_ROLES: tuple[Role, ...] = ("forget", "retain")
 # (retain batch, its routing in this forward) -> [B, S] token weights, or None for "all ones"
 RetainWeights = Callable[[Batch, RoutingCapture], "torch.Tensor | None"]
 
@@ -82,8 +80,8 @@ class RunContext:
     model: nn.Module
     tokenizer: Any
     layers: list[MoELayer]
-    cfg: Any  # UnlearnConfig (train, data, seed, ...)
-    data: Any  # UnlearnData (eval sets)
+    settings: RunSettings  # what core/, methods and adapters read of the config
+    data: UnlearnData  # the run's record sets (the engine evaluates on them)
     splits: dict[str, list[dict]]  # encoded training examples by role ("forget", "retain"), with index
     device: torch.device
     out_dir: Path
@@ -107,7 +105,7 @@ class RunContext:
     def forward(self, batch: Batch, *, role: Role, output_hidden_states: bool = False) -> ForwardOut:
         """Run the model on batch (no labels); capture routing and weigh retain tokens as the spec says."""
         training = role != "reference"
-        lb = training and self.cfg.train.load_balancing_coef > 0
+        lb = training and self.settings.load_balancing_coef > 0
         capture = training and role in self.spec.capture
         cm = (capture_routing(self.model, keep_grad=role in self.spec.capture_grad) if capture
               else contextlib.nullcontext())
@@ -116,7 +114,7 @@ class RunContext:
                       output_hidden_states=output_hidden_states, use_cache=False, **extra)
         contexts = (self.autocast, *self._reference_head())
         with cm as routing, self.autocast():
-            out, lm = lm_forward(self.model, inputs, chunk=self.cfg.train.loss_chunk, contexts=contexts)
+            out, lm = lm_forward(self.model, inputs, chunk=self.settings.loss_chunk, contexts=contexts)
         aux = None
         if lb and torch.is_grad_enabled() and getattr(out, "router_logits", None):
             layer = self.layers[0]
@@ -134,7 +132,7 @@ class RunContext:
     def autocast(self) -> Any:
         """The autocast of train.precision (bf16 / fp16) around every forward, also those run before
         accelerate wraps the model (reference quantities must see the numbers training sees)."""
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.train.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.precision)
         return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     @contextlib.contextmanager
@@ -176,7 +174,7 @@ class RunContext:
         per-process row blocks (core.dist.shard_rows). Sums over them must be reduced with
         core.dist.all_reduce_sum; a placeholder row carries index -1."""
         examples = self.splits[role]
-        bs = (batch_size or self.cfg.data.batch_size) * world_size()
+        bs = (batch_size or self.settings.batch_size) * world_size()
         for start in range(0, len(examples), bs):
             batch = collate(list(examples[start : start + bs]), self.pad_id)
             yield to_device(shard_rows(batch), self.device)

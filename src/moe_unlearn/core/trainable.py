@@ -119,7 +119,7 @@ class Trainable:
         shards is written in place instead (see _written_originals), and a model ZeRO-3
         partitions runs each module with gathered originals (see _gathered_originals)."""
         if not self.originals:
-            raise RuntimeError("reference requested but originals were not kept (Method.uses_reference)")
+            raise RuntimeError("reference requested but originals were not kept (a Needs record without reference=True)")
         if model is not None and is_partitioned(model):
             with self._gathered_originals(model, only):
                 yield

@@ -38,6 +38,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.data.sources import SourceConfig
 from moe_unlearn.data.splits import EVAL_QA_SOURCES, PairedBatches, UnlearnData, encode_records
 from moe_unlearn.data.tokenize import pad_id
+from moe_unlearn.vocab import SPLITS
 
 
 AUTO = "auto"  # data.manifest value naming the embedded default benchmark
@@ -52,12 +53,12 @@ class EvalSources:
     holdout: list[SourceConfig] | None = None
 
     def validate(self, where: str) -> None:
-        for name in ("forget", "retain", "holdout"):
+        for name in SPLITS:
             sources = getattr(self, name)
             require(sources is None or len(sources) > 0, f"'{where}.{name}' is an empty list; list sources or drop it")
 
     def by_split(self) -> dict[str, list[SourceConfig]]:
-        return {name: getattr(self, name) for name in ("forget", "retain", "holdout") if getattr(self, name)}
+        return {name: getattr(self, name) for name in SPLITS if getattr(self, name)}
 
 
 @dataclass
@@ -81,7 +82,7 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         w = f"{where}." if where else ""
-        explicit = [n for n in ("forget", "retain", "holdout", "utility_mc", "eval", "select", *EVAL_QA_SOURCES)
+        explicit = [n for n in (*SPLITS, "utility_mc", "eval", "select", *EVAL_QA_SOURCES)
                     if getattr(self, n) is not None]
         require(self.manifest is not None or self.forget is not None,
                 f"set '{w}manifest' (a built benchmark, or auto) or '{w}forget' (a data file)")

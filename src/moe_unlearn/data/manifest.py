@@ -12,8 +12,7 @@ from typing import Any
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import MAX_SIDE_FILE, regular_file
-
-SPLIT_NAMES = ("forget", "retain", "holdout")
+from moe_unlearn.vocab import SPLITS
 KINDS = ("text", "qa", "mc")
 
 
@@ -58,7 +57,7 @@ def load_manifest(path: str | Path) -> Manifest:
         if key not in raw:
             raise UserError(f"manifest {path} has no '{key}' entry")
     splits: dict[str, dict[str, Path]] = {}
-    for name in SPLIT_NAMES:
+    for name in SPLITS:
         entry = raw.get(name) or {}
         if not isinstance(entry, dict):
             raise UserError(f"manifest {path}: '{name}' must map kinds (text, qa, mc) to files")

@@ -12,6 +12,7 @@ from moe_unlearn.data.manifest import load_manifest
 from moe_unlearn.data.sources import SourceConfig, load_records
 from moe_unlearn.data.tokenize import chunk_text, collate, encode_qa, encode_text
 from moe_unlearn.errors import UserError
+from moe_unlearn.vocab import SPLITS
 
 
 @dataclass
@@ -67,7 +68,7 @@ class UnlearnData:
         """{"train forget": {kind: n}, "forget": {...}, ...}: record counts of every non-empty set."""
         out: dict[str, dict[str, int]] = {}
         named = [(f"train {k}", v) for k, v in self.train.items()]
-        named += [(k, getattr(self, k)) for k in ("forget", "retain", "holdout")]
+        named += [(k, getattr(self, k)) for k in SPLITS]
         for name, split in named:
             counts = {kind: len(r) for kind, r in vars(split or Split()).items() if r}
             if counts:

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text
 from moe_unlearn.eval.config import EvalConfig
-
-Batch = dict[str, torch.Tensor]
+from moe_unlearn.vocab import Batch
 
 
 def qa_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig, *, answer: str = "answer") -> list[dict]:

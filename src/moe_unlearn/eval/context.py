@@ -30,8 +30,8 @@ from moe_unlearn.eval.metric import METRICS, MetricResult
 from moe_unlearn.core.dist import shard_rows, world_size
 from moe_unlearn.eval.scores import TokenStats, gather_examples, token_stats
 from moe_unlearn.models import capture_routing
+from moe_unlearn.vocab import SPLITS
 
-SPLITS = ("forget", "retain", "holdout")
 # eval sets beyond the three splits: the utility MC set and TOFU's QA sets (real authors, world facts)
 EXTRA_SETS = ("utility", "real_authors", "world_facts")
 

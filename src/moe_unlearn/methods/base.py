@@ -18,9 +18,9 @@ from moe_unlearn.config import require
 from moe_unlearn.core import losses
 from moe_unlearn.core.context import RunContext
 from moe_unlearn.core.dist import all_reduce_sum
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.registry import Registry
-
-Batch = dict[str, torch.Tensor]
+from moe_unlearn.vocab import Batch
 
 
 @dataclass
@@ -47,28 +47,24 @@ class RetainConfig:
 class Method:
     """Base class; subclasses set name/config_cls and implement forget_loss or loss.
 
-    Declarations the engine reads: needs_reference (ctx.reference() during training; see also
-    uses_reference), has_retain_term, select_params.
+    What the engine reads: needs(cfg) (its capability record: a retain term, a reference
+    during training) and select_params.
     """
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
-    # True when this method needs ctx.reference() (original trainable params) during training
-    needs_reference: ClassVar[bool] = False
     # True for an objective that learns its data (fine-tuning): run by `finetune`, refused by `unlearn`
     learns: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
-    @property
-    def has_retain_term(self) -> bool:
-        """Whether loss() contains a retain term (TRACE's token weights act on it)."""
-        return isinstance(self.cfg, RetainConfig) and self.cfg.alpha > 0
-
-    def uses_reference(self) -> bool:
-        """Whether this configured method will call ctx.reference() while training."""
-        return self.needs_reference or (self.has_retain_term and self.cfg.retain_loss == "kl")
+    @classmethod
+    def needs(cls, cfg: Any) -> Needs:
+        """What the method with settings cfg needs: a retain term when alpha > 0, and with the KL
+        retain loss ctx.reference() during training."""
+        retain = isinstance(cfg, RetainConfig) and cfg.alpha > 0
+        return Needs(retain_term=retain, reference=retain and cfg.retain_loss == "kl")
 
     def select_params(self, ctx: RunContext, specs: list[str]) -> list[str] | None:
         """Selector specs this method trains instead of train.params, or None to keep them."""
@@ -83,7 +79,7 @@ class Method:
     def loss(self, ctx: RunContext, forget: Batch, retain: Batch) -> MethodOutput:
         """gamma * forget loss + alpha * retain loss (when the method has a retain term)."""
         lf, logs = self.forget_loss(ctx, forget)
-        if not self.has_retain_term:
+        if not self.needs(self.cfg).retain_term:
             return MethodOutput(lf, {"forget_loss": float(lf.detach()), **logs})
         l_retain = retain_loss(ctx, retain, self.cfg.retain_loss)
         total = self.cfg.gamma * lf + self.cfg.alpha * l_retain

@@ -42,6 +42,7 @@ from moe_unlearn.config import require
 from moe_unlearn.errors import UserError
 from moe_unlearn.core import losses
 from moe_unlearn.core.dist import all_reduce_sum
+from moe_unlearn.core.needs import Needs
 from moe_unlearn.methods.base import METHODS, Batch, Method, MethodOutput
 from moe_unlearn.models import decoder_layer_output
 from moe_unlearn.models.selectors import check_specs
@@ -75,14 +76,11 @@ def token_mse(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class RMU(Method):
     name = "rmu"
     config_cls = RMUConfig
-    needs_reference = True
 
-    @property
-    def has_retain_term(self) -> bool:
-        return self.cfg.alpha > 0
-
-    def uses_reference(self) -> bool:
-        return self.has_retain_term
+    @classmethod
+    def needs(cls, cfg: RMUConfig) -> Needs:
+        # the retain term matches the original model's activations: ctx.reference() every step
+        return Needs(retain_term=cfg.alpha > 0, reference=cfg.alpha > 0)
 
     def select_params(self, ctx, specs: list[str]) -> list[str] | None:
         if self.cfg.params is not None:
@@ -97,7 +95,7 @@ class RMU(Method):
         if self.cfg.layer >= n_layers:
             raise UserError(f"'rmu.layer' is {self.cfg.layer} but the model has {n_layers} decoder layers (0..{n_layers - 1})")
         d = ctx.model.config.get_text_config().hidden_size
-        gen = torch.Generator().manual_seed(ctx.cfg.seed)
+        gen = torch.Generator().manual_seed(ctx.settings.seed)
         u = torch.rand(d, generator=gen)
         self.control = (self.cfg.steering_coef * u / u.norm()).to(ctx.device)
         total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # (sum of token norms, tokens)
@@ -117,7 +115,7 @@ class RMU(Method):
         mask_f = forget["attention_mask"].bool()
         lf = losses.weighted_token_mean(token_mse(self._hidden(ctx, forget, role="forget")[0], self.control), mask_f)
         logs = {"forget_loss": float(lf.detach()), "rmu_act_norm": self.act_norm}
-        if not self.has_retain_term:
+        if not self.needs(self.cfg).retain_term:
             return MethodOutput(lf, logs)
         with torch.no_grad(), ctx.reference():
             h_ref = self._hidden(ctx, retain, role="reference")[0]

@@ -14,14 +14,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
-from moe_unlearn.adapters import ADAPTERS
+from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.config import FLOAT_LIMIT, apply_overrides, build, load_yaml, require, to_dict
+from moe_unlearn.core.needs import RunNeeds
+from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.data.config import DataConfig
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
-from moe_unlearn.methods import METHODS
+from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.registry import suggest
 
 
@@ -240,26 +242,53 @@ def build_config(raw: dict[str, Any]) -> UnlearnConfig:
     return cfg
 
 
+def run_needs(method: Method, adapters: Sequence[Adapter]) -> RunNeeds:
+    """The capability records of a run's method and adapters, for their settings."""
+    return RunNeeds(method.needs(method.cfg), {a.name: a.needs(a.cfg) for a in adapters})
+
+
+def run_settings(cfg: UnlearnConfig) -> RunSettings:
+    """What core/, methods and adapters read of the config (RunContext.settings)."""
+    t = cfg.train
+    return RunSettings(seed=cfg.seed, batch_size=cfg.data.batch_size, loss_chunk=t.loss_chunk,
+                       precision=t.precision, grad_accum=t.grad_accum, load_balancing_coef=t.load_balancing_coef)
+
+
 def check_combination(cfg: UnlearnConfig) -> None:
-    """Refuse a method x adapters x train combination the adapters' declarations rule out."""
-    method = METHODS.get(cfg.method)(cfg.section(cfg.method))
-    adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
-    for a in adapters:
-        for b in adapters:
-            if b is not a and (b.name in a.conflicts or a.name in b.conflicts):
-                raise UserError(f"adapters '{a.name}' and '{b.name}' cannot be combined; drop one of them")
-        if cfg.train.lora is not None and not a.supports_lora:
-            raise UserError(f"adapter '{a.name}' cannot work on LoRA deltas; drop train.lora and pick the "
+    """Refuse a method x adapters x train combination the capability records rule out."""
+    needs = run_needs(METHODS.get(cfg.method)(cfg.section(cfg.method)),
+                      [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters])
+    adapters = needs.adapters
+    for a, na in adapters.items():
+        for b, nb in adapters.items():
+            if b != a and (b in na.conflicts or a in nb.conflicts):
+                raise UserError(f"adapters '{a}' and '{b}' cannot be combined; drop one of them")
+        if cfg.train.lora is not None and not na.lora:
+            raise UserError(f"adapter '{a}' cannot work on LoRA deltas; drop train.lora and pick the "
                             "trained parameters with train.params")
-        if a.needs_retain_term and not method.has_retain_term:
-            raise UserError(f"adapter '{a.name}' reweights the retain loss, but method '{cfg.method}' has no retain "
-                            f"term; use a method with one (graddiff, npo, simnpo, rmu, ...) with alpha > 0, or drop {a.name}")
-    for selector in (a for a in adapters if a.selects_trainable):
-        for other in adapters:
-            reason = other.edits_untrained()
-            if other is not selector and reason:
-                raise UserError(f"'{selector.name}' trains only what it selects and leaves the rest unchanged, "
-                                f"but {reason}")
+        if na.requires_retain_term and not needs.method.retain_term:
+            raise UserError(f"adapter '{a}' reweights the retain loss, but method '{cfg.method}' has no retain "
+                            f"term; use a method with one (graddiff, npo, simnpo, rmu, ...) with alpha > 0, or drop {a}")
+    for selector in (a for a, na in adapters.items() if na.selects_trainable):
+        for other, no in adapters.items():
+            if other != selector and no.edits_untrained:
+                raise UserError(f"'{selector}' trains only what it selects and leaves the rest unchanged, "
+                                f"but {no.edits_untrained}")
+
+
+def check_retain_set(cfg: UnlearnConfig, needs: RunNeeds, *, retain_records: bool) -> None:
+    """A retain term, or an adapter that needs a retain forward, needs retain records in the
+    train format (retain_records: whether the data has them)."""
+    if retain_records:
+        return
+    fmt = cfg.data.train_format
+    if needs.method.retain_term:
+        raise UserError(f"method '{cfg.method}' has a retain term but the retain set has no '{fmt}' records; "
+                        f"provide them or set {cfg.method}.alpha=0")
+    needing = [name for name, n in needs.adapters.items() if n.retain_forward]
+    if needing:
+        raise UserError(f"adapter '{needing[0]}' needs retain forwards but the retain set has no '{fmt}' records; "
+                        "provide them")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> UnlearnConfig:

@@ -7,36 +7,32 @@ slice write-back, scheduler, adapters.after_step, log, periodic eval, checkpoint
 holds everything the next step depends on, so `resume=True` after a kill (even -9) ends with
 exactly the numbers of an uninterrupted run.
 
-The engine talks to adapters only through their declared capabilities and hooks
-(adapters/base.py); nothing here knows an adapter or method by name.
+The engine talks to methods and adapters only through their capability records (core/needs.py)
+and hooks (adapters/base.py); nothing here knows an adapter or method by name. What accelerate
+and the sharding engines need around the loop lives in train/accel.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import signal
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.benchmark import resolve_manifest
-from moe_unlearn.core import slice_params
-from moe_unlearn.core.context import ForwardOut, ForwardSpec, RunContext
+from moe_unlearn.core.context import ForwardSpec, RunContext
 from moe_unlearn.core.dist import (
     all_reduce_sum, barrier, broadcast_object, decided_by_main, gather_objects, is_main, mean_over_processes,
     shard_rows, world_size,
 )
+from moe_unlearn.core.needs import RunNeeds
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches, shared_records
 from moe_unlearn.data.splits import TRAINED_FIELDS
@@ -45,12 +41,13 @@ from moe_unlearn.errors import RunFailure, UserError, warn
 from moe_unlearn.eval.forgotten import ForgetTarget, holdout_target, oracle_target
 from moe_unlearn.eval.schema import run_metrics, timing
 from moe_unlearn.methods import METHODS, Method
-from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers, resolve_device
+from moe_unlearn.models import RoutingCapture, first_nonfinite, load_model, moe_layers
 from moe_unlearn.report.model_card import write_model_card
-from moe_unlearn.train import checkpoint, tracking
-from moe_unlearn.train.config import TrainConfig, UnlearnConfig
-from moe_unlearn.train.optim import build_optimizer, build_scheduler, total_steps
+from moe_unlearn.train import accel, checkpoint, tracking
+from moe_unlearn.train.config import TrainConfig, UnlearnConfig, check_retain_set, run_needs, run_settings
+from moe_unlearn.train.optim import total_steps
 from moe_unlearn.train.rundir import RunDir, run_inputs
+from moe_unlearn.train.stop import GracefulStop
 
 
 # ---- setup --------------------------------------------------------------------------------
@@ -63,10 +60,9 @@ def model_path_of(cfg: UnlearnConfig, data: UnlearnData) -> Path:
     return Path(data.model)
 
 
-def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter]) -> Trainable:
+def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter], cfg: TrainConfig) -> Trainable:
     """train.params (or the method's own specs), narrowed by the adapters that select what trains;
     LoRA through peft. Everything else is frozen."""
-    cfg = ctx.cfg.train
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -81,7 +77,7 @@ def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter]) ->
     specs = method.select_params(ctx, cfg.params) or cfg.params
     refs = select_refs(ctx.model, specs)
     for adapter in adapters:
-        if adapter.selects_trainable:
+        if adapter.needs(adapter.cfg).selects_trainable:
             refs = adapter.select_trainable(ctx, refs)
     if not refs:
         raise UserError("no parameter is left to train after the adapters narrowed train.params")
@@ -90,11 +86,9 @@ def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter]) ->
     return trainable
 
 
-def forward_spec(ctx: RunContext, adapters: list[Adapter]) -> ForwardSpec:
-    """What every training forward records, and how retain tokens are weighted: from the adapters'
-    capture_roles / capture_grad declarations and their retain_token_weights hooks (product)."""
-    capture = frozenset().union(*(a.capture_roles() for a in adapters))
-    grad = frozenset().union(*(a.capture_roles() for a in adapters if a.capture_grad))
+def forward_spec(ctx: RunContext, adapters: list[Adapter], needs: RunNeeds) -> ForwardSpec:
+    """What every training forward records, and how retain tokens are weighted: from the run's
+    capture / capture_grad needs and the adapters' retain_token_weights hooks (product)."""
 
     def retain_weights(batch: dict[str, torch.Tensor], routing: RoutingCapture) -> torch.Tensor | None:
         weights = None
@@ -104,165 +98,10 @@ def forward_spec(ctx: RunContext, adapters: list[Adapter]) -> ForwardSpec:
                 weights = w if weights is None else weights * w
         return weights
 
-    return ForwardSpec(capture=capture, capture_grad=grad, retain_weights=retain_weights)
-
-
-PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # train.precision -> accelerate's mixed_precision
-
-
-def make_accelerator(device: str = "auto", precision: str = "fp32", grad_accum: int = 1, *,
-                     log_with: list[str] | None = None, project_dir: Path | None = None) -> Accelerator:
-    """The run's Accelerator: device, mixed precision (train.precision), gradient accumulation and
-    the experiment trackers (train.log_with, writing below project_dir).
-
-    accelerate keeps one process-wide state; in a single process (the demo runs many jobs, with
-    any precision) each run starts from a fresh state, while under a launcher (torchrun,
-    accelerate launch) the launcher's state is the run's.
-    """
-    dev = resolve_device(device)
-    if precision == "fp16" and dev.type != "cuda":
-        raise UserError("train.precision=fp16 needs a CUDA device (fp16 on CPU is not supported); use bf16 or fp32")
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-    return Accelerator(
-        cpu=dev.type == "cpu",
-        mixed_precision=PRECISION[precision],
-        gradient_accumulation_steps=grad_accum,
-        step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the world size
-        log_with=log_with or None,
-        project_dir=str(project_dir) if project_dir is not None else None,
-    )
-
-
-SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-
-@contextlib.contextmanager
-def whole_model_loading(accelerator: Accelerator) -> Iterator[None]:
-    """Models load whole in every process: preparation runs on them before accelerate shards
-    them. Under DeepSpeed, accelerate registers its config with transformers, which would
-    partition the weights while they load (deepspeed.zero.Init); it is unregistered meanwhile."""
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        yield
-        return
-    from transformers.integrations import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
-
-
-def check_engine(accelerator: Accelerator) -> None:
-    """Refuse what a sharding engine cannot run (before accelerate's prepare). FSDP runs as
-    version 2 and DeepSpeed as ZeRO-3 (the tested engines). FSDP2 runs everything (whole
-    values, rows and in-place writes through core.sharded); so does ZeRO-3: adapters that write
-    weights (GRIP) through GatheredParameters, expert slices (SEUF, expert:L:E) as module
-    parameters of their own (core.slice_params), references from gathered original partitions
-    (core.trainable)."""
-    kind = accelerator.distributed_type
-    if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
-        raise UserError("moe-unlearn runs FSDP version 2 (fsdp_version: 2 in the accelerate config)")
-    if kind != DistributedType.DEEPSPEED:
-        return
-    if accelerator.state.deepspeed_plugin.zero_stage != 3:
-        raise UserError("moe-unlearn runs DeepSpeed with ZeRO stage 3 (zero_stage: 3 in the accelerate config); "
-                        "without sharding, use DDP (configs/accelerate/multi_gpu_ddp.yaml)")
-
-
-def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainable, cfg: TrainConfig, total: int,
-            batch_size: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
-    """accelerate's prepare of the model, the optimizer over trainable.leaves() and its schedule
-    (DeepSpeed reads the per-process batch from its config: no data loader goes through prepare).
-
-    FSDP2's prepare re-points the optimizer at the sharded model's parameters, matched by
-    storage; expert-slice leaves are not model parameters, so the optimizer goes through it
-    holding the fused tensors the slices live in and holds the leaves afterwards (its state is
-    created at the first step: for the slices only).
-    """
-    leaves_later = accelerator.distributed_type == DistributedType.FSDP and bool(trainable.slices)
-    fused = list({id(s.param): s.param for s in trainable.slices}.values())
-    optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if leaves_later else trainable.leaves())
-    scheduler = build_scheduler(cfg, optimizer, total)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        ds = accelerator.state.deepspeed_plugin.deepspeed_config
-        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-            ds["train_micro_batch_size_per_gpu"] = batch_size
-        ds["gradient_clipping"] = cfg.max_grad_norm or 0.0  # DeepSpeed clips inside its step
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    trainable.rebind(accelerator.unwrap_model(model))  # FSDP2 replaces parameters by DTensors
-    if leaves_later:
-        optimizer.param_groups[0]["params"] = trainable.leaves()
-        optimizer.state.clear()  # no step yet; prepare left empty entries for the fused tensors
-    return model, optimizer, scheduler
-
-
-@contextlib.contextmanager
-def slices_apart(optimizer: torch.optim.Optimizer, trainable: Trainable) -> Iterator[dict[str, dict[str, Any]]]:
-    """accelerate's sharded optimizer state (save_state / load_state under FSDP2) knows model
-    parameters only, so inside this block the optimizer holds the whole trained parameters
-    alone. The yielded dict maps each expert slice (NAME@expert) to its optimizer state, the
-    same on every process: read it to save, fill it to load. Afterwards the leaves are back in
-    the optimizer with that state. Without slices the optimizer is left alone (DeepSpeed's
-    param groups hold its own flat partitions, not model parameters)."""
-    if not trainable.slices:
-        yield {}
-        return
-    keys = {id(s.leaf): f"{s.name}@{s.expert}" for s in trainable.slices}
-    state = {keys[id(p)]: optimizer.state.pop(p) for p in trainable.leaves() if id(p) in keys and p in optimizer.state}
-    optimizer.param_groups[0]["params"] = list(trainable.full.values())
-    try:
-        yield state
-    finally:  # load_state replaces the param group: set the one the optimizer has now
-        optimizer.param_groups[0]["params"] = trainable.leaves()
-        for s in trainable.slices:
-            if f"{s.name}@{s.expert}" in state:
-                optimizer.state[s.leaf] = {k: v.to(s.leaf.device) if torch.is_tensor(v) and v.dim() else v
-                                           for k, v in state[f"{s.name}@{s.expert}"].items()}
+    return ForwardSpec(capture=needs.capture, capture_grad=needs.capture_grad, retain_weights=retain_weights)
 
 
 # ---- the loop -----------------------------------------------------------------------------
-class GracefulStop:
-    """SIGINT/SIGTERM: the first asks for a checkpoint at the next step boundary; a second
-    SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.requested = True
-
-        for s in old:
-            signal.signal(s, handler)
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-
-def _output_anchor(forwards: Iterable[ForwardOut]) -> torch.Tensor | float:
-    """0 x the sum of every training forward's output, for sharding engines. FSDP2 (and ZeRO-3)
-    gather a decoder layer's weights for backward when the gradient of the layer's OUTPUT
-    arrives; a loss on a value inside a layer (keep_routing's router logits, the load-balancing
-    loss) of a forward whose output feeds no loss (GA's retain forward) would reach weights
-    already freed. With this, every forward's gradient enters its layers from the top; it adds
-    nothing to the loss or to any gradient."""
-    outputs = [f.lm.logits if f.lm.logits is not None else f.lm.hidden for f in forwards]
-    return sum((0.0 * x.sum() for x in outputs if x is not None and x.requires_grad), 0.0)
-
-
 def _finite(x: torch.Tensor | float) -> bool:
     return bool(torch.isfinite(torch.as_tensor(x)).all())
 
@@ -275,8 +114,8 @@ class Trainer:
     only the main process writes files.
     """
 
-    def __init__(self, ctx: RunContext, method: Method, adapters: list[Adapter], pairs: PairedBatches,
-                 accelerator: Accelerator, *, progress: bool = True, reference: bool = False,
+    def __init__(self, ctx: RunContext, config: UnlearnConfig, method: Method, adapters: list[Adapter],
+                 pairs: PairedBatches, accelerator: Accelerator, *, progress: bool = True, reference: bool = False,
                  original_routing: dict[str, RoutingCapture] | None = None, run_dir: RunDir | None = None) -> None:
         if ctx.trainable is None:
             raise ValueError("build ctx.trainable (build_trainable) before the Trainer")
@@ -284,18 +123,13 @@ class Trainer:
         self.accelerator = accelerator
         self.progress = progress and accelerator.is_main_process
         self.trainable = ctx.trainable
-        self.cfg = cfg = ctx.cfg.train
+        self.config, self.cfg = config, config.train  # the run's config, and its train section
         # an adapter that needs a retain forward gets one even when the method runs none (GA)
-        self.retain_forward = any(a.needs_retain_forward for a in adapters)
-        self.total = total_steps(cfg, ctx.split_size("forget"), ctx.cfg.data.batch_size * world_size())
-        check_engine(accelerator)
-        self.sharded = accelerator.distributed_type in SHARDED_ENGINES
-        # ZeRO-3's optimizer takes module parameters only: expert slices become parameters of their own
-        deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-        self.slice_params = slice_params.register(ctx.model, self.trainable) if deepspeed else []
-        ctx.model, self.optimizer, self.scheduler = prepare(accelerator, ctx.model, self.trainable, cfg, self.total,
-                                                              ctx.cfg.data.batch_size)
-        slice_params.bind(self.slice_params)
+        self.retain_forward = run_needs(method, adapters).retain_forward
+        self.total = total_steps(self.cfg, ctx.split_size("forget"), config.data.batch_size * world_size())
+        self.sharded = accel.is_sharded(accelerator)
+        ctx.model, self.optimizer, self.scheduler, self.slice_params = accel.prepare(
+            accelerator, ctx.model, self.trainable, self.cfg, self.total, config.data.batch_size)
         # kept original values (methods/adapters with a reference): of sharded parameters, this process's part
         self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
@@ -324,10 +158,9 @@ class Trainer:
         data = load_data(resolve_manifest(cfg.data))
         out = Path(out_dir)
         tracking.check_installed(cfg.train.log_with)
-        accelerator = make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum,
-                                       log_with=cfg.train.log_with, project_dir=out / "tracking")
-        if accelerator.distributed_type in SHARDED_ENGINES:  # the LM head is resharded after each forward
-            cfg = replace(cfg, train=replace(cfg.train, loss_chunk=0), eval=replace(cfg.eval, loss_chunk=0))
+        accelerator = accel.make_accelerator(cfg.model.device, cfg.train.precision, cfg.train.grad_accum,
+                                             log_with=cfg.train.log_with, project_dir=out / "tracking")
+        cfg = accel.fit_config(cfg, accelerator)
         check_processes(cfg.eval)
         model_path = model_path_of(cfg, data)
         run_dir = RunDir(out, run_inputs(cfg.files, model_path, cfg.data, data.manifest), overwrite=overwrite,
@@ -335,17 +168,19 @@ class Trainer:
         decided_by_main(run_dir.check)  # the run's lock and files, judged once: a rank never refuses its own run
         set_seed(cfg.seed)
         device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
-        with whole_model_loading(accelerator):
+        with accel.whole_model_loading(accelerator):
             model, tokenizer = load_model(model_path, dtype=cfg.model.dtype, device=str(device),
                                           trust_remote_code=cfg.model.trust_remote_code,
                                           allow_missing=cfg.model.allow_missing_weights)
         pairs = paired_batches(cfg.data, data, tokenizer, seed=cfg.seed, processes=world_size())
         method = METHODS.get(cfg.method)(cfg.section(cfg.method))
         adapters = [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters]
-        _check_retain_set(cfg, pairs, method, adapters)
-        ctx = RunContext(model=model, tokenizer=tokenizer, layers=moe_layers(model), cfg=cfg, data=data,
-                         splits={"forget": pairs.forget, "retain": pairs.retain or []}, device=device, out_dir=out)
-        ctx.spec = forward_spec(ctx, adapters)
+        needs = run_needs(method, adapters)
+        check_retain_set(cfg, needs, retain_records=pairs.retain is not None)
+        ctx = RunContext(model=model, tokenizer=tokenizer, layers=moe_layers(model), settings=run_settings(cfg),
+                         data=data, splits={"forget": pairs.forget, "retain": pairs.retain or []}, device=device,
+                         out_dir=out)
+        ctx.spec = forward_spec(ctx, adapters, needs)
         ctx.model.eval()
         for a in adapters:
             a.check(ctx)
@@ -359,17 +194,16 @@ class Trainer:
             # everything below until the checkpoint is loaded sees the ORIGINAL model, also on resume
             method.prepare(ctx)
             for a in adapters:
-                if a.selects_trainable:
+                if needs.adapters[a.name].selects_trainable:
                     a.prepare(ctx)
-            ctx.trainable = build_trainable(ctx, method, adapters)
+            ctx.trainable = build_trainable(ctx, method, adapters, cfg.train)
             for a in adapters:
-                if not a.selects_trainable:
+                if not needs.adapters[a.name].selects_trainable:
                     a.prepare(ctx)
             original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval) if eval_routing else None
-            needs_ref = method.uses_reference() or any(a.needs_reference for a in adapters)
 
-            trainer = cls(ctx, method, adapters, pairs, accelerator, progress=progress, reference=needs_ref and not ctx.lora,
-                          original_routing=original_routing, run_dir=run_dir)
+            trainer = cls(ctx, cfg, method, adapters, pairs, accelerator, progress=progress,
+                          reference=needs.reference and not ctx.lora, original_routing=original_routing, run_dir=run_dir)
             if not (resume and trainer.load_checkpoint()):
                 if accelerator.is_main_process:
                     trainer.log_path.write_text("")
@@ -391,9 +225,8 @@ class Trainer:
         exists = broadcast_object(tmp is None)
         slice_state: dict[str, dict[str, Any]] = {}
         if not exists and self.sharded:
-            with slices_apart(self.optimizer, self.trainable) as slice_state:
-                self.accelerator.save_state(str(broadcast_object(tmp) / "engine"))
-            barrier()  # every process's files are written before the folder is moved into place
+            slice_state = accel.save_sharded(self.accelerator, self.optimizer, self.trainable,
+                                             broadcast_object(tmp) / "engine")
         if is_main() and not exists:
             state = {
                 "rng": rng,
@@ -407,7 +240,7 @@ class Trainer:
             else:
                 state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
             tensors = {} if self.sharded else self.trainable.state_tensors()
-            checkpoint.commit(self.ckpt_dir, step, tmp, tensors, state, self.ctx.cfg.to_dict())
+            checkpoint.commit(self.ckpt_dir, step, tmp, tensors, state, self.config.to_dict())
         barrier()
         self.last_checkpoint = self.ckpt_dir / checkpoint.name_of(step)
         return self.last_checkpoint
@@ -422,10 +255,8 @@ class Trainer:
             raise UserError(f"checkpoint {path} was written by {len(state['rng'])} process(es); resume it with "
                             f"the same number (this run has {world_size()})")
         if self.sharded:
-            with slices_apart(self.optimizer, self.trainable) as slice_state:
-                self.accelerator.load_state(str(path / "engine"))
-                slice_state.update(state["slice_optimizer"])
-            self.trainable.read_back()
+            accel.load_sharded(self.accelerator, self.optimizer, self.trainable, path / "engine",
+                               state["slice_optimizer"])
         else:
             self.trainable.load_state_tensors(tensors)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -473,7 +304,7 @@ class Trainer:
             terms["load_balancing"] = self.cfg.load_balancing_coef * torch.stack(aux).sum()
         loss = sum(terms.values())
         if self.sharded:
-            loss = loss + _output_anchor([*forwards.values(), *own.values()])
+            loss = loss + accel.output_anchor([*forwards.values(), *own.values()])
         logs = {**out.logs, **{k: float(v.detach()) for k, v in terms.items() if k != "method"}}
         return loss, logs
 
@@ -495,7 +326,7 @@ class Trainer:
                     raise self.fail(f"loss is {means[0]}")
                 if not torch.is_tensor(loss) or not loss.requires_grad:
                     adapters = f" with adapters {[a.name for a in self.adapters]}" if self.adapters else ""
-                    raise UserError(f"method '{ctx.cfg.method}'{adapters}: no loss term depends on a trained "
+                    raise UserError(f"method '{self.config.method}'{adapters}: no loss term depends on a trained "
                                     f"parameter (e.g. rmu.layer lies before every layer that trains); "
                                     f"train other parameters or move the method's layer")
                 acc.backward(loss)  # divides by grad_accum itself
@@ -518,7 +349,7 @@ class Trainer:
         if is_main():
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        if self.ctx.cfg.train.log_with:
+        if self.cfg.log_with:
             self.accelerator.log(tracking.scalars({k: v for k, v in record.items() if k != "step"}),
                                  step=int(record["step"]))
 
@@ -526,7 +357,7 @@ class Trainer:
         """Evaluate forgetting (every process, its rows); True when the early-stop target is reached."""
         from moe_unlearn.eval import evaluate_model
 
-        quick = replace(self.ctx.cfg.eval, metrics=[m for m in ("nll", "mc_acc") if m in self.ctx.cfg.eval.metrics])
+        quick = replace(self.config.eval, metrics=[m for m in ("nll", "mc_acc") if m in self.config.eval.metrics])
         res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
@@ -547,14 +378,14 @@ class Trainer:
 
         ctx, cfg = self.ctx, self.cfg
         stop = GracefulStop()
-        bar = tqdm(total=self.total, initial=ctx.step, desc=f"unlearn {ctx.cfg.method}", disable=not self.progress)
+        bar = tqdm(total=self.total, initial=ctx.step, desc=f"unlearn {self.config.method}", disable=not self.progress)
         # step 0 is evaluated too (where the trade-off curve starts); the original model may already meet the target
         done = bool(cfg.eval_every) and ctx.step == 0 and self.periodic_eval()
         ctx.model.train()
         with stop.installed():
             try:
                 while not done and ctx.step < self.total:
-                    if self._stop_requested(stop):  # at a step boundary: the state is consistent
+                    if stop.agreed():  # at a step boundary: the state is consistent
                         path = self.save_checkpoint()
                         raise RunFailure(f"interrupted after step {ctx.step}; resumable checkpoint {path}; "
                                          f"rerun with --resume to continue")
@@ -577,11 +408,6 @@ class Trainer:
                 bar.close()
                 ctx.model.eval()
 
-    @staticmethod
-    def _stop_requested(stop: GracefulStop) -> bool:
-        """Whether any process was asked to stop (they all stop at the same step)."""
-        return bool(all_reduce_sum(torch.tensor(float(stop.requested))) > 0)
-
     def save_model(self, path: Path) -> torch.nn.Module:
         """model/ as a plain save_pretrained safetensors directory (full weights gathered from a
         sharded engine; LoRA merged); returns the model to evaluate."""
@@ -591,11 +417,7 @@ class Trainer:
             model = model.merge_and_unload()
             state = model.state_dict()
         else:
-            slice_params.fold(self.slice_params)  # ZeRO-3: the slices into their rows, without their own names
-            state = acc.get_state_dict(self.ctx.model)  # whole tensors on the main process under FSDP2 / ZeRO-3
-            if state is not None and self.slice_params:
-                own = slice_params.slice_names(self.slice_params)
-                state = {k: v for k, v in state.items() if k not in own}
+            state = accel.full_state_dict(acc, self.ctx.model, self.slice_params)
         self.check_finite(model.named_parameters())
         # FSDP2: every process runs save_pretrained (its gathers are collective), the main one writes;
         # DeepSpeed gives the whole weights to the main process only (None elsewhere)
@@ -605,20 +427,6 @@ class Trainer:
             self.ctx.tokenizer.save_pretrained(path)
         barrier()
         return model
-
-
-def _check_retain_set(cfg: UnlearnConfig, pairs: PairedBatches, method: Method, adapters: list[Adapter]) -> None:
-    """A retain term, or an adapter that needs a retain forward, needs retain records in the train format."""
-    if pairs.retain is not None:
-        return
-    fmt = cfg.data.train_format
-    if method.has_retain_term:
-        raise UserError(f"method '{cfg.method}' has a retain term but the retain set has no '{fmt}' records; "
-                        f"provide them or set {cfg.method}.alpha=0")
-    needing = [a.name for a in adapters if a.needs_retain_forward]
-    if needing:
-        raise UserError(f"adapter '{needing[0]}' needs retain forwards but the retain set has no '{fmt}' records; "
-                        "provide them")
 
 
 def _warn_overlap(fmt: str, data: UnlearnData) -> None:
@@ -662,7 +470,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
             publish of model/: it appears with its card, which says so when evaluation failed."""
             model = trainer.save_model(folder)
             try:
-                results = evaluate_model(model, ctx.tokenizer, ctx.data, ctx.cfg.eval,
+                results = evaluate_model(model, ctx.tokenizer, ctx.data, trainer.config.eval,
                                          original_routing=trainer.original_routing, retrained=retrained,
                                          progress=trainer.progress)
             except BaseException as e:  # the trained model is kept; the error is raised once it is published

@@ -39,6 +39,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import moe_layers, select_parameters
 from moe_unlearn.models.memory import DTYPE_BYTES, GIB, meta_model, model_config, saved_activation_bytes
+from moe_unlearn.train.config import run_needs
 
 STATE_BYTES = {"fp32": 4}  # train.optim_state_dtype -> bytes per moment ("param": the model's dtype)
 
@@ -99,7 +100,7 @@ def _trained(cfg: Any, model: torch.nn.Module, method: Method, adapters: list[Ad
              ) -> tuple[int, int, Callable[[str], bool]]:
     """(trained parameters, the largest trained tensor, which parameters carry gradients in the graph)."""
     layers = moe_layers(model)
-    selected = [n for a in adapters if a.selects_trainable and (n := a.estimate_trainable(layers)) is not None]
+    selected = [n for a in adapters if a.needs(a.cfg).selects_trainable and (n := a.estimate_trainable(layers)) is not None]
     if selected:  # an adapter that chooses what trains (SEUF): at the middle MoE layer, its experts and router
         mid = layers[len(layers) // 2]
         prefixes = (f"{mid.experts_name}.", f"{mid.router_name}.")
@@ -138,8 +139,8 @@ def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda")
     s = STATE_BYTES.get(cfg.train.optim_state_dtype, b)
     params = sum(p.numel() for p in net.parameters())
     trainable, largest, trains = _trained(cfg, net, method, adapters)
-    retain = method.has_retain_term or any(a.needs_retain_forward for a in adapters)
-    rows = cfg.data.batch_size + (cfg.data.retain_batch_size if retain else 0) + sum(a.extra_rows() for a in adapters)
+    needs = run_needs(method, adapters)
+    rows = cfg.data.batch_size + (cfg.data.retain_batch_size if needs.retain_rows else 0) + needs.extra_rows
     seq = cfg.data.max_length
     tokens = rows * seq
     try:
@@ -155,7 +156,7 @@ def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda")
     else:
         step_buffer = trainable * s if device == "cuda" else 2 * largest * s
     adapter_bytes = sum(a.estimate_bytes(layers) for a in adapters)
-    uses_reference = method.uses_reference() or any(a.needs_reference for a in adapters)
+    uses_reference = needs.reference
     return MemoryEstimate(
         model=str(name), dtype=cfg.model.dtype, params=params, trainable=trainable, weights=params * b,
         gradients=trainable * b, optimizer=2 * trainable * s, reference=trainable * b if uses_reference else 0,

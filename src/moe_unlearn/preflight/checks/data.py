@@ -10,8 +10,9 @@ from moe_unlearn.data.sources import READERS
 from moe_unlearn.errors import UserError
 from moe_unlearn.preflight.remote import Hub
 from moe_unlearn.preflight.resources import CHECKERS, Job, Resource
+from moe_unlearn.vocab import SPLITS
 
-SINGLE = ("forget", "retain", "holdout", "utility_mc", "real_authors", "world_facts")
+SINGLE = (*SPLITS, "utility_mc", "real_authors", "world_facts")
 
 
 def named_sources(job: Job) -> list[tuple[str, SourceConfig]]:
