@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from moe_unlearn.benchmark.domains import DEFAULT_FORGET_DOMAIN, DOMAINS, Attribute, Domain
 from moe_unlearn.errors import UserError
 from moe_unlearn.registry import suggest
+from moe_unlearn.vocab import SPLITS
 
-SPLITS = ("forget", "retain", "holdout")
 
 
 @dataclass(frozen=True)

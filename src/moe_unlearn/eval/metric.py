@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from moe_unlearn.registry import Registry
+from moe_unlearn.vocab import SPLITS
 
 if TYPE_CHECKING:  # pragma: no cover
     from moe_unlearn.eval.context import EvalContext
@@ -48,7 +49,7 @@ class Metric:
     cacheable: bool = True
     description: str = ""
     # the eval sets a split metric runs on (others report None)
-    splits: tuple[str, ...] = ("forget", "retain", "holdout")
+    splits: tuple[str, ...] = SPLITS
     # where the result goes in metrics.json (see the module docstring)
     group: str | None = None
     value_key: str = "value"
@@ -68,7 +69,7 @@ def metric(
     higher_is_better: bool,
     scope: Literal["split", "global"] = "split",
     cacheable: bool = True,
-    splits: tuple[str, ...] = ("forget", "retain", "holdout"),
+    splits: tuple[str, ...] = SPLITS,
     group: str | None = None,
     value_key: str = "value",
     detail_keys: tuple[str, ...] = (),

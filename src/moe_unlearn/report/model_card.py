@@ -23,9 +23,10 @@ from moe_unlearn.errors import RunFailure, UserError
 from moe_unlearn.eval.schema import STABILITY, Key, metric_key
 from moe_unlearn.paths import atomic_write
 from moe_unlearn.report.tables import SECONDS, STEPS, TABLES, first_of, lm_eval_acc
+from moe_unlearn.vocab import SPLITS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-ROLES = ("forget", "retain", "holdout", "utility_mc")
+ROLES = (*SPLITS, "utility_mc")
 # what to cite for each method, adapter and benchmark (arXiv ids as open-unlearning's docs/links.md
 # and this project's docs/methods.md give them)
 CITATIONS: dict[str, str] = {
