@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import types
 import json
 
 import pytest
@@ -57,15 +58,35 @@ class _Peak(TorchDispatchMode):
         return out
 
 
+def _reachable_tensors(root: object) -> list[torch.Tensor]:
+    """Tensors (and their .grad) reachable from root through instances and containers; classes,
+    modules and functions are not followed, so globals of other tests stay out."""
+    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType)
+    seen: set[int] = set()
+    stack, out = [root], []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            if not obj.is_meta:
+                out.append(obj)
+            if obj.grad is not None:
+                stack.append(obj.grad)
+            continue
+        stack.extend(gc.get_referents(obj))
+    return out
+
+
 def _measured_peak(trainer: Trainer) -> int:
     trainer.step()  # AdamW's state exists from the first step on
     trainer.optimizer.zero_grad(set_to_none=True)  # the step frees them before its backward anyway
     gc.collect()
     existing: dict[int, tuple[StorageWeakRef, int]] = {}
-    for obj in gc.get_objects():
-        if issubclass(type(obj), torch.Tensor) and not obj.is_meta:
-            st = obj.untyped_storage()
-            existing[st.data_ptr()] = (StorageWeakRef(st), max(st.nbytes(), existing.get(st.data_ptr(), (0, 0))[1]))
+    for obj in _reachable_tensors(trainer):  # the run's own state, not what other tests left alive
+        st = obj.untyped_storage()
+        existing[st.data_ptr()] = (StorageWeakRef(st), max(st.nbytes(), existing.get(st.data_ptr(), (0, 0))[1]))
     start = sum(n for _, n in existing.values())
     with _Peak({k: ref for k, (ref, _) in existing.items()}) as mem:
         trainer.step()
