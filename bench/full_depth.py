@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
+from bench.real_geometry import save_random_model
 from bench.session import trainer_for
 from bench.step_time import step_overhead
 from moe_unlearn.models.tiny import tiny_config
@@ -39,12 +40,7 @@ def build_model(geometry: dict[str, int], tokenizer_dir: Path, out: Path) -> Pat
                          hidden=geometry["hidden"], vocab=len(tok), heads=geometry["heads"],
                          intermediate=geometry["intermediate"], pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, bos_token_id=None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_random_model(config, tok, out)
 
 
 def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -21,6 +21,7 @@ import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,6 +70,11 @@ def build_model(g: Geometry, intermediate: int, tokenizer_dir: Path, out: Path) 
                          heads=g.heads, intermediate=intermediate, num_key_value_heads=g.kv_heads,
                          head_dim=g.head_dim, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id)
+    return save_random_model(config, tok, out)
+
+
+def save_random_model(config: Any, tok: Any, out: Path) -> Path:
+    """A float32 model of `config` initialised from seed 0 (the caller's RNG untouched), saved with tok."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
