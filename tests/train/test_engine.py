@@ -164,6 +164,42 @@ def test_early_stop_at_forget_target(run_config, tmp_path):
     assert all(e["eval"]["forget"]["nll"] < 0.5 for e in evals[:-1])
 
 
+def test_retain_guard_restores_the_last_eval_above_its_floor(run_config, tmp_path, monkeypatch):
+    """train.early_stop.retain_kept: the first eval whose retain MC falls below the floor ends the
+    run with the trained values of the last eval above it: the saved model is, weight for weight,
+    the one a run stopped at that step saves. The periodic evals' retain MC is scripted (1.0, 0.95,
+    0.5) so the breach does not depend on what training does to this tiny model."""
+    import moe_unlearn.eval as ev
+    from safetensors.torch import load_file
+
+    real, scripted = ev.evaluate_model, [1.0, 0.95, 0.5]
+
+    def evaluate(*args, **kwargs):
+        res = real(*args, **kwargs)
+        if scripted:
+            res["retain"]["mc_acc"] = scripted.pop(0)
+        return res
+
+    monkeypatch.setattr(ev, "evaluate_model", evaluate)
+    _, cfg = run_config("train.max_steps=10", "train.eval_every=2", "train.early_stop.retain_kept=0.9",
+                        "train.checkpoint_every=0", method="ga")
+    metrics = run_unlearning(cfg, out_dir=tmp_path / "guard", progress=False)
+    stop = metrics["early_stop"]
+    assert stop["reason"] == "retain_guard" and stop["step"] == 4 and stop["restored_step"] == 2
+    assert stop["retain_mc_acc"] == 0.5 and stop["floor"] == pytest.approx(0.9)
+    monkeypatch.setattr(ev, "evaluate_model", real)
+    _, short = run_config("train.max_steps=2", "train.checkpoint_every=0", method="ga")
+    run_unlearning(short, out_dir=tmp_path / "two", progress=False)
+    guarded = load_file(tmp_path / "guard" / "model" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    assert guarded.keys() == two.keys() and all(torch.equal(guarded[k], two[k]) for k in two)
+
+
+def test_retain_guard_rejects_a_fraction_outside_0_1(run_config):
+    with pytest.raises(UserError, match="retain_kept"):
+        run_config("train.eval_every=2", "train.early_stop.retain_kept=1.5")
+
+
 def test_bf16_grad_accum_epochs_and_cosine_warmup(run_config, tmp_path):
     # 40 forget examples, 4 per micro-batch, 2 micro-batches per step: 0.5 epoch = 3 steps
     _, cfg = run_config("train.precision=bf16", "train.grad_accum=2", "train.max_steps=null", "train.epochs=0.5",

@@ -76,14 +76,20 @@ class EarlyStop:
     # forget MC and NLL inside the retrain oracle's 95% interval (the holdout split's without an
     # oracle): what "forgotten" means (eval.forgotten)
     forgotten: bool = False
+    # the retain guard (train/retain_guard.py): stop once retain MC falls below this fraction of
+    # its step-0 value, restoring the trained values of the last eval above it (e.g. 0.9)
+    retain_kept: float | None = None
 
     def validate(self, where: str) -> None:
         v = self.forget_mc_acc_at_most
         require(v is None or 0 <= v <= 1, f"'{where}.forget_mc_acc_at_most' must be in [0, 1], got {v}")
+        k = self.retain_kept
+        require(k is None or 0 < k <= 1, f"'{where}.retain_kept' must be in (0, 1], got {k}")
 
     @property
     def enabled(self) -> bool:
-        return self.forget_mc_acc_at_most is not None or self.forget_nll_at_least is not None or self.forgotten
+        return (self.forget_mc_acc_at_most is not None or self.forget_nll_at_least is not None or self.forgotten
+                or self.retain_kept is not None)
 
     def fixed_bounds_met(self, forget: dict[str, Any]) -> bool:
         """True when a fixed bound is set and the forget split's aggregates meet it."""

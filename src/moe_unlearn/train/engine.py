@@ -46,6 +46,7 @@ from moe_unlearn.report.model_card import write_model_card
 from moe_unlearn.train import accel, checkpoint, tracking
 from moe_unlearn.train.config import TrainConfig, UnlearnConfig, check_retain_set, run_needs, run_settings
 from moe_unlearn.train.optim import total_steps
+from moe_unlearn.train.retain_guard import RetainGuard
 from moe_unlearn.train.rundir import RunDir, run_inputs
 from moe_unlearn.train.stop import GracefulStop
 
@@ -138,6 +139,11 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
         self.forget_target: ForgetTarget | None = None  # set from the retrain oracle by run_unlearning
+        kept = self.cfg.early_stop.retain_kept
+        self.retain_guard = RetainGuard(kept) if kept is not None else None
+        if self.retain_guard is not None and self.sharded:
+            raise UserError("'train.early_stop.retain_kept' restores a host copy of the trained values, which a "
+                            "sharding engine (FSDP2, ZeRO-3) does not keep: drop it or run without sharding")
         self.resumed = False  # state loaded from the latest checkpoint
         self.original_routing = original_routing  # the original model's eval routing (final evaluation)
         self.run_dir = run_dir or RunDir(ctx.out_dir, [])  # the lock and atomic writes of ctx.out_dir
@@ -234,6 +240,7 @@ class Trainer:
                 "step": step,
                 "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
                 "step_seconds": list(self.step_seconds),
+                "retain_guard": self.retain_guard.state_dict() if self.retain_guard else {},
             }
             if self.sharded:
                 state.update(slice_optimizer=slice_state)
@@ -263,6 +270,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         for a in self.adapters:
             a.load_state_dict(state["adapters"].get(a.name, {}))
+        if self.retain_guard is not None:
+            self.retain_guard.load_state_dict(state.get("retain_guard", {}))
         checkpoint.set_rng_state(state["rng"][self.accelerator.process_index])
         self.ctx.step = int(state["step"])
         self.step_seconds = list(state["step_seconds"])
@@ -363,10 +372,12 @@ class Trainer:
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         rule = self.cfg.early_stop
         target = (self.forget_target or holdout_target(res)) if rule.forgotten else None
-        hit = rule.fixed_bounds_met(forget) or (target is not None and target.reached(forget))
+        guarded = self.retain_guard and self.retain_guard.check(self.ctx.step, res.get("retain", {}), self.trainable)
+        hit = bool(guarded) or rule.fixed_bounds_met(forget) or (target is not None and target.reached(forget))
         if hit:
             self.stopped_early = {"step": self.ctx.step, "forget": forget,
-                                  **({"target": dataclasses.asdict(target)} if target else {})}
+                                  **({"target": dataclasses.asdict(target)} if target else {}),
+                                  **(guarded or {})}
         return hit
 
     def eval_model(self) -> torch.nn.Module:
