@@ -7,7 +7,9 @@ whose results.json is complete is reused), then prints the transfer table: per c
 +- sd over seeds and how many seeds reach each target:
 - forgotten: forget MC and NLL inside the oracle's 95% interval (eval/forgotten.py);
 - retain kept: retain MC >= 0.9 x the original model's;
+- both: forgotten and retain kept in the same run (the budget rule's target);
 - stability: retained routing stability >= 0.95 (keep_routing's target);
+- guard restored: runs the retain guard (train.early_stop.retain_kept) sent back to an earlier eval;
 and the adapters vs their base method at matched forgetting (both forgotten): wins / losses
 on retain MC beyond the noise (the 95% interval of the paired difference), and ties inside it.
 """
@@ -48,16 +50,19 @@ def table(per_seed: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]]) -> l
             cells.setdefault(r["run"], []).append({**r, "_original": original})
     n = len(per_seed)
     lines = [f"| cell | forget MC | gap to oracle | forgotten (of {n}) | retain MC / original | retain kept (of {n}) "
-             f"| stab R | stab R >= {STABLE} (of {n}) | steps |", "|---|---|---|---|---|---|---|---|---|"]
+             f"| both (of {n}) | stab R | stab R >= {STABLE} (of {n}) | steps | guard restored (of {n}) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, rows in cells.items():
         fmc = [r["forget"]["mc_acc"] for r in rows]
         gap = [r["forgotten"]["mc_acc"]["gap"] for r in rows if "mc_acc" in (r.get("forgotten") or {})]
-        forgot = sum(bool((r.get("forgotten") or {}).get("value")) for r in rows)
+        forgot = [bool((r.get("forgotten") or {}).get("value")) for r in rows]
         ratio = [r["retain"]["mc_acc"] / r["_original"]["retain"]["mc_acc"] for r in rows]
-        kept = sum(x >= RETAIN_KEPT for x in ratio)
+        kept = [x >= RETAIN_KEPT for x in ratio]
         stab = [r["routing"]["stability"]["retain"] for r in rows]
-        lines.append(f"| {label} | {_ms(fmc)} | {_ms(gap, '{:+.3f}')} | {forgot} | {_ms(ratio)} | {kept} | {_ms(stab)} "
-                     f"| {sum(s >= STABLE for s in stab)} | {_ms([float(r['steps']) for r in rows], '{:.0f}')} |")
+        restored = sum((r.get("retain_guard") or {}).get("restored_step") is not None for r in rows)
+        lines.append(f"| {label} | {_ms(fmc)} | {_ms(gap, '{:+.3f}')} | {sum(forgot)} | {_ms(ratio)} | {sum(kept)} "
+                     f"| {sum(f and k for f, k in zip(forgot, kept))} | {_ms(stab)} | {sum(s >= STABLE for s in stab)} "
+                     f"| {_ms([float(r['steps']) for r in rows], '{:.0f}')} | {restored} |")
     return lines
 
 

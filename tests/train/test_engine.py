@@ -164,15 +164,12 @@ def test_early_stop_at_forget_target(run_config, tmp_path):
     assert all(e["eval"]["forget"]["nll"] < 0.5 for e in evals[:-1])
 
 
-def test_retain_guard_restores_the_last_eval_above_its_floor(run_config, tmp_path, monkeypatch):
-    """train.early_stop.retain_kept: the first eval whose retain MC falls below the floor ends the
-    run with the trained values of the last eval above it: the saved model is, weight for weight,
-    the one a run stopped at that step saves. The periodic evals' retain MC is scripted (1.0, 0.95,
-    0.5) so the breach does not depend on what training does to this tiny model."""
+def _scripted_retain(monkeypatch, values: list[float]) -> None:
+    """The next len(values) evaluations report these retain MC values (then the real ones), so
+    what the guard does does not depend on what training does to this tiny model."""
     import moe_unlearn.eval as ev
-    from safetensors.torch import load_file
 
-    real, scripted = ev.evaluate_model, [1.0, 0.95, 0.5]
+    real, scripted = ev.evaluate_model, list(values)
 
     def evaluate(*args, **kwargs):
         res = real(*args, **kwargs)
@@ -181,18 +178,42 @@ def test_retain_guard_restores_the_last_eval_above_its_floor(run_config, tmp_pat
         return res
 
     monkeypatch.setattr(ev, "evaluate_model", evaluate)
-    _, cfg = run_config("train.max_steps=10", "train.eval_every=2", "train.early_stop.retain_kept=0.9",
+
+
+def test_retain_guard_restores_the_last_eval_above_its_floor(run_config, tmp_path, monkeypatch):
+    """train.early_stop.retain_kept: a run that ends below the floor (0.9 x step 0's retain MC)
+    saves the trained values of the last eval above it, weight for weight what a run stopped at
+    that step saves; a dip the run recovers from (step 4) does not stop it."""
+    from safetensors.torch import load_file
+
+    _scripted_retain(monkeypatch, [1.0, 0.95, 0.5, 0.6])  # evals at steps 0, 2, 4, 6
+    _, cfg = run_config("train.max_steps=6", "train.eval_every=2", "train.early_stop.retain_kept=0.9",
                         "train.checkpoint_every=0", method="ga")
     metrics = run_unlearning(cfg, out_dir=tmp_path / "guard", progress=False)
-    stop = metrics["early_stop"]
-    assert stop["reason"] == "retain_guard" and stop["step"] == 4 and stop["restored_step"] == 2
-    assert stop["retain_mc_acc"] == 0.5 and stop["floor"] == pytest.approx(0.9)
-    monkeypatch.setattr(ev, "evaluate_model", real)
+    assert metrics["steps"] == 6 and metrics["early_stop"] is None
+    assert metrics["retain_guard"] == {"floor": pytest.approx(0.9), "final_step": 6, "retain_mc_acc": 0.6,
+                                       "restored_step": 2}
     _, short = run_config("train.max_steps=2", "train.checkpoint_every=0", method="ga")
     run_unlearning(short, out_dir=tmp_path / "two", progress=False)
     guarded = load_file(tmp_path / "guard" / "model" / "model.safetensors")
     two = load_file(tmp_path / "two" / "model" / "model.safetensors")
     assert guarded.keys() == two.keys() and all(torch.equal(guarded[k], two[k]) for k in two)
+    _, six = run_config("train.max_steps=6", "train.checkpoint_every=0", method="ga")
+    run_unlearning(six, out_dir=tmp_path / "six", progress=False)
+    unguarded = load_file(tmp_path / "six" / "model" / "model.safetensors")
+    assert any(not torch.equal(guarded[k], unguarded[k]) for k in two)  # the restore changed something
+
+
+def test_retain_guard_keeps_a_run_that_ends_above_its_floor(run_config, tmp_path, monkeypatch):
+    """Ending at or above the floor: nothing is restored (the final eval is run when the last step
+    was not evaluated: max_steps 5, evals every 2)."""
+    _scripted_retain(monkeypatch, [1.0, 0.5, 0.5, 0.95])  # evals at steps 0, 2, 4 and the final 5
+    _, cfg = run_config("train.max_steps=5", "train.eval_every=2", "train.early_stop.retain_kept=0.9",
+                        "train.checkpoint_every=0", method="ga")
+    metrics = run_unlearning(cfg, out_dir=tmp_path / "kept", progress=False)
+    assert metrics["retain_guard"]["final_step"] == 5 and metrics["retain_guard"]["restored_step"] is None
+    evals = [x["step"] for x in read_log(tmp_path / "kept") if "eval" in x]
+    assert evals == [0, 2, 4, 5]
 
 
 def test_retain_guard_rejects_a_fraction_outside_0_1(run_config):

@@ -83,6 +83,7 @@ RUN_FIELDS: dict[str, RunField] = {f.path: f for f in (
     RunField("processes", None, "unlearn"),
     RunField("adapter_info", None, "unlearn: each adapter's summary()"),
     RunField("early_stop", None, "unlearn"),
+    RunField("retain_guard", None, "unlearn with train.early_stop.retain_kept: floor, final retain MC, restored step"),
     RunField("resumed", None, "unlearn"),
     RunField("eval_seconds", None, "the eval runner"),
     RunField("metric_info", None, "the eval runner: {metric: {higher_is_better, description}}"),

@@ -76,8 +76,8 @@ class EarlyStop:
     # forget MC and NLL inside the retrain oracle's 95% interval (the holdout split's without an
     # oracle): what "forgotten" means (eval.forgotten)
     forgotten: bool = False
-    # the retain guard (train/retain_guard.py): stop once retain MC falls below this fraction of
-    # its step-0 value, restoring the trained values of the last eval above it (e.g. 0.9)
+    # the retain guard (train/retain_guard.py): a run that ends with retain MC below this fraction
+    # of its step-0 value goes back to the trained values of the last eval above it (e.g. 0.9)
     retain_kept: float | None = None
 
     def validate(self, where: str) -> None:

@@ -141,6 +141,8 @@ class Trainer:
         self.forget_target: ForgetTarget | None = None  # set from the retrain oracle by run_unlearning
         kept = self.cfg.early_stop.retain_kept
         self.retain_guard = RetainGuard(kept) if kept is not None else None
+        self.guarded: dict[str, Any] | None = None  # the guard's record at the end of training
+        self.last_eval_step: int | None = None
         if self.retain_guard is not None and self.sharded:
             raise UserError("'train.early_stop.retain_kept' restores a host copy of the trained values, which a "
                             "sharding engine (FSDP2, ZeRO-3) does not keep: drop it or run without sharding")
@@ -372,12 +374,13 @@ class Trainer:
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         rule = self.cfg.early_stop
         target = (self.forget_target or holdout_target(res)) if rule.forgotten else None
-        guarded = self.retain_guard and self.retain_guard.check(self.ctx.step, res.get("retain", {}), self.trainable)
-        hit = bool(guarded) or rule.fixed_bounds_met(forget) or (target is not None and target.reached(forget))
+        if self.retain_guard is not None:
+            self.retain_guard.observe(self.ctx.step, res.get("retain", {}), self.trainable)
+        self.last_eval_step = self.ctx.step
+        hit = rule.fixed_bounds_met(forget) or (target is not None and target.reached(forget))
         if hit:
             self.stopped_early = {"step": self.ctx.step, "forget": forget,
-                                  **({"target": dataclasses.asdict(target)} if target else {}),
-                                  **(guarded or {})}
+                                  **({"target": dataclasses.asdict(target)} if target else {})}
         return hit
 
     def eval_model(self) -> torch.nn.Module:
@@ -418,6 +421,10 @@ class Trainer:
             finally:
                 bar.close()
                 ctx.model.eval()
+        if self.retain_guard is not None:  # it judges the state training ends in: evaluate it
+            if self.last_eval_step != ctx.step:
+                self.periodic_eval()
+            self.guarded = self.retain_guard.finish(self.trainable)
 
     def save_model(self, path: Path) -> torch.nn.Module:
         """model/ as a plain save_pretrained safetensors directory (full weights gathered from a
@@ -523,6 +530,7 @@ def _run_metrics(cfg: UnlearnConfig, trainer: Trainer, results: dict[str, Any], 
         processes=world_size(),
         adapter_info={a.name: a.summary() for a in trainer.adapters},
         early_stop=trainer.stopped_early,
+        retain_guard=trainer.guarded,
         resumed=trainer.resumed,
     )
 
