@@ -6,8 +6,9 @@
 
 Checks, each in its own process with its own time limit so one failure costs only itself. The
 first four share the GPU at once (tiny models: the card is idle most of each step), the bench
-runs alone afterwards so that its ratios are not disturbed; the whole stays under 8 minutes on
-one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
+and then the rehearsal run alone afterwards so that their timings and peaks are not disturbed;
+the rehearsal starts no recipe after REHEARSAL_DEADLINE seconds of the whole, so the whole stays
+under 9 minutes on one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
   env       GPU, versions
   cuda      tests/cuda (capture/replay on CUDA; short bf16/fp16 runs of GA+GRIP, GradDiff+TRACE, NPO+SEUF)
   demo      `moe-unlearn demo --quick` in bf16 on CUDA, one row per run
@@ -15,9 +16,15 @@ one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
             fsdp2.yaml), each saved model then evaluated by `moe-unlearn eval` in one plain process
   zero3     the same under DeepSpeed ZeRO-3 (configs/accelerate/deepspeed_zero3.yaml; n/a without deepspeed)
   bench     the bench's real-geometry figures on CUDA (OLMoE-1B-7B and Qwen3-30B-A3B layers), one row each
+  rehearsal bench/rehearsal.py --scale full: each shipped recipe's model at full depth (random
+            weights, fixture data, the recipe's own training settings), most important first:
+            step time, peak and the memory estimate, one row each; skipped where the estimate
+            exceeds the GPU's memory (on an H100: MUSE's Qwen3-30B, TOFU's all-parameter OLMoE,
+            RMU's Mixtral), not run past the deadline
 Each check's whole output goes to $OUT/<check>.log (OUT set) or the work folder, the table to
-$OUT/gpu_check.md, the bench's JSON to $OUT/bench.json. Two processes on one GPU cannot run
-NCCL, so multi-process runs are not checked here (CI checks them with 2 CPU processes over gloo).
+$OUT/gpu_check.md, the bench's JSON to $OUT/bench.json, the rehearsal's to $OUT/rehearsal.json.
+Two processes on one GPU cannot run NCCL, so multi-process runs are not checked here (CI checks
+them with 2 CPU processes over gloo).
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLI = [PY, "-m", "moe_unlearn.cli.main"]
-CHECKS = ("cuda", "demo", "fsdp2", "zero3", "bench")
+CHECKS = ("cuda", "demo", "fsdp2", "zero3", "bench", "rehearsal")
 ENGINES = {"fsdp2": "configs/accelerate/fsdp2.yaml", "zero3": "configs/accelerate/deepspeed_zero3.yaml"}
 LAUNCHED_CASES = (("ga", "grip"), ("npo", "seuf"))
 THREADS = "4"  # per check: four checks share the machine's cores
+REHEARSAL_DEADLINE = 390  # seconds into the whole after which the rehearsal starts no further recipe
+REHEARSAL_LAST = 150  # seconds a recipe started before the deadline may take (MUSE's 30B model: about 90)
 
 
 @dataclass
@@ -178,6 +187,30 @@ def bench_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def rehearsal(work: Path, elapsed: float) -> Check:
+    """The recipes at full depth with what is left before the deadline as their budget."""
+    budget = max(0, round(REHEARSAL_DEADLINE - elapsed))
+    (work / "rehearsal.json").unlink(missing_ok=True)  # an earlier run's rows are not this run's
+    return Check("rehearsal", [PY, "-m", "bench.rehearsal", "--scale", "full", "--steps", "2", "--budget", str(budget),
+                               "--out", str(work / "rehearsal.json")], budget + REHEARSAL_LAST)
+
+
+def rehearsal_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
+    """One row per recipe the rehearsal reached (also when it was stopped at its limit)."""
+    path = work / "rehearsal.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for r in json.loads(path.read_text()):
+        if r["status"] != "ok":
+            rows.append((f"rehearsal: {r['recipe']}", r["status"].split(":")[0], r["status"].replace("|", "/")[:200]))
+            continue
+        rows.append((f"rehearsal: {r['recipe']}", "ok", f"{r['model']}: step {r['step_s']:.3g} s, peak "
+                     f"{r['peak_GiB']:.1f} GiB, estimate {r['estimate_GiB']:.1f} GiB "
+                     f"({r['estimate_over_peak']:.2f} x)"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bash scripts/gpu_check.sh", description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=CHECKS, help="run only these checks (a rerun after a fix)")
@@ -195,15 +228,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("zero3", "n/a", "deepspeed is not installed (scripts/gpu_wheels.sh carries it)", 0.0))
         together = [c for c in (cuda_tests(), demo(work), launched(work, "fsdp2"), launched(work, "zero3"))
                     if c.name in only]
-        alone = [bench(work)] if "bench" in only else []
-        for group in (together, alone):
+        groups = [lambda: together, lambda: [bench(work)] if "bench" in only else [],
+                  lambda: [rehearsal(work, time.perf_counter() - t0)] if "rehearsal" in only else []]
+        ran: list[Check] = []
+        for make in groups:  # each group made when it starts: the rehearsal's budget is what is left
+            group = make()
             for c in group:
                 c.start(logs)
             while not all([c.poll() for c in group]):
                 time.sleep(0.5)
+            ran += group
         extra = {"cuda": lambda c, w: [], "demo": demo_rows, "fsdp2": launched_rows, "zero3": launched_rows,
-                 "bench": bench_rows}
-        for c in [*together, *alone]:
+                 "bench": bench_rows, "rehearsal": rehearsal_rows}
+        for c in ran:
             rows.append((c.name, "ok" if c.code == 0 else f"FAIL ({c.code})", c.tail(), c.seconds))
             rows += [(*r, 0.0) for r in extra[c.name](c, work)]
     table = "| check | result | detail | seconds |\n|---|---|---|---|\n" + "\n".join(
@@ -211,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if os.environ.get("OUT"):
         (Path(os.environ["OUT"]) / "gpu_check.md").write_text(table + "\n")
-        if (work / "bench.json").is_file():  # the figures' details (tokens/s, MiB, ...)
-            shutil.copy(work / "bench.json", Path(os.environ["OUT"]) / "bench.json")
+        for name in ("bench.json", "rehearsal.json"):  # the figures' and recipes' details
+            if (work / name).is_file():
+                shutil.copy(work / name, Path(os.environ["OUT"]) / name)
     return 0 if all(not s.startswith("FAIL") for _, s, _, _ in rows) else 1
 
 
