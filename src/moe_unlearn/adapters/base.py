@@ -89,7 +89,9 @@ class Adapter:
     def estimate_trainable(self, layers: list[MoELayer]) -> int | None:
         return None
 
-    def estimate_bytes(self, layers: list[MoELayer]) -> int:
+    def estimate_bytes(self, layers: list[MoELayer], *, batch_tokens: int | None = None) -> int:
+        """Device bytes the adapter keeps through training (train/memory.py); batch_tokens: the
+        tokens of one retain batch, for state sized by whole batches (None: unknown)."""
         return 0
 
 

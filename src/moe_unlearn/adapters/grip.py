@@ -435,12 +435,35 @@ class Grip(Adapter):
         self.ptc_runs = state["ptc_runs"]
         self.project_seconds, self.project_calls, self.margin_backtracks = state["counters"]
 
-    def estimate_bytes(self, layers: list[MoELayer]) -> int:
-        """Projectors of every router row at full rank (or max_rank), float32: an upper bound."""
-        if not self.cfg.project:
-            return 0
-        d = layers[0].router_weight.shape[1]
-        return sum(layer.num_experts for layer in layers) * d * min(self.cfg.max_rank or d, d) * 4
+    def estimate_bytes(self, layers: list[MoELayer], *, batch_tokens: int | None = None) -> int:
+        """What GRIP keeps on the device through training (prepare's transient Gram stacks are not
+        counted), an upper bound. `batch_tokens`: the tokens of one retain batch (batch_size x
+        max_length); the cache takes whole batches until it holds cache_tokens, so it holds
+        T <= cache_tokens + batch_tokens - 1 tokens (None: T unknown, ranks bounded by d' alone,
+        the caches sized at cache_tokens). Per protected layer (all: which routers train is the
+        run's choice): bases [E, d', r] (span shared: [1, d', r]) in the router's dtype (2 bytes
+        with basis_dtype bfloat16; offload_bases: one layer's on the device), r <= min(d',
+        max_rank, T) (a row's span is that of the cached inputs that selected it); the original
+        and the previous router rows, 2 x [E, d']; with margins the cached inputs [T, d'] and
+        bounds [T, E]. With a refit, every layer's targets [T, E] float32. Left out: the token
+        ids of the cached and check batches (24 bytes a padded position, 8 a row)."""
+        cached = None if batch_tokens is None else self.cfg.cache_tokens + batch_tokens - 1
+        t = cached or self.cfg.cache_tokens
+        total, bases = 0, []
+        for layer in layers:
+            b, e = layer.router_weight.element_size(), layer.num_experts  # the router's dtype (the model's)
+            d = layer.router_weight.shape[1] + (layer.router_bias is not None)  # d': [x; 1] with a bias
+            if self.cfg.refit:
+                total += t * e * 4  # PTC targets, float32, every layer
+            if not self.cfg.project:
+                continue
+            rank = min(d, self.cfg.max_rank or d, cached or d)
+            basis_b = 2 if self.cfg.basis_dtype == "bfloat16" else b
+            bases.append((1 if self.cfg.span == "shared" else e) * d * rank * basis_b)
+            total += 2 * e * d * b  # the original and the previous router rows
+            if self.cfg.margins:
+                total += t * (d + e) * b  # cached inputs and score bounds
+        return total + (max(bases, default=0) if self.cfg.offload_bases else sum(bases))
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -8,23 +8,33 @@ term holds (bytes; P parameters, T trained, b bytes of model.dtype, s bytes of a
                                       that selects_trainable estimates; LoRA: not counted)
   optimizer    2 T x s               (s = b with train.optim_state_dtype: param, 4 with fp32)
   reference    T x b                 (the original trained values, where a method/adapter keeps them)
-  adapters     what each adapter declares with estimate_bytes (GRIP: its projectors)
+  adapters     what each adapter declares with estimate_bytes (GRIP: its bases, router rows and
+               caches, in the router's dtype; it is given one retain batch's tokens)
   activations  what autograd keeps for backward, read from the model's own forward on the meta
                device (models/memory.py: saved_activation_bytes) with this run's parameters
                trained, times the rows forwarded with a graph in one micro-step (forget, retain
                when the method or an adapter runs it, an adapter's own sample). An adapter that
-               selects what trains (SEUF) is placed at the middle MoE layer: only the layers from
-               its layer up keep activations, so the term lies between 0 and twice its value.
-  logits       the loss's vocabulary-sized rows: train.loss_chunk rows of [V] at once (model dtype, a
-               float32 copy, its log-softmax and their gradient: (b + 12) bytes each), or with
-               loss_chunk 0 every forwarded token's (b + 16)
+               selects what trains (SEUF) is placed at the middle MoE layer unless the caller knows
+               the layer its data chose (selected_layer): only the layers from its layer up keep
+               activations, so the guess is off by the activations of the layers between the two.
+  logits       the loss's vocabulary-sized rows alive at the start of backward, when every saved
+               activation still is (core/chunked.py; 4 bytes each, float32): a forward whose scored
+               rows (at most rows x (seq - 1): the first token is never scored) fit one
+               train.loss_chunk keeps its logits for backward; then the first backward loss node
+               adds its gradient rows (a checkpointed chunk: its recomputed logits too). The
+               model-dtype head output and the casts are freed before (a KL retain loss also holds
+               the reference's float32 log-probabilities of its rows: not counted). loss_chunk 0
+               (full logits): every forwarded token's, (b + 16)
   step buffer  AdamW's temporaries: torch's foreach AdamW (CUDA) one moment-sized copy of all T
                (T x s); on CPU two of the largest trained tensor; the fp32-state AdamW one float32
                copy of the largest (train/optim.py)
 Peak = the larger of two moments: backward (weights, optimizer, reference, adapters, activations,
-logits; each op frees what it saved as it makes its gradients, so nothing more), plus the gradients of earlier micro-steps when grad_accum > 1; with one
-micro-step gradients grow as activations are freed, so the larger of the two) and the optimizer
-step (weights, optimizer, reference, adapters, gradients, step buffer).
+logits: the start of backward; each op then frees what it saved as it makes its gradients), plus
+the gradients of earlier micro-steps when grad_accum > 1; with one micro-step gradients grow as
+activations are freed, so the larger of the two) and the optimizer step (weights, optimizer,
+reference, adapters, gradients, step buffer). Not counted: one layer's backward (or forward)
+temporaries, a few [tokens x top-k, d] buffers (0.3-0.7 MiB, 2-9% of the peak, in
+tests/train/test_memory_estimate.py), and what the caching allocator holds back.
 """
 
 from __future__ import annotations
@@ -96,13 +106,13 @@ class MemoryEstimate:
         return [(name, f"{b / GIB:.1f} GiB") for name, b in items]
 
 
-def _trained(cfg: Any, model: torch.nn.Module, method: Method, adapters: list[Adapter]
-             ) -> tuple[int, int, Callable[[str], bool]]:
+def _trained(cfg: Any, model: torch.nn.Module, method: Method, adapters: list[Adapter],
+             layer: int | None = None) -> tuple[int, int, Callable[[str], bool]]:
     """(trained parameters, the largest trained tensor, which parameters carry gradients in the graph)."""
     layers = moe_layers(model)
     selected = [n for a in adapters if a.needs(a.cfg).selects_trainable and (n := a.estimate_trainable(layers)) is not None]
-    if selected:  # an adapter that chooses what trains (SEUF): at the middle MoE layer, its experts and router
-        mid = layers[len(layers) // 2]
+    if selected:  # an adapter that chooses what trains (SEUF): at `layer`, by default the middle MoE layer
+        mid = layers[len(layers) // 2 if layer is None else layer]
         prefixes = (f"{mid.experts_name}.", f"{mid.router_name}.")
         return min(selected), min(selected), lambda name: name.startswith(prefixes)
     if cfg.train.lora is not None:
@@ -123,9 +133,23 @@ def _rough_activations(config: Any, layers: list, tokens: int, b: int) -> int:
     return int(config.num_hidden_layers) * tokens * b * (16 * d + 4 * k * f)
 
 
-def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda") -> MemoryEstimate:
+def _loss_logit_bytes(rows: list[int], seq: int, vocab: int, chunk: int) -> int:
+    """float32 logit rows alive at the start of backward (chunked losses, core/chunked.py): each
+    forward with a vocabulary loss (`rows` each) whose scored rows fit one chunk keeps them from
+    its forward; the first loss node run in backward adds its gradient rows, and a checkpointed
+    chunk (more scored rows than one chunk) its recomputed logits as well."""
+    scored = [r * (seq - 1) for r in rows]  # every token but the first at most (text; QA scores its answers only)
+    kept = sum(n for n in scored if n <= chunk)  # no recompute: the loss saved its float32 logits
+    backward = max((n if n <= chunk else 2 * chunk) for n in scored)  # gradient rows (+ a recomputed chunk)
+    return 4 * vocab * (kept + backward)
+
+
+def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda",
+                    selected_layer: int | None = None) -> MemoryEstimate:
     """Memory of running `cfg` (an UnlearnConfig) on one device; `model` overrides cfg.model.path.
-    `device`: "cuda" (torch's foreach AdamW) or "cpu" (its per-tensor AdamW: another step buffer)."""
+    `device`: "cuda" (torch's foreach AdamW) or "cpu" (its per-tensor AdamW: another step buffer).
+    `selected_layer`: the MoE layer (index) an adapter that selects what trains chose from the data
+    (SEUF's target, known once it has prepared); None: the middle MoE layer, a guess."""
     name = model or cfg.model.path
     if not name:
         raise UserError("set model.path: the memory estimate needs the model's geometry")
@@ -138,7 +162,7 @@ def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda")
     b = DTYPE_BYTES[cfg.model.dtype]
     s = STATE_BYTES.get(cfg.train.optim_state_dtype, b)
     params = sum(p.numel() for p in net.parameters())
-    trainable, largest, trains = _trained(cfg, net, method, adapters)
+    trainable, largest, trains = _trained(cfg, net, method, adapters, selected_layer)
     needs = run_needs(method, adapters)
     rows = cfg.data.batch_size + (cfg.data.retain_batch_size if needs.retain_rows else 0) + needs.extra_rows
     seq = cfg.data.max_length
@@ -150,12 +174,15 @@ def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda")
         activations = _rough_activations(config, layers, tokens, b)
         traced = False
     vocab, chunk = int(config.vocab_size), cfg.train.loss_chunk
-    logits = min(chunk, tokens) * vocab * (b + 12) if chunk > 0 else tokens * vocab * (b + 16)
+    loss_rows = [cfg.data.batch_size] + ([cfg.data.retain_batch_size] if needs.retain_rows else [])
+    logits = _loss_logit_bytes(loss_rows, seq, vocab, chunk) if chunk > 0 else tokens * vocab * (b + 16)
     if cfg.train.optim_state_dtype == "fp32":
         step_buffer = 4 * largest
     else:
         step_buffer = trainable * s if device == "cuda" else 2 * largest * s
-    adapter_bytes = sum(a.estimate_bytes(layers) for a in adapters)
+    net.to(getattr(torch, cfg.model.dtype))  # the trace left the meta model in bf16: adapters size the run's dtype
+    batch_tokens = cfg.data.batch_size * seq  # one retain batch of an adapter's cache (GRIP's prepare)
+    adapter_bytes = sum(a.estimate_bytes(layers, batch_tokens=batch_tokens) for a in adapters)
     uses_reference = needs.reference
     return MemoryEstimate(
         model=str(name), dtype=cfg.model.dtype, params=params, trainable=trainable, weights=params * b,
