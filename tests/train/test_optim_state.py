@@ -52,3 +52,11 @@ def test_unknown_state_dtype_is_a_user_error():
     with pytest.raises(UserError, match="optim_state_dtype"):
         build_config({"method": "ga", "data": {"forget": {"path": "f.jsonl", "kind": "text"}, "train_format": "text"},
                       "train": {"optim_state_dtype": "fp8"}})
+
+
+def test_fused_adamw_only_for_moments_in_the_parameters_dtype():
+    p = torch.randn(8)
+    assert build_optimizer(TrainConfig(lr=1e-3), [p], fused=True).defaults["fused"] is True
+    assert not build_optimizer(TrainConfig(lr=1e-3), [p]).defaults["fused"]
+    fp32_state = build_optimizer(TrainConfig(lr=1e-3, optim_state_dtype="fp32"), [p], fused=True)
+    assert isinstance(fp32_state, AdamWFp32State) and not fp32_state.defaults["fused"]

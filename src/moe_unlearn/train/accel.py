@@ -122,7 +122,9 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, trainable: Trainab
     slices = slice_params.register(model, trainable) if deepspeed else []
     leaves_later = accelerator.distributed_type == DistributedType.FSDP and bool(trainable.slices)
     fused = list({id(s.param): s.param for s in trainable.slices}.values())
-    optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if leaves_later else trainable.leaves())
+    # fused AdamW where nothing shards: FSDP2 hands it DTensors, ZeRO-3 its own flat partitions
+    optimizer = build_optimizer(cfg, [*trainable.full.values(), *fused] if leaves_later else trainable.leaves(),
+                                fused=not is_sharded(accelerator))
     scheduler = build_scheduler(cfg, optimizer, total)
     if deepspeed:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config

@@ -25,9 +25,11 @@ term holds (bytes; P parameters, T trained, b bytes of model.dtype, s bytes of a
                model-dtype head output and the casts are freed before (a KL retain loss also holds
                the reference's float32 log-probabilities of its rows: not counted). loss_chunk 0
                (full logits): every forwarded token's, (b + 16)
-  step buffer  AdamW's temporaries: torch's foreach AdamW (CUDA) one moment-sized copy of all T
-               (T x s); on CPU two of the largest trained tensor; the fp32-state AdamW one float32
-               copy of the largest (train/optim.py)
+  step buffer  AdamW's temporaries: none for the fused AdamW the engine runs where nothing shards
+               (train/accel.py; it updates in place); torch's foreach AdamW (CUDA, under FSDP2 /
+               ZeRO-3) one moment-sized copy of all T (T x s); its per-tensor AdamW (CPU) two of the
+               largest trained tensor; the fp32-state AdamW one float32 copy of the largest
+               (train/optim.py)
 Peak = the larger of two moments: backward (weights, optimizer, reference, adapters, activations,
 logits: the start of backward; each op then frees what it saved as it makes its gradients), plus
 the gradients of earlier micro-steps when grad_accum > 1; with one micro-step gradients grow as
@@ -144,10 +146,11 @@ def _loss_logit_bytes(rows: list[int], seq: int, vocab: int, chunk: int) -> int:
     return 4 * vocab * (kept + backward)
 
 
-def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda",
+def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda", fused: bool = True,
                     selected_layer: int | None = None) -> MemoryEstimate:
     """Memory of running `cfg` (an UnlearnConfig) on one device; `model` overrides cfg.model.path.
-    `device`: "cuda" (torch's foreach AdamW) or "cpu" (its per-tensor AdamW: another step buffer).
+    `fused`: the engine's fused AdamW (nothing sharded): no step buffer; False: torch's default,
+    whose buffer depends on `device`: "cuda" (foreach) or "cpu" (per-tensor).
     `selected_layer`: the MoE layer (index) an adapter that selects what trains chose from the data
     (SEUF's target, known once it has prepared); None: the middle MoE layer, a guess."""
     name = model or cfg.model.path
@@ -178,6 +181,8 @@ def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda",
     logits = _loss_logit_bytes(loss_rows, seq, vocab, chunk) if chunk > 0 else tokens * vocab * (b + 16)
     if cfg.train.optim_state_dtype == "fp32":
         step_buffer = 4 * largest
+    elif fused:
+        step_buffer = 0
     else:
         step_buffer = trainable * s if device == "cuda" else 2 * largest * s
     net.to(getattr(torch, cfg.model.dtype))  # the trace left the meta model in bf16: adapters size the run's dtype

@@ -1,0 +1,99 @@
+"""Issue 26 item 3: each candidate speed-up of the engine step at full depth, timed against the
+plain loop in ONE interleaved run, so before and after share the machine's load.
+
+    python -m bench.step_candidates [--methods ga graddiff] [--repeats N] [--autocast] [--smoke]
+
+Variants of the optimizer are set on a built Trainer through its param groups (torch's AdamW
+reads `fused` and `foreach` from them at every step); per-tensor is torch's default on CPU
+and what the engine ran before. `--autocast` adds a pair with bf16 weights: the engine at
+train.precision=bf16 (accelerate's autocast) against fp32 (no autocast, same weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+import transformers
+
+from bench.common import interleaved, median_ms, paired_ratio
+from bench.full_depth import DEPTH, PlainLoop, build_model
+from bench.session import trainer_for
+from moe_unlearn.benchmark import cached_benchmark
+from moe_unlearn.train.engine import Trainer
+
+OPTIMIZERS = {"per-tensor AdamW": dict(fused=None, foreach=False), "foreach AdamW": dict(fused=None, foreach=True),
+              "fused AdamW": dict(fused=True, foreach=None)}
+
+
+def with_optimizer(trainer: Trainer, flags: dict[str, bool | None]) -> Trainer:
+    """The trainer, its AdamW switched to the given implementation."""
+    for group in trainer.optimizer.param_groups:
+        group.update(flags)
+    return trainer
+
+
+def zero_grad_keeping_tensors(trainer: Trainer) -> Trainer:
+    """The trainer, zeroing gradients in place instead of dropping them (set_to_none=False)."""
+    zero = trainer.optimizer.zero_grad
+    trainer.optimizer.zero_grad = lambda set_to_none=True: zero(set_to_none=False)
+    return trainer
+
+
+def variants(manifest: Path, work: Path, model: Path, method: str) -> dict[str, Callable[[], None]]:
+    """name -> step: the plain loop, the optimizer variants, set_to_none=False (on fused AdamW)."""
+    common = [f"model.path={model}", "train.lr=1e-5"]
+    steps: dict[str, Callable[[], None]] = {}
+    for name, flags in OPTIMIZERS.items():
+        steps[name] = with_optimizer(trainer_for(manifest, work / f"{method}-{name}", method, [], common), flags).step
+    kept = with_optimizer(trainer_for(manifest, work / f"{method}-zero", method, [], common), OPTIMIZERS["fused AdamW"])
+    steps["fused AdamW, zero_grad(set_to_none=False)"] = zero_grad_keeping_tensors(kept).step
+    steps["plain loop"] = PlainLoop(model, method, kept).step
+    return steps
+
+
+def autocast_pair(manifest: Path, work: Path, model: Path) -> dict[str, Callable[[], None]]:
+    """GA on bf16 weights, with and without accelerate's bf16 autocast."""
+    common = [f"model.path={model}", "train.lr=1e-5", "model.dtype=bfloat16"]
+    return {f"bf16 weights, precision={p}": trainer_for(manifest, work / f"ga-{p}", "ga", [],
+                                                        [*common, f"train.precision={p}"]).step
+            for p in ("bf16", "fp32")}
+
+
+def report(title: str, times: dict[str, list[float]], base: str) -> str:
+    """Markdown: ms per step and the paired ratio to `base` of every variant."""
+    lines = [f"{title}", "", f"| variant | ms per step | / {base} |", "|---|---|---|"]
+    lines += [f"| {n} | {median_ms(t):.1f} | {paired_ratio(times, n, base):.3f} |" for n, t in times.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.step_candidates", description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=["ga", "graddiff"])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--autocast", action="store_true", help="also time bf16 autocast against none on bf16 weights")
+    p.add_argument("--smoke", action="store_true", help="full_depth's smoke geometry on the tiny benchmark")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    transformers.utils.logging.disable_progress_bar()
+    manifest = cached_benchmark("tiny" if args.smoke else "default", seed=0)
+    with tempfile.TemporaryDirectory(prefix="moe-unlearn-candidates-") as tmp:
+        work = Path(tmp)
+        model_dir = manifest.parent / json.loads(manifest.read_text())["model"]
+        model = build_model(DEPTH["smoke" if args.smoke else "full"], model_dir, work / "model")
+        for method in args.methods:
+            times = interleaved(variants(manifest, work, model, method), repeats=args.repeats, warmup=args.warmup)
+            print(report(f"{method}: engine variants and the plain loop, interleaved", times, "plain loop") + "\n")
+        if args.autocast:
+            times = interleaved(autocast_pair(manifest, work, model), repeats=args.repeats, warmup=args.warmup)
+            print(report("ga on bf16 weights: autocast or not", times, "bf16 weights, precision=fp32"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""bench.profile_step splits a step into its phases; bench.step_candidates' optimizer variants
+train the same numbers up to rounding (fused AdamW is the engine's default off sharding)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.full_depth import DEPTH, build_model
+from bench.profile_step import PHASES, profile, table
+from bench.session import trainer_for
+from bench.step_candidates import OPTIMIZERS, with_optimizer
+
+
+@pytest.fixture
+def smoke_model(tiny_benchmark, tmp_path):
+    model_dir = tiny_benchmark.parent / json.loads(tiny_benchmark.read_text())["model"]
+    return build_model(DEPTH["smoke"], model_dir, tmp_path / "model")
+
+
+def test_phases_cover_the_step_and_name_the_adapter(tiny_benchmark, tmp_path, smoke_model):
+    trainer = trainer_for(tiny_benchmark, tmp_path / "run", "ga", ["grip"], [f"model.path={smoke_model}"])
+    ms, top = profile(trainer, steps=1, warmup=0)
+    assert set(ms) == set(PHASES)
+    assert all(ms[p] > 0 for p in ("forward", "backward", "optimizer", "adapters")), ms
+    assert ms["host/other"] >= 0 and top
+    assert table({"ga+grip": ms}).splitlines()[-1].startswith("| step | ")
+
+
+def test_engine_runs_fused_adamw_and_matches_the_per_tensor_loop(tiny_benchmark, tmp_path, smoke_model):
+    common = [f"model.path={smoke_model}", "train.lr=1e-3"]
+    fused = trainer_for(tiny_benchmark, tmp_path / "fused", "graddiff", [], common)
+    assert all(g["fused"] for g in fused.optimizer.param_groups)
+    loop = with_optimizer(trainer_for(tiny_benchmark, tmp_path / "loop", "graddiff", [], common),
+                          OPTIMIZERS["per-tensor AdamW"])
+    for _ in range(3):
+        fused.step()
+        loop.step()
+    for (name, a), b in zip(fused.trainable.full.items(), loop.trainable.full.values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
