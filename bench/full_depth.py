@@ -43,6 +43,11 @@ def build_model(geometry: dict[str, int], tokenizer_dir: Path, out: Path) -> Pat
     return save_random_model(config, tok, out)
 
 
+def model_from(manifest: Path, geometry: dict[str, int], out: Path) -> Path:
+    """build_model with the tokenizer of `manifest`'s benchmark model."""
+    return build_model(geometry, manifest.parent / json.loads(manifest.read_text())["model"], out)
+
+
 def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-row mean NLL of the labelled tokens (labels -100 elsewhere), shifted as every causal LM."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
@@ -87,8 +92,7 @@ class PlainLoop:
 def run(env: Env) -> list[Figure]:
     s = env.settings
     geometry = DEPTH["smoke" if s.preset == "tiny" else "full"]
-    model_dir = env.manifest.parent / json.loads(env.manifest.read_text())["model"]
-    path = build_model(geometry, model_dir, env.work / "full-depth-model")
+    path = model_from(env.manifest, geometry, env.work / "full-depth-model")
     common = [f"model.path={path}", "train.lr=1e-5"]
     label = f", full depth ({geometry['layers']} layers, {geometry['experts']} experts, top-{geometry['top_k']}, d {geometry['hidden']})"
     figures = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -23,8 +22,8 @@ import torch
 import transformers
 from torch.autograd.profiler import FunctionEvent
 
-from bench.full_depth import DEPTH, build_model
-from bench.session import trainer_for
+from bench.full_depth import DEPTH, model_from
+from bench.session import sync_for, trainer_for
 from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.train.engine import Trainer
 
@@ -48,8 +47,7 @@ def _ranged(fn: Callable[..., Any], phase: str, sync: Callable[[], None]) -> Cal
 def instrument(trainer: Trainer) -> Callable[[], None]:
     """Name the phases of `trainer.step` (instance attributes only; the engine is untouched);
     returns the step, itself a range (the total)."""
-    dev = trainer.ctx.device
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    sync = sync_for(trainer)
     acc = trainer.accelerator
     trainer.micro_step = _ranged(trainer.micro_step, "forward", sync)
     acc.backward = _ranged(acc.backward, "backward", sync)
@@ -135,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     columns, ops = {}, {}
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-profile-") as tmp:
         work = Path(tmp)
-        model_dir = manifest.parent / json.loads(manifest.read_text())["model"]
-        path = build_model(DEPTH["smoke" if args.smoke else "full"], model_dir, work / "model")
+        path = model_from(manifest, DEPTH["smoke" if args.smoke else "full"], work / "model")
         for method, adapters in runs:
             name = "+".join([method, *adapters])
             trainer = trainer_for(manifest, work / name, method, adapters, [f"model.path={path}", "train.lr=1e-5"])

@@ -12,7 +12,6 @@ train.precision=bf16 (accelerate's autocast) against fp32 (no autocast, same wei
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -21,7 +20,7 @@ import torch
 import transformers
 
 from bench.common import interleaved, median_ms, paired_ratio
-from bench.full_depth import DEPTH, PlainLoop, build_model
+from bench.full_depth import DEPTH, PlainLoop, model_from
 from bench.session import trainer_for
 from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.train.engine import Trainer
@@ -84,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = cached_benchmark("tiny" if args.smoke else "default", seed=0)
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-candidates-") as tmp:
         work = Path(tmp)
-        model_dir = manifest.parent / json.loads(manifest.read_text())["model"]
-        model = build_model(DEPTH["smoke" if args.smoke else "full"], model_dir, work / "model")
+        model = model_from(manifest, DEPTH["smoke" if args.smoke else "full"], work / "model")
         for method in args.methods:
             times = interleaved(variants(manifest, work, model, method), repeats=args.repeats, warmup=args.warmup)
             print(report(f"{method}: engine variants and the plain loop, interleaved", times, "plain loop") + "\n")

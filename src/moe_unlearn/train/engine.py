@@ -142,7 +142,6 @@ class Trainer:
         kept = self.cfg.early_stop.retain_kept
         self.retain_guard = RetainGuard(kept) if kept is not None else None
         self.guarded: dict[str, Any] | None = None  # the guard's record at the end of training
-        self.last_eval_step: int | None = None
         if self.retain_guard is not None and self.sharded:
             raise UserError("'train.early_stop.retain_kept' restores a host copy of the trained values, which a "
                             "sharding engine (FSDP2, ZeRO-3) does not keep: drop it or run without sharding")
@@ -376,7 +375,6 @@ class Trainer:
         target = (self.forget_target or holdout_target(res)) if rule.forgotten else None
         if self.retain_guard is not None:
             self.retain_guard.observe(self.ctx.step, res.get("retain", {}), self.trainable)
-        self.last_eval_step = self.ctx.step
         hit = rule.fixed_bounds_met(forget) or (target is not None and target.reached(forget))
         if hit:
             self.stopped_early = {"step": self.ctx.step, "forget": forget,
@@ -422,7 +420,7 @@ class Trainer:
                 bar.close()
                 ctx.model.eval()
         if self.retain_guard is not None:  # it judges the state training ends in: evaluate it
-            if self.last_eval_step != ctx.step:
+            if self.retain_guard.last is None or self.retain_guard.last[0] != ctx.step:
                 self.periodic_eval()
             self.guarded = self.retain_guard.finish(self.trainable)
 

@@ -52,8 +52,7 @@ class RetainGuard:
         step, mc = self.last
         record: dict[str, Any] = {"floor": self.floor, "final_step": step, "retain_mc_acc": mc, "restored_step": None}
         if mc < self.floor and self.snapshot:
-            device = next(iter(trainable.state_tensors().values())).device
-            trainable.load_state_tensors({k: v.to(device) for k, v in self.snapshot.items()})
+            trainable.load_state_tensors(self.snapshot)  # copy_ into the trained values, on their device
             record["restored_step"] = self.kept_step
         return record
 
