@@ -247,3 +247,16 @@ def test_early_stop_when_forgotten_against_a_given_oracle(run_config, tmp_path):
     evals = [x for x in read_log(tmp_path / "es") if "eval" in x]
     assert not any(e["eval"]["forget"]["nll"] >= stop["target"]["nll_at_least"]
                    and e["eval"]["forget"].get("mc_acc", 0) <= stop["target"]["mc_at_most"] for e in evals[:-1])
+
+
+def test_gradients_are_freed_right_after_the_optimizer_step(run_config, tmp_path):
+    """Between steps (evaluation, checkpoints, after_step) no trained parameter holds a gradient,
+    while the step itself did produce and use them (the weights moved)."""
+    _, cfg = run_config(method="ga")
+    trainer = Trainer.create(cfg, tmp_path / "g", progress=False, overwrite=True, eval_routing=False)
+    before = [t.detach().clone() for t in trainer.trainable.leaves()]
+    trainer.step()
+    leaves = list(trainer.trainable.leaves())
+    assert leaves and all(t.grad is None for t in leaves)
+    assert all(p.grad is None for p in trainer.ctx.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, leaves))

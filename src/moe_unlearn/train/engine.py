@@ -2,7 +2,7 @@
 
 Per optimizer step: for each micro-batch, (forget, retain) = pairs.batch(i); the method's loss
 over the forwards it runs (recorded by the context), plus the adapters' loss terms on those
-forwards, plus load_balancing_coef * aux; backward. Then slice grads, clip, optimizer step,
+forwards, plus load_balancing_coef * aux; backward. Then slice grads, clip, optimizer step, gradients freed,
 slice write-back, scheduler, adapters.after_step, log, periodic eval, checkpoint. A checkpoint
 holds everything the next step depends on, so `resume=True` after a kill (even -9) ends with
 exactly the numbers of an uninterrupted run.
@@ -347,6 +347,9 @@ class Trainer:
         if not _finite(norm) and self.cfg.precision != "fp16":  # fp16: the grad scaler skips this step
             raise self.fail(f"gradient norm is {float(norm)}")
         self.optimizer.step()
+        # free the gradients now, not at the next step's start: evaluation, checkpoints and the
+        # adapters' after_step run between steps without holding a model's worth of them
+        self.optimizer.zero_grad(set_to_none=True)
         self.trainable.write_back()
         self.scheduler.step()
         ctx.step += 1
