@@ -7,7 +7,8 @@ measured in one run with the two variants interleaved (bench.common.interleaved)
 
 On CPU the geometry is OLMoE-1B-7B's depth and routing (16 layers, 64 experts, top-8) at a
 scaled width (d 128, expert intermediate 32, the benchmark's 1,024-token vocabulary), random
-weights; `scripts/gpu_check.sh` runs the real widths on a lent GPU.
+weights; `scripts/gpu_check.sh` runs the real widths on a lent GPU. MC and membership scoring
+are timed on the same model against a plain no-grad forward of the same batches (bench.eval_throughput).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bench import eval_throughput
 from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
 from bench.real_geometry import save_random_model
 from bench.session import trainer_for
@@ -31,6 +33,7 @@ DEPTH = {"full": dict(layers=16, hidden=128, heads=4, experts=64, top_k=8, inter
 METHODS = (("ga", 0.90), ("graddiff", 0.90), ("npo", 0.90))
 ADAPTERS = (("ga", "grip", 1.05), ("graddiff", "trace", 1.05), ("ga", "seuf", 0.6), ("ga", "keep_routing", 1.25))
 NPO_BETA = 0.1  # configs/methods/npo.yaml's beta, the engine's default
+SCORING_TARGET = 0.9  # MC and membership scoring tokens/s over a plain no-grad forward's (issue 26)
 
 
 def build_model(geometry: dict[str, int], tokenizer_dir: Path, out: Path) -> Path:
@@ -109,4 +112,4 @@ def run(env: Env) -> list[Figure]:
                             tag="-full-depth")
         fig.detail["geometry"] = geometry
         figures.append(fig)
-    return figures
+    return figures + eval_throughput.figures(env, label, model_dir=path, target=SCORING_TARGET)

@@ -187,3 +187,15 @@ def test_max_generated_caps_only_the_generation_metrics(tiny):
         assert len(capped["per_example"]["forget"][name]) == 2 < len(full["per_example"]["forget"][name])
         assert capped["per_example"]["forget"][name] == full["per_example"]["forget"][name][:2]  # same pairs
     assert capped["per_example"]["forget"]["mc_acc"] == full["per_example"]["forget"]["mc_acc"]  # all items
+
+
+def test_splits_limits_the_split_metrics_to_the_named_splits(tiny):
+    model, tok = tiny
+    data, cfg = make_data(), make_cfg(metrics=["nll", "mc_acc"])
+    full = evaluate_model(model, tok, data, cfg, progress=False)
+    part = evaluate_model(model, tok, data, cfg, progress=False, splits=("forget", "retain"))
+    for split in ("forget", "retain"):
+        assert part[split]["nll"] == full[split]["nll"] and part[split]["mc_acc"] == full[split]["mc_acc"]
+    assert full["holdout"]["nll"] is not None
+    assert part["holdout"]["nll"] is None and part["holdout"]["mc_acc"] is None
+    assert "holdout" not in {s for s, v in part["per_example"].items() if v}

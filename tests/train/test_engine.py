@@ -260,3 +260,22 @@ def test_gradients_are_freed_right_after_the_optimizer_step(run_config, tmp_path
     assert leaves and all(t.grad is None for t in leaves)
     assert all(p.grad is None for p in trainer.ctx.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, leaves))
+
+
+@pytest.mark.parametrize("oracle", [True, False])
+def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_config, tmp_path, monkeypatch, oracle):
+    """With an oracle target the periodic evals read forget and retain only; the holdout is scored
+    once, by the final eval. Without one the holdout is the target, so every eval scores it."""
+    from moe_unlearn.eval.context import EvalContext
+
+    calls: list[str] = []
+    real = EvalContext.mc_loglik
+    monkeypatch.setattr(EvalContext, "mc_loglik", lambda self, split: calls.append(split) or real(self, split))
+    _, cfg = run_config("train.max_steps=4", "train.eval_every=2", "train.early_stop.forgotten=true", method="ga")
+    n = 40
+    fake = {"forget": {"nll": 50.0}, "per_example": {"forget": {"nll": [50.0] * n, "mc_acc": [0.0] * n}}}
+    metrics = run_unlearning(cfg, out_dir=tmp_path / "p", progress=False, retrained=fake if oracle else None)
+    evals = [x for x in read_log(tmp_path / "p") if "eval" in x]
+    assert metrics["early_stop"] is None and len(evals) == 3  # steps 0, 2, 4: never forgotten
+    assert calls.count("forget") == calls.count("retain") == len(evals) + 1
+    assert calls.count("holdout") == (1 if oracle else len(evals) + 1)

@@ -62,8 +62,12 @@ def evaluate_model(
     retrained: dict[str, Any] | None = None,
     cache: EvalCache | None = None,
     progress: bool = True,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, Any]:
     """Run cfg.metrics (plus nll, mc_acc and stability) on `model`; see the module docstring for the layout.
+
+    splits: the splits split metrics run on (the others' values are None); the engine's periodic
+    eval skips the holdout split when an oracle, not the holdout, judges forgetting.
 
     original_routing (from capture_eval_routing on the original model) enables stability,
     activation and replay; original_model is captured here when no routing is given.
@@ -86,7 +90,8 @@ def evaluate_model(
             out["metric_info"][name] = {"higher_is_better": m.higher_is_better, "description": m.description}
             if m.scope == "split":
                 for split in SPLITS:
-                    place_split(out, m, split, ctx.result(name, split) if split in m.splits else None)
+                    run = split in m.splits and split in splits
+                    place_split(out, m, split, ctx.result(name, split) if run else None)
             else:
                 place_global(out, m, ctx.result(name))
     out["eval_seconds"] = time.perf_counter() - start

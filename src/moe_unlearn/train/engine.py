@@ -49,6 +49,7 @@ from moe_unlearn.train.optim import total_steps
 from moe_unlearn.train.retain_guard import RetainGuard
 from moe_unlearn.train.rundir import RunDir, run_inputs
 from moe_unlearn.train.stop import GracefulStop
+from moe_unlearn.vocab import SPLITS
 
 
 # ---- setup --------------------------------------------------------------------------------
@@ -371,7 +372,10 @@ class Trainer:
         from moe_unlearn.eval import evaluate_model
 
         quick = replace(self.config.eval, metrics=[m for m in ("nll", "mc_acc") if m in self.config.eval.metrics])
-        res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False)
+        # the holdout split only judges forgetting when there is no oracle target (a third of the time)
+        splits = ("forget", "retain") if self.forget_target is not None else SPLITS
+        res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False,
+                             splits=splits)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         rule = self.cfg.early_stop
