@@ -231,7 +231,9 @@ class DirLock:
     """
 
     def __init__(self, directory: Path, fd: int | None) -> None:
-        self.directory, self.fd = directory, fd
+        # the lock file's path is fixed now: release() may run from __del__ at interpreter exit,
+        # when this module's globals (LOCK_NAME) may already be gone
+        self.directory, self.fd, self.path = directory, fd, directory / LOCK_NAME
 
     @classmethod
     def acquire(cls, directory: Path, what: str = "output dir") -> DirLock:
@@ -278,7 +280,7 @@ class DirLock:
         if self.fd is None:
             return
         with contextlib.suppress(OSError):
-            os.unlink(self.directory / LOCK_NAME)
+            os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
 

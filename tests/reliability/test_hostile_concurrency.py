@@ -101,3 +101,16 @@ def test_a_second_demo_on_one_out_dir_is_refused(world, tmp_path, holder, cli):
     proc = holder(out)
     cli(["demo", "--out", out, "preset=tiny"], phrase=rf"demo dir .*demo is in use by another moe-unlearn process "
                                                       rf"\(pid {proc.pid}\)")
+
+
+def test_a_lock_released_at_interpreter_exit_needs_no_module_globals(tmp_path, monkeypatch):
+    """A lock whose holder is collected at interpreter exit is released from __del__ after the
+    module's globals may be gone (seen as 'Exception ignored in DirLock.__del__'): release()
+    must still remove the lock file."""
+    import moe_unlearn.paths as paths
+
+    lock = paths.DirLock.acquire(tmp_path)
+    assert (tmp_path / LOCK_NAME).exists()
+    monkeypatch.setattr(paths, "LOCK_NAME", None)  # what module teardown does to a global
+    lock.release()
+    assert not any(p.name.startswith(".moe-unlearn") for p in tmp_path.iterdir())
