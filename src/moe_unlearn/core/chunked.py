@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
@@ -70,6 +70,12 @@ class ChunkedLogits:
         """(B, S)."""
         src = self.logits if self.logits is not None else self.hidden
         return int(src.shape[0]), int(src.shape[1])
+
+    def rows_of(self, rows: slice, seq: int) -> ChunkedLogits:
+        """The logits of batch rows `rows`, first `seq` positions (one batch of a joint forward)."""
+        if self.logits is not None:
+            return replace(self, logits=self.logits[rows, :seq])
+        return replace(self, hidden=self.hidden[rows, :seq].contiguous())
 
     @contextlib.contextmanager
     def _head_mode(self) -> Iterator[None]:

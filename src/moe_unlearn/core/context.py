@@ -27,7 +27,7 @@ from moe_unlearn.core.losses import answer_mask, normalise_weights
 from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.core.trainable import Trainable
 from moe_unlearn.data.splits import UnlearnData
-from moe_unlearn.data.tokenize import collate, pad_id, to_device
+from moe_unlearn.data.tokenize import collate, pad_columns, pad_id, to_device
 from moe_unlearn.models import MoELayer, RoutingCapture, capture_routing, load_balancing_loss
 from moe_unlearn.vocab import Batch, Role
 
@@ -92,6 +92,8 @@ class RunContext:
     lora: bool = False
     _recording: dict[str, ForwardOut] | None = None
     _in_reference: int = 0
+    _joint: dict[str, Batch] | None = None  # batches one forward serves (joint())
+    _joint_out: dict[str, ForwardOut] | None = None
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[dict[str, ForwardOut]]:
@@ -103,12 +105,30 @@ class RunContext:
             self._recording = None
 
     def forward(self, batch: Batch, *, role: Role, output_hidden_states: bool = False) -> ForwardOut:
-        """Run the model on batch (no labels); capture routing and weigh retain tokens as the spec says."""
+        """Run the model on batch (no labels); capture routing and weigh retain tokens as the spec says.
+
+        Inside `joint()`, a training forward of one of its batches is served by the one forward
+        of all of them (run at the first such call)."""
         training = role != "reference"
-        lb = training and self.settings.load_balancing_coef > 0
-        capture = training and role in self.spec.capture
-        cm = (capture_routing(self.model, keep_grad=role in self.spec.capture_grad) if capture
-              else contextlib.nullcontext())
+        if self._joint is not None and self._joint.get(role) is batch and not output_hidden_states:
+            if self._joint_out is None:
+                self._joint_out = self._forward_joint(self._joint)
+            result = self._joint_out[role]
+        else:
+            lb = training and self.settings.load_balancing_coef > 0
+            capture = training and role in self.spec.capture
+            out, lm, routing, aux = self._run(batch, capture=capture, keep_grad=role in self.spec.capture_grad,
+                                              lb=lb, output_hidden_states=output_hidden_states)
+            result = ForwardOut(lm, out.hidden_states if output_hidden_states else None, routing,
+                                self._retain_weights(role, batch, routing), batch, aux)
+        if training and self._recording is not None:
+            self._recording[role] = result
+        return result
+
+    def _run(self, batch: Batch, *, capture: bool, keep_grad: bool, lb: bool,
+             output_hidden_states: bool = False) -> tuple[Any, ChunkedLogits, RoutingCapture | None, torch.Tensor | None]:
+        """One model forward: (model output, logits, routing capture or None, load-balancing loss or None)."""
+        cm = capture_routing(self.model, keep_grad=keep_grad) if capture else contextlib.nullcontext()
         extra = {"output_router_logits": True} if lb else {}  # not every MoE class takes the flag
         inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       output_hidden_states=output_hidden_states, use_cache=False, **extra)
@@ -119,15 +139,46 @@ class RunContext:
         if lb and torch.is_grad_enabled() and getattr(out, "router_logits", None):
             layer = self.layers[0]
             aux = load_balancing_loss(out.router_logits, layer.num_experts, layer.top_k, batch["attention_mask"])
-        weights = None
-        if role == "retain" and self.spec.retain_weights is not None:
-            w = self.spec.retain_weights(batch, routing)
-            weights = None if w is None else normalise_weights(w.detach().float(), answer_mask(batch["labels"]))
-        result = ForwardOut(lm, out.hidden_states if output_hidden_states else None,
-                            routing, weights, batch, aux)
-        if training and self._recording is not None:
-            self._recording[role] = result
-        return result
+        return out, lm, routing, aux
+
+    def _retain_weights(self, role: str, batch: Batch, routing: RoutingCapture | None) -> torch.Tensor | None:
+        if role != "retain" or self.spec.retain_weights is None:
+            return None
+        w = self.spec.retain_weights(batch, routing)
+        return None if w is None else normalise_weights(w.detach().float(), answer_mask(batch["labels"]))
+
+    @contextlib.contextmanager
+    def joint(self, batches: dict[str, Batch | None]) -> Iterator[None]:
+        """Training forwards of these batches (each under its role, matched by identity) inside
+        the block share ONE model forward over all their rows, padded to the longest: one pass
+        over the weights (and, sharded, one gather of them) instead of one per batch, and larger
+        matmuls. Each role gets its own rows, so losses read the same values as from separate
+        forwards up to float rounding. Not with the load-balancing loss (it is defined per forward)."""
+        given = {role: b for role, b in batches.items() if b is not None}
+        use = len(given) > 1 and self.settings.load_balancing_coef <= 0
+        self._joint, self._joint_out = (given if use else None), None
+        try:
+            yield
+        finally:
+            self._joint = self._joint_out = None
+
+    def _forward_joint(self, batches: dict[str, Batch]) -> dict[str, ForwardOut]:
+        roles = list(batches)
+        seq = max(int(b["input_ids"].shape[1]) for b in batches.values())
+        fills = {"input_ids": self.pad_id, "attention_mask": 0}
+        rows = {k: torch.cat([pad_columns(batches[r][k], seq, fill) for r in roles]) for k, fill in fills.items()}
+        capture = any(r in self.spec.capture for r in roles)
+        _, lm, routing, _ = self._run(rows, capture=capture, keep_grad=any(r in self.spec.capture_grad for r in roles),
+                                      lb=False)
+        outs, start = {}, 0
+        for role in roles:
+            batch = batches[role]
+            n, s = (int(x) for x in batch["input_ids"].shape)
+            part = slice(start, start + n)
+            mine = routing.rows(part, s) if routing is not None and role in self.spec.capture else None
+            outs[role] = ForwardOut(lm.rows_of(part, s), None, mine, self._retain_weights(role, batch, mine), batch)
+            start += n
+        return outs
 
     def autocast(self) -> Any:
         """The autocast of train.precision (bf16 / fp16) around every forward, also those run before

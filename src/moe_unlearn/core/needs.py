@@ -19,6 +19,9 @@ class Needs:
     reference: bool = False
     # (method) its loss has a retain term (TRACE's weights and the retain forwards act on it)
     retain_term: bool = False
+    # (method) it reads its forget and retain batches only through what ctx.forward returns (no
+    # hook around the forward, as RMU's on a decoder layer), so one forward may serve both (ctx.joint)
+    shares_forward: bool = False
     # (adapter) the method must have a retain term (checked at config load)
     requires_retain_term: bool = False
     # (adapter) a retain forward every micro-step; the engine runs one when the method does not
@@ -61,6 +64,11 @@ class RunNeeds:
     def retain_rows(self) -> bool:
         """Retain batches are forwarded with a graph every micro-step (method's retain term or an adapter)."""
         return self.method.retain_term or self.retain_forward
+
+    @property
+    def joint_forward(self) -> bool:
+        """The forget and retain batches share one forward every micro-step (ctx.joint)."""
+        return self.method.shares_forward and self.retain_rows
 
     @property
     def capture(self) -> frozenset[Role]:

@@ -95,6 +95,11 @@ def to_device(batch: dict[str, Any] | None, device: torch.device) -> dict[str, A
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def pad_columns(t: torch.Tensor, length: int, fill: int) -> torch.Tensor:
+    """[B, S] right-padded with `fill` to [B, length] (as collate pads)."""
+    return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=fill) if t.shape[1] < length else t
+
+
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example.
 

@@ -55,6 +55,9 @@ class Method:
     config_cls: ClassVar[type]
     # True for an objective that learns its data (fine-tuning): run by `finetune`, refused by `unlearn`
     learns: ClassVar[bool] = False
+    # True when the loss reads the forget and retain batches only through ctx.forward's outputs
+    # (Needs.shares_forward): the engine then runs both batches in one forward
+    shares_forward: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -64,7 +67,7 @@ class Method:
         """What the method with settings cfg needs: a retain term when alpha > 0, and with the KL
         retain loss ctx.reference() during training."""
         retain = isinstance(cfg, RetainConfig) and cfg.alpha > 0
-        return Needs(retain_term=retain, reference=retain and cfg.retain_loss == "kl")
+        return Needs(retain_term=retain, reference=retain and cfg.retain_loss == "kl", shares_forward=cls.shares_forward)
 
     def select_params(self, ctx: RunContext, specs: list[str]) -> list[str] | None:
         """Selector specs this method trains instead of train.params, or None to keep them."""

@@ -74,6 +74,7 @@ def replace_answers(batch: Batch, answers: list[list[int]], pad_id: int, eos_id:
 @METHODS.register("dpo")
 class DPO(Method):
     name = "dpo"
+    shares_forward = True
     config_cls = DPOConfig
 
     def refusal_batch(self, ctx, batch: Batch) -> Batch:

@@ -18,6 +18,7 @@ class GAConfig:
 @METHODS.register("ga")
 class GA(Method):
     name = "ga"
+    shares_forward = True
     config_cls = GAConfig
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -33,6 +33,7 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
 @METHODS.register("npo")
 class NPO(Method):
     name = "npo"
+    shares_forward = True
     config_cls = NPOConfig
 
     def prepare(self, ctx) -> None:

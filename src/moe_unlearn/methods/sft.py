@@ -33,6 +33,7 @@ class SFTConfig(RetainConfig):
 @METHODS.register("sft")
 class SFT(Method):
     name = "sft"
+    shares_forward = True
     config_cls = SFTConfig
     learns = True
 

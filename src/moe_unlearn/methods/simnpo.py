@@ -35,6 +35,7 @@ def simnpo_loss(nll_sum: torch.Tensor, count: torch.Tensor, beta: float, delta: 
 @METHODS.register("simnpo")
 class SimNPO(Method):
     name = "simnpo"
+    shares_forward = True
     config_cls = SimNPOConfig
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -46,6 +46,7 @@ def undial_rows(z: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, targets: 
 @METHODS.register("undial")
 class UNDIAL(Method):
     name = "undial"
+    shares_forward = True
     config_cls = UNDIALConfig
 
     @torch.no_grad()

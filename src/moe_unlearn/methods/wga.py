@@ -26,6 +26,7 @@ class WGAConfig(RetainConfig):
 @METHODS.register("wga")
 class WGA(Method):
     name = "wga"
+    shares_forward = True
     config_cls = WGAConfig
 
     def forget_loss(self, ctx, forget: Batch) -> tuple[torch.Tensor, dict[str, float]]:

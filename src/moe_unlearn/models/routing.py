@@ -92,6 +92,26 @@ class RoutingCapture:
                 setattr(record, name, value if self.keep_grad or name == "indices" else value.detach())
         self._layers = None
 
+    def rows(self, rows: slice, seq: int) -> RoutingCapture:
+        """The capture of batch rows `rows`, first `seq` positions, of a one-call capture (one
+        batch of a joint forward): shaped as if that batch had been forwarded alone."""
+        if len(self.calls) != 1 or self.calls[0].shape is None:
+            raise RuntimeError("RoutingCapture.rows needs a capture of exactly one forward call of known shape")
+        call = self.calls[0]
+        shape = call.shape
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.reshape(*shape, *t.shape[1:])[rows, :seq].reshape(-1, *t.shape[1:])
+
+        out = RoutingCapture.__new__(RoutingCapture)
+        out.__dict__.update(self.__dict__)
+        n = len(range(*rows.indices(shape[0])))
+        part = CallInfo((n, seq), None if call.mask is None else cut(call.mask))
+        part.records = {i: _Record(*(cut(getattr(r, f)) for f in ("indices", "weights", "logits", "inputs")))
+                        for i, r in call.records.items()}
+        out.calls, out._layers = [part], None
+        return out
+
     # -- reading ---------------------------------------------------------------------------
     def _record_of(self, call: int, layer: int) -> _Record:
         if not -len(self.calls) <= call < len(self.calls):

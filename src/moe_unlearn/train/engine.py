@@ -1,7 +1,8 @@
 """The unlearning loop: setup -> prepare -> train (one readable loop) -> save -> evaluate.
 
 Per optimizer step: for each micro-batch, (forget, retain) = pairs.batch(i); the method's loss
-over the forwards it runs (recorded by the context), plus the adapters' loss terms on those
+over the forwards it runs (recorded by the context; the forget and retain batches share one
+forward when both are forwarded with a graph, ctx.joint), plus the adapters' loss terms on those
 forwards, plus load_balancing_coef * aux; backward. Then slice grads, clip, optimizer step, gradients freed,
 slice write-back, scheduler, adapters.after_step, log, periodic eval, checkpoint. A checkpoint
 holds everything the next step depends on, so `resume=True` after a kill (even -9) ends with
@@ -33,6 +34,7 @@ from moe_unlearn.core.dist import (
     shard_rows, world_size,
 )
 from moe_unlearn.core.needs import RunNeeds
+from moe_unlearn.core.sharded import is_partitioned
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches, shared_records
 from moe_unlearn.data.splits import TRAINED_FIELDS
@@ -127,11 +129,15 @@ class Trainer:
         self.trainable = ctx.trainable
         self.config, self.cfg = config, config.train  # the run's config, and its train section
         # an adapter that needs a retain forward gets one even when the method runs none (GA)
-        self.retain_forward = run_needs(method, adapters).retain_forward
+        needs = run_needs(method, adapters)
+        self.retain_forward = needs.retain_forward
         self.total = total_steps(self.cfg, ctx.split_size("forget"), config.data.batch_size * world_size())
         self.sharded = accel.is_sharded(accelerator)
         ctx.model, self.optimizer, self.scheduler, self.slice_params = accel.prepare(
             accelerator, ctx.model, self.trainable, self.cfg, self.total, config.data.batch_size)
+        # one forward serves the forget and retain batches; not under ZeRO-3, whose recorded order
+        # of parameter fetches broke on it (DeepSpeed's release: a tensor without ds_id)
+        self.joint_forward = needs.joint_forward and not is_partitioned(ctx.model)
         # kept original values (methods/adapters with a reference): of sharded parameters, this process's part
         self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
@@ -302,7 +308,8 @@ class Trainer:
                    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (method + adapter terms + load balancing) and its numbers to log."""
         ctx = self.ctx
-        with ctx.recording() as forwards:
+        joint = {"forget": forget, "retain": retain} if self.joint_forward else {}
+        with ctx.recording() as forwards, ctx.joint(joint):
             out = self.method.loss(ctx, forget, retain)
             if self.retain_forward and "retain" not in forwards and retain is not None:
                 ctx.forward(retain, role="retain")
