@@ -89,10 +89,14 @@ class PlainLoop:
     def step(self) -> None:
         forget, retain = self.pairs.batch(self.i)
         self.i += 1
-        self.opt.zero_grad(set_to_none=True)
         self.loss(forget, retain).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.opt.step()
+        # gradients dropped right after the step, as transformers' Trainer loop does (model.zero_grad()
+        # after optimizer.step()) and as the engine does: with one loop holding its gradients between
+        # steps and the other not, the interleaved timings measure which loop gets the other's freed
+        # memory (GA: 0.987 vs 0.848 with the engine alone changed; each loop alone: equal times)
+        self.opt.zero_grad(set_to_none=True)
 
 
 def run(env: Env) -> list[Figure]:
