@@ -5,7 +5,8 @@ plain loop in ONE interleaved run, so before and after share the machine's load.
 
 Variants of the optimizer are set on a built Trainer through its param groups (torch's AdamW
 reads `fused` and `foreach` from them at every step); per-tensor is torch's default on CPU
-and what the engine ran before. `--autocast` adds a pair with bf16 weights: the engine at
+and what the engine ran before. For a method with a retain term, one variant forwards the
+forget and retain batches separately (the engine before ctx.joint). `--autocast` adds a pair with bf16 weights: the engine at
 train.precision=bf16 (accelerate's autocast) against fp32 (no autocast, same weights).
 """
 
@@ -43,14 +44,24 @@ def zero_grad_keeping_tensors(trainer: Trainer) -> Trainer:
     return trainer
 
 
+def separate_forwards(trainer: Trainer) -> Trainer:
+    """The trainer, forwarding its forget and retain batches one at a time (as before ctx.joint)."""
+    trainer.joint_forward = False
+    return trainer
+
+
 def variants(manifest: Path, work: Path, model: Path, method: str) -> dict[str, Callable[[], None]]:
-    """name -> step: the plain loop, the optimizer variants, set_to_none=False (on fused AdamW)."""
+    """name -> step: the plain loop, the optimizer variants, set_to_none=False (on fused AdamW) and,
+    for a method with a retain term, separate forget and retain forwards (on fused AdamW)."""
     common = [f"model.path={model}", "train.lr=1e-5"]
     steps: dict[str, Callable[[], None]] = {}
     for name, flags in OPTIMIZERS.items():
         steps[name] = with_optimizer(trainer_for(manifest, work / f"{method}-{name}", method, [], common), flags).step
     kept = with_optimizer(trainer_for(manifest, work / f"{method}-zero", method, [], common), OPTIMIZERS["fused AdamW"])
     steps["fused AdamW, zero_grad(set_to_none=False)"] = zero_grad_keeping_tensors(kept).step
+    apart = trainer_for(manifest, work / f"{method}-apart", method, [], common)
+    if apart.joint_forward:
+        steps["fused AdamW, separate forget and retain forwards"] = separate_forwards(apart).step
     steps["plain loop"] = PlainLoop(model, method, kept).step
     return steps
 
