@@ -75,3 +75,19 @@ def test_the_engine_runs_one_forward_per_micro_step_only_where_the_method_allows
         trainer.step()
         handle.remove()
         assert sum(calls) == expected, method  # forwards with a graph (RMU's reference one has none)
+
+
+def test_a_forward_without_gradients_is_not_served_by_the_joint_one(run_config, tmp_path):
+    """A no-grad forward of a joint batch (e.g. a method scoring it first) runs on its own and
+    does not stand in for the training forward that follows."""
+    _, cfg = run_config()
+    trainer = Trainer.create(cfg, tmp_path / "t", progress=False, overwrite=True, eval_routing=False)
+    ctx = trainer.ctx
+    forget, retain = (to_device(b, ctx.device) for b in trainer.pairs.batch(0))
+    with ctx.joint({"forget": forget, "retain": retain}):
+        with torch.no_grad():
+            scored = ctx.forward(forget, role="forget")
+        trained = ctx.forward(forget, role="forget")
+        assert ctx.forward(retain, role="retain") is not None
+    index = torch.arange(forget["input_ids"].numel())
+    assert not scored.lm.rows(index).requires_grad and trained.lm.rows(index).requires_grad

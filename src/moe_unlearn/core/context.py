@@ -110,7 +110,7 @@ class RunContext:
         Inside `joint()`, a training forward of one of its batches is served by the one forward
         of all of them (run at the first such call)."""
         training = role != "reference"
-        if self._joint is not None and self._joint.get(role) is batch and not output_hidden_states:
+        if self._serves_joint(role, batch, output_hidden_states):
             if self._joint_out is None:
                 self._joint_out = self._forward_joint(self._joint)
             result = self._joint_out[role]
@@ -124,6 +124,12 @@ class RunContext:
         if training and self._recording is not None:
             self._recording[role] = result
         return result
+
+    def _serves_joint(self, role: str, batch: Batch, output_hidden_states: bool) -> bool:
+        """The joint forward serves only the forward it stands for: that batch under its role, with
+        gradients, outside ctx.reference(), without hidden states."""
+        return (self._joint is not None and self._joint.get(role) is batch and not output_hidden_states
+                and torch.is_grad_enabled() and not self._in_reference)
 
     def _run(self, batch: Batch, *, capture: bool, keep_grad: bool, lb: bool,
              output_hidden_states: bool = False) -> tuple[Any, ChunkedLogits, RoutingCapture | None, torch.Tensor | None]:
