@@ -91,3 +91,13 @@ def test_a_forward_without_gradients_is_not_served_by_the_joint_one(run_config, 
         assert ctx.forward(retain, role="retain") is not None
     index = torch.arange(forget["input_ids"].numel())
     assert not scored.lm.rows(index).requires_grad and trained.lm.rows(index).requires_grad
+
+
+def test_a_kl_retain_loss_keeps_separate_forwards(run_config, tmp_path):
+    """Its reference forward runs the retain batch alone; the trained one must match it bit for bit
+    at the start (KL exactly 0 there), so the engine does not join the forwards."""
+    _, plain = run_config(method="graddiff")
+    _, kl = run_config("graddiff.retain_loss=kl", method="graddiff")
+    joint = [Trainer.create(c, tmp_path / str(i), progress=False, overwrite=True, eval_routing=False).joint_forward
+             for i, c in enumerate((plain, kl))]
+    assert joint == [True, False]

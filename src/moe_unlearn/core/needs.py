@@ -67,8 +67,10 @@ class RunNeeds:
 
     @property
     def joint_forward(self) -> bool:
-        """The forget and retain batches share one forward every micro-step (ctx.joint)."""
-        return self.method.shares_forward and self.retain_rows
+        """The forget and retain batches share one forward every micro-step (ctx.joint). Not for a
+        method with a reference during training (a KL retain loss): its reference forward of the
+        retain batch runs alone, and only the same computation gives KL exactly 0 at the start."""
+        return self.method.shares_forward and self.retain_rows and not self.method.reference
 
     @property
     def capture(self) -> frozenset[Role]:
