@@ -59,14 +59,16 @@ def eigenpairs(gram: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[
 
 
 def select(evals: torch.Tensor, evecs: torch.Tensor, cfg: GripConfig, dtype: torch.dtype) -> nullspace.SpanBases:
-    basis, rank, energy = nullspace.select_span(evals, evecs, cfg.rel_energy, cfg.max_rank, dtype)
-    return nullspace.SpanBases(basis=basis, rank=rank, energy=energy)
+    basis, rank, energy, complement = nullspace.select_span(evals, evecs, cfg.rel_energy, cfg.max_rank, dtype)
+    return nullspace.SpanBases(basis=basis, rank=rank, energy=energy, complement=complement)
 
 
-def inside_share(basis: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """[C] share of each Gram's trace inside span(basis) ([d, r]): tr(U^T G U) / tr(G)."""
-    u = basis.double()
-    return torch.einsum("dr,cdf,fr->c", u, gram, u) / gram.diagonal(dim1=1, dim2=2).sum(1)
+def inside_share(shared: nullspace.SpanBases, gram: torch.Tensor) -> torch.Tensor:
+    """[C] share of each Gram's trace inside a shared span: tr(U^T G U) / tr(G) (1 minus the
+    complement's share where the basis stores the complement)."""
+    u = shared.basis[0].double()
+    share = torch.einsum("dr,cdf,fr->c", u, gram, u) / gram.diagonal(dim1=1, dim2=2).sum(1)
+    return 1 - share if bool(shared.complement[0]) else share
 
 
 def project_ms(experts: int, d: int, r: int, dtype: torch.dtype, shared: bool) -> float:
@@ -99,7 +101,7 @@ def run(env: Env) -> list[Figure]:
     f32 = select(f32_evals, f32_evecs, default, torch.float32)
     p64, p32 = (b.basis.double() @ b.basis.double().transpose(1, 2) for b in (per_expert[torch.float32], f32))
     shared = select(s_evals, s_evecs, default, torch.float32)
-    shared_share = inside_share(shared.basis[0], gram)
+    shared_share = inside_share(shared, gram)
     r_max = per_expert[torch.float32].basis.shape[2]
     r_shared = shared.basis.shape[2]
     cap = min(d, int(LIMIT_GIB * GIB // (num_experts * d * 4 * layers)))

@@ -28,6 +28,15 @@ def random_batches(n: int, *, batch: int = 4, seq: int = 12, vocab: int = 256, s
     return out
 
 
+def span_projector(bases) -> torch.Tensor:
+    """[E, d', d'] float64 projector onto each row's protected span, whichever side the basis
+    stores (nullspace.SpanBases): independent of eigenvector signs and of the zero padding."""
+    b = bases.basis.double()
+    inside = b @ b.transpose(1, 2)
+    eye = torch.eye(b.shape[1], dtype=torch.float64)
+    return torch.where(bases.complement.to(b.device)[:, None, None], eye - inside, inside)
+
+
 @dataclass
 class FakeCtx:
     model: Any

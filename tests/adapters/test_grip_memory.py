@@ -12,13 +12,7 @@ from moe_unlearn.core.trainable import split_refs
 from moe_unlearn.models.routing import capture_routing
 from moe_unlearn.models.selectors import select_parameters
 from moe_unlearn.models.tiny import tiny_model
-from tests.adapters.conftest import random_batches
-
-
-def _projector(basis: torch.Tensor) -> torch.Tensor:
-    """[E, d', d'] U U^T: independent of eigenvector signs and of the zero padding."""
-    b = basis.double()
-    return b @ b.transpose(1, 2)
+from tests.adapters.conftest import random_batches, span_projector
 
 
 def _one_shot(model, layers, batches, rel_energy: float) -> tuple[list[nullspace.SpanBases], list[torch.Tensor]]:
@@ -53,7 +47,7 @@ def test_streamed_preparation_gives_the_one_shot_bases_and_targets(arch, fake_ct
         assert len(grip.cache) == 3  # 100 tokens need 3 of the batches
         for state, ref, scores in zip(grip.layers, ref_bases, ref_scores):
             assert torch.equal(state.bases.rank, ref.rank)
-            assert torch.allclose(_projector(state.bases.basis), _projector(ref.basis), atol=1e-6)
+            assert torch.allclose(span_projector(state.bases), span_projector(ref), atol=1e-6)
             assert torch.allclose(grip.targets[state.index], scores, atol=1e-6)
             assert torch.equal(state.margin_x, router_features(ctx.layers[state.index], _inputs(model, ctx, state)))
 
@@ -98,13 +92,13 @@ def test_chunked_eigh_equals_unchunked_and_float32_is_close_at_the_default_thres
     for chunk in (1, 3, 7):
         part = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32, chunk=chunk)
         assert part.basis.shape == full.basis.shape and torch.equal(part.rank, full.rank)
-        assert torch.allclose(_projector(part.basis), _projector(full.basis), atol=1e-6)
+        assert torch.allclose(span_projector(part), span_projector(full), atol=1e-6)
         assert torch.allclose(part.energy, full.energy)
     f32 = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32, chunk=3, eigh_dtype=torch.float32)
     assert torch.equal(f32.rank, full.rank)
     # what matters: an update projected with the float32 bases barely touches the protected span
     delta = torch.randn(7, 48, generator=torch.Generator().manual_seed(1))
-    leak = torch.bmm(_projector(full.basis).float(), nullspace.project_rows(delta, f32.basis)[:, :, None]).norm()
+    leak = torch.bmm(span_projector(full).float(), f32.project(delta)[:, :, None]).norm()
     assert leak < 1e-4 * delta.norm()
 
 
@@ -122,9 +116,9 @@ def test_energy_share_and_bf16_bases():
     f32 = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
     assert bf16.nbytes * 2 == f32.nbytes
     delta = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
-    out = nullspace.project_rows(delta, bf16.basis)
+    out = bf16.project(delta)
     assert out.dtype == torch.float32
-    leak = torch.bmm(_projector(f32.basis).float(), out[:, :, None]).norm() / delta.norm()
+    leak = torch.bmm(span_projector(f32).float(), out[:, :, None]).norm() / delta.norm()
     assert 1e-5 < leak < 2e-2  # bf16 rounding: the equality constraints hold only to ~1e-2
 
 

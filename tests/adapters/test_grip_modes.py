@@ -10,12 +10,7 @@ from moe_unlearn.adapters import nullspace
 from moe_unlearn.adapters.grip import Grip, GripConfig, router_features, router_rows, set_router_rows
 from moe_unlearn.adapters.routing_io import layer_inputs
 from moe_unlearn.models.tiny import tiny_model
-from tests.adapters.conftest import random_batches
-
-
-def _projector(basis: torch.Tensor) -> torch.Tensor:
-    b = basis.double()
-    return b @ b.transpose(1, 2)
+from tests.adapters.conftest import random_batches, span_projector
 
 
 def _inputs(d: int, t: int, experts: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +34,8 @@ def test_bases_from_inputs_equal_the_gram_stack_bases(rel_energy, max_rank):
     assert torch.equal(inputs.rank, stack.rank)
     assert inputs.rank[1] < 24 and inputs.rank[3] == 0  # the dual path ran, an unselected row is free
     assert torch.allclose(inputs.energy, stack.energy, atol=1e-6)
-    assert torch.allclose(_projector(inputs.basis), _projector(stack.basis), atol=1e-5)
-    eye = torch.eye(inputs.basis.shape[2]).expand(4, -1, -1) * (torch.arange(inputs.basis.shape[2]) < inputs.rank[:, None])[:, None]
+    assert torch.allclose(span_projector(inputs), span_projector(stack), atol=1e-5)
+    eye = torch.eye(inputs.basis.shape[2]).expand(4, -1, -1) * (torch.arange(inputs.basis.shape[2]) < inputs.width[:, None])[:, None]
     assert torch.allclose(inputs.basis.transpose(1, 2) @ inputs.basis, eye, atol=1e-5)  # orthonormal
 
 
@@ -50,9 +45,9 @@ def test_shared_basis_projection_keeps_every_score_and_conversions_keep_the_resu
     gram = torch.zeros(1, 16, 16, dtype=torch.float64)
     nullspace.accumulate_gram(gram, x, torch.ones(300, 1, dtype=torch.bool))
     shared = nullspace.span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
-    assert shared.basis.shape == (1, 16, 10)
+    assert int(shared.rank[0]) == 10 and bool(shared.complement[0]) and shared.basis.shape == (1, 16, 6)  # the narrower side
     delta = torch.randn(5, 16, generator=torch.Generator().manual_seed(3))
-    out = nullspace.project_rows(delta, shared.basis)
+    out = shared.project(delta)
     assert (x @ out.T).abs().max() < 1e-4 * (x @ delta.T).abs().max()  # every row, every retained token
     assert out.norm() > 0.3 * delta.norm()  # six free directions remain
     # a stack in another dtype is converted chunk by chunk: same result as converting it whole
@@ -68,10 +63,10 @@ def test_bf16_bases_project_in_fp32_with_a_small_leak():
     exact = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
     low = nullspace.span_bases(gram, rel_energy=1e-3, max_rank=None, dtype=torch.bfloat16)
     delta = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
-    out = nullspace.project_rows(delta, low.basis)
+    out = low.project(delta)
     assert out.dtype == torch.float32
-    leak = torch.bmm(_projector(exact.basis).float(), out[:, :, None]).norm()
-    old_leak = torch.bmm(_projector(exact.basis).float(), (delta - torch.bmm(  # bf16 arithmetic, as before
+    leak = torch.bmm(span_projector(exact).float(), out[:, :, None]).norm()
+    old_leak = torch.bmm(span_projector(exact).float(), (delta - torch.bmm(  # bf16 arithmetic, as before
         low.basis, torch.bmm(delta.bfloat16()[:, None, :], low.basis).transpose(1, 2)).squeeze(-1).float())[:, :, None]).norm()
     assert leak < 2e-2 * delta.norm() and leak < old_leak
 
@@ -90,7 +85,7 @@ def test_input_preparation_equals_the_gram_stack_in_the_adapter(fake_ctx):
     assert stack.summary()["prep_gram"] == ["stack", "stack"] and inputs.summary()["prep_gram"] == ["inputs", "inputs"]
     for a, b in zip(stack.layers, inputs.layers):
         assert torch.equal(a.bases.rank, b.bases.rank)
-        assert torch.allclose(_projector(a.bases.basis), _projector(b.bases.basis), atol=1e-5)
+        assert torch.allclose(span_projector(a.bases), span_projector(b.bases), atol=1e-5)
     # auto picks the smaller: 8 x 64^2 float64 (256 KiB) vs ~130 tokens x 64 float32 (~34 KiB)
     auto, _ = _prepared(GripConfig(mode="project", cache_tokens=100), fake_ctx)
     assert auto.summary()["prep_gram"] == ["inputs", "inputs"]
@@ -121,5 +116,5 @@ def test_offloaded_bases_live_on_the_host_and_give_the_same_projection(fake_ctx)
     info = off.summary()
     assert info["projector_device_bytes"] == max(s.bases.nbytes for s in off.layers) < info["projector_bytes"]
     delta = torch.randn(8, plain.layers[0].bases.basis.shape[1])
-    assert torch.allclose(nullspace.project_rows(delta, off.layers[0].bases.basis),
-                          nullspace.project_rows(delta, plain.layers[0].bases.basis))
+    assert torch.allclose(off.layers[0].bases.project(delta),
+                          plain.layers[0].bases.project(delta))

@@ -7,8 +7,8 @@ from moe_unlearn.adapters.nullspace import (
     accumulate_gram,
     augment,
     kaczmarz_margins,
-    project_rows,
     span_bases,
+    span_bases_from_inputs,
 )
 
 
@@ -28,13 +28,36 @@ def test_projected_update_leaves_selected_scores_unchanged():
     bases = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
     assert bases.rank.tolist() == [10] * e and bases.null_dim.tolist() == [6] * e
     dw = torch.randn(e, d, generator=g)
-    pdw = project_rows(dw, bases.basis)
+    pdw = bases.project(dw)
     scores = x @ pdw.T  # [T, E]
     assert scores[selected].abs().max() < 1e-4  # P(dW) x = 0 for every x that selected the row
     assert (pdw - dw).norm() < dw.norm()  # but the update is not frozen
     assert pdw.norm() > 0.3 * dw.norm()
     # idempotent
-    assert torch.allclose(project_rows(pdw, bases.basis), pdw, atol=1e-5)
+    assert torch.allclose(bases.project(pdw), pdw, atol=1e-5)
+
+
+def test_a_wide_span_is_stored_as_its_complement_with_the_same_projection():
+    e, d = 3, 12
+    x = _low_rank_inputs(400, d, 9, 7)  # rank 9 > d / 2: the 3-dim complement is stored
+    selected = torch.ones(400, e, dtype=torch.bool)
+    selected[:, 1] = False  # an unconstrained row stays narrow (rank 0)
+    gram = torch.zeros(e, d, d, dtype=torch.float64)
+    accumulate_gram(gram, x, selected)
+    bases = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
+    assert bases.rank.tolist() == [9, 0, 9] and bases.complement.tolist() == [True, False, True]
+    assert bases.width.tolist() == [3, 0, 3] and bases.basis.shape == (e, d, 3)
+    delta = torch.randn(e, d, generator=torch.Generator().manual_seed(8))
+    evecs = torch.linalg.eigh(gram[0])[1][:, -9:].float()  # the span itself
+    assert torch.allclose(bases.project(delta)[0], delta[0] - evecs @ (evecs.T @ delta[0]), atol=1e-5)
+    assert torch.equal(bases.project(delta)[1], delta[1])
+    assert (x @ bases.project(delta).T)[:, [0, 2]].abs().max() < 1e-4
+    # from the inputs: 9 tokens < d (the dual decomposition) complete the basis by QR
+    few = span_bases_from_inputs(x[:9], selected[:9], rel_energy=1e-9, max_rank=None, dtype=torch.float32)
+    assert few.complement.tolist() == [True, False, True] and few.width.tolist() == [3, 0, 3]
+    assert (x[:9] @ few.project(delta).T)[:, [0, 2]].abs().max() < 1e-4
+    assert torch.allclose(few.basis.transpose(1, 2) @ few.basis, torch.diag_embed((few.width[:, None] > torch.arange(3)).float()),
+                          atol=1e-5)  # orthonormal columns, zero padding
 
 
 def test_energy_threshold_and_rank_cap_bound_the_basis():
@@ -51,7 +74,7 @@ def test_energy_threshold_and_rank_cap_bound_the_basis():
     assert capped.nbytes == 1 * d * 2 * 4
     # a row nobody selected is unconstrained
     empty = span_bases(torch.zeros(1, d, d, dtype=torch.float64), rel_energy=1e-3, max_rank=None, dtype=torch.float32)
-    assert int(empty.rank[0]) == 0 and torch.equal(project_rows(torch.ones(1, d), empty.basis), torch.ones(1, d))
+    assert int(empty.rank[0]) == 0 and torch.equal(empty.project(torch.ones(1, d)), torch.ones(1, d))
 
 
 def test_kaczmarz_enforces_margins_inside_the_null_space():
@@ -63,20 +86,20 @@ def test_kaczmarz_enforces_margins_inside_the_null_space():
     selected[100:] = False
     gram = torch.zeros(e, d, d, dtype=torch.float64)
     accumulate_gram(gram, x, selected)
-    basis = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32).basis
+    bases = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
     bound = torch.rand(t, e, generator=g) * 0.5
     bound[selected] = float("inf")
-    delta = project_rows(torch.randn(e, d, generator=g), basis)
+    delta = bases.project(torch.randn(e, d, generator=g))
     before = int(((x @ delta.T) > bound).sum())
     assert before > 20  # the random update does violate many margins
     gen = torch.Generator().manual_seed(0)
-    fixed, left = kaczmarz_margins(delta, x, bound, basis, iters=2000, generator=gen, tol=1e-5)
+    fixed, left = kaczmarz_margins(delta, x, bound, bases, iters=2000, generator=gen, tol=1e-5)
     assert left == 0
     assert ((x @ fixed.T) - bound).max() <= 1e-5
     assert (x @ fixed.T)[selected].abs().max() < 1e-3  # equality constraints still hold
-    assert torch.allclose(project_rows(fixed, basis), fixed, atol=1e-5)  # stays in the null space
+    assert torch.allclose(bases.project(fixed), fixed, atol=1e-5)  # stays in the null space
     assert fixed.norm() > 0  # not simply zeroed
-    same, left = kaczmarz_margins(fixed, x, bound + 1e-3, basis, iters=5)
+    same, left = kaczmarz_margins(fixed, x, bound + 1e-3, bases, iters=5)
     assert left == 0 and torch.equal(same, fixed)  # a feasible update is left alone
 
 
@@ -123,12 +146,12 @@ def test_margins_fall_back_to_an_exact_backtrack_when_kaczmarz_runs_out():
     selected[100:] = False
     gram = torch.zeros(e, d, d, dtype=torch.float64)
     accumulate_gram(gram, x, selected)
-    basis = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32).basis
+    bases = span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
     bound = torch.rand(t, e, generator=g)
     bound[selected] = float("inf")
     previous = torch.zeros(e, d)  # feasible: the original router
-    delta = project_rows(torch.randn(e, d, generator=g), basis)
-    fixed, pulled = kaczmarz_margins(delta, x, bound, basis, iters=1, previous=previous)
+    delta = bases.project(torch.randn(e, d, generator=g))
+    fixed, pulled = kaczmarz_margins(delta, x, bound, bases, iters=1, previous=previous)
     assert pulled > 0
     assert ((x @ fixed.T) - bound).max() <= 0
     assert fixed.abs().sum() > 0  # moved part of the way, not reverted

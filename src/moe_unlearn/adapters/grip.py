@@ -23,8 +23,8 @@ experts that have changed since: methods.md section 7).
 Modes: project | ptc | project+ptc | online (PTC every `online_every` steps and at the end) |
 project+online. Correction-bias buffers (DeepSeek-V3, Ernie) are never touched.
 
-Projector memory (docs/adapters.md, "Memory"): `span: expert` (the paper) stores [E, d', r] per
-protected layer; `span: shared` one [d', r] basis of ALL retained inputs (a stricter invariance:
+Projector memory (docs/adapters.md, "Memory"): `span: expert` (the paper) stores [E, d', w] per
+protected layer, w = min(r, d' - r) (a span wider than d'/2 as its complement); `span: shared` one [d', r] basis of ALL retained inputs (a stricter invariance:
 every retained logit is kept); `basis_dtype: bfloat16` halves the bytes (projection still in
 fp32); `offload_bases` keeps them in host memory and copies one layer at a time. Preparation
 holds either the E x d'^2 float64 Gram stack or the layer's inputs, T x d' (`prep_gram`), and
@@ -42,7 +42,7 @@ import torch
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.adapters.nullspace import (
-    RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, project_rows, span_bases,
+    RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, span_bases,
     span_bases_from_inputs,
 )
 from moe_unlearn.adapters.routing_io import layer_inputs, retain_batches, retain_nll, selection_mask
@@ -352,10 +352,10 @@ class Grip(Adapter):
         delta = rows - state.old
         if not bool(delta.any()):  # router did not move (frozen, or SEUF's other layers)
             return
-        new = state.old + project_rows(delta, state.bases.basis)
+        new = state.old + state.bases.project(delta)
         if state.margin_x is not None:
             total, pulled = kaczmarz_margins(
-                new - state.orig, state.margin_x, state.margin_bound, state.bases.basis,
+                new - state.orig, state.margin_x, state.margin_bound, state.bases,
                 iters=self.cfg.margin_iters, previous=state.old - state.orig, generator=self.generator, tol=1e-6,
             )
             new = state.orig + total
@@ -442,8 +442,9 @@ class Grip(Adapter):
         T <= cache_tokens + batch_tokens - 1 tokens (None: T unknown, ranks bounded by d' alone,
         the caches sized at cache_tokens). Per protected layer (all: which routers train is the
         run's choice): bases [E, d', r] (span shared: [1, d', r]) in the router's dtype (2 bytes
-        with basis_dtype bfloat16; offload_bases: one layer's on the device), r <= min(d',
-        max_rank, T) (a row's span is that of the cached inputs that selected it); the original
+        with basis_dtype bfloat16; offload_bases: one layer's on the device), r <= min(d' / 2,
+        max_rank, T) (a row's span is that of the cached inputs that selected it, and a span wider
+        than d' / 2 is stored as its complement); the original
         and the previous router rows, 2 x [E, d']; with margins the cached inputs [T, d'] and
         bounds [T, E]. With a refit, every layer's targets [T, E] float32. Left out: the token
         ids of the cached and check batches (24 bytes a padded position, 8 a row)."""
@@ -457,7 +458,7 @@ class Grip(Adapter):
                 total += t * e * 4  # PTC targets, float32, every layer
             if not self.cfg.project:
                 continue
-            rank = min(d, self.cfg.max_rank or d, cached or d)
+            rank = max(1, min(d // 2, self.cfg.max_rank or d, cached or d))  # the bases' width
             basis_b = 2 if self.cfg.basis_dtype == "bfloat16" else b
             bases.append((1 if self.cfg.span == "shared" else e) * d * rank * basis_b)
             total += 2 * e * d * b  # the original and the previous router rows

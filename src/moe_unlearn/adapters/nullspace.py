@@ -5,6 +5,8 @@ inputs are augmented to [x; 1]). Everything here is batched over the E rows; not
 tokens in Python. Ridge solves run in float64; eigen-decompositions in float64 unless asked
 for float32 (span_bases); the results come back in the dtype of the inputs. A basis stack
 [E, d', r] gives each row its own span (the paper); [1, d', r] is one span shared by all rows.
+A row whose span holds more than half of d' stores the span's orthogonal complement instead
+(`SpanBases.complement`): the same projection, d' - rank columns instead of rank.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def accumulate_gram(gram: torch.Tensor, x: torch.Tensor, selected: torch.Tensor)
 
 @dataclass
 class SpanBases:
-    """Orthonormal bases of each row's protected span, zero-padded to a common rank r.
+    """Orthonormal bases of each row's protected span, zero-padded to a common width r.
 
-    basis [E, d', r] (columns past rank[e] are zero), rank [E], null_dim [E] = d' - rank,
+    basis [E, d', r]: row e's span (rank[e] columns), or, where complement[e], the span's
+    orthogonal complement (d' - rank[e] columns), whichever is narrower; columns past a row's own
+    width are zero. The projection reads the basis once per step, so storing the narrower side
+    halves its work and bytes where spans are wide. rank [E], null_dim [E] = d' - rank,
     energy [E] = share of the row's retained input energy (trace of its Gram) inside the kept
     span (1 for a row no token selected: nothing to protect).
     """
@@ -45,14 +50,30 @@ class SpanBases:
     basis: torch.Tensor
     rank: torch.Tensor
     energy: torch.Tensor
+    complement: torch.Tensor  # [E] bool: the basis holds the span's complement
 
     @property
     def null_dim(self) -> torch.Tensor:
         return self.basis.shape[1] - self.rank
 
     @property
+    def width(self) -> torch.Tensor:
+        """[E] basis columns each row uses."""
+        return torch.where(self.complement, self.null_dim, self.rank)
+
+    @property
     def nbytes(self) -> int:
         return self.basis.numel() * self.basis.element_size()
+
+    def project(self, delta: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
+        """Each row of delta [E, d'] minus its component in the row's span (project_rows)."""
+        return project_rows(delta, self.basis, self.complement, chunk=chunk)
+
+    def rows(self, rows: torch.Tensor) -> SpanBases:
+        """The bases of the listed rows (a shared basis serves every row)."""
+        if self.basis.shape[0] == 1:
+            return self
+        return SpanBases(self.basis[rows], self.rank[rows], self.energy[rows], self.complement[rows])
 
 
 def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, dtype: torch.dtype,
@@ -80,7 +101,8 @@ def span_bases_from_inputs(x: torch.Tensor, selected: torch.Tensor, *, rel_energ
     for e in range(selected.shape[1]):
         xe = x[selected[:, e]].to(torch.float64)
         if xe.shape[0] == 0:  # no retained token chose this row: nothing to protect
-            parts.append((x.new_zeros(1, x.shape[1], 1, dtype=dtype), x.new_zeros(1, dtype=torch.long), x.new_ones(1)))
+            parts.append((x.new_zeros(1, x.shape[1], 1, dtype=dtype), x.new_zeros(1, dtype=torch.long), x.new_ones(1),
+                          x.new_zeros(1, dtype=torch.bool)))
             continue
         dual = xe.shape[0] < xe.shape[1]
         gram = xe @ xe.T if dual else xe.T @ xe
@@ -93,33 +115,45 @@ def span_bases_from_inputs(x: torch.Tensor, selected: torch.Tensor, *, rel_energ
     return _stack(parts)
 
 
-def _stack(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> SpanBases:
+def _stack(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]) -> SpanBases:
     r = max(p[0].shape[2] for p in parts)
     # contiguous: the batched matmuls in project_rows are ~8x faster on it than on a strided view
-    basis = torch.cat([torch.nn.functional.pad(b, (0, r - b.shape[2])) for b, _, _ in parts]).contiguous()
-    return SpanBases(basis=basis, rank=torch.cat([p[1] for p in parts]), energy=torch.cat([p[2] for p in parts]))
+    basis = torch.cat([torch.nn.functional.pad(p[0], (0, r - p[0].shape[2])) for p in parts]).contiguous()
+    rank, energy, complement = (torch.cat([p[i] for p in parts]) for i in (1, 2, 3))
+    return SpanBases(basis=basis, rank=rank, energy=energy, complement=complement)
 
 
 def select_span(evals: torch.Tensor, evecs: torch.Tensor, rel_energy: float, max_rank: int | None,
-            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(basis [C, d', r_c], rank [C], energy [C]) from eigenpairs in DESCENDING order
-    (evals [C, m], evecs [C, d', m])."""
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(basis [C, d', r_c], rank [C], energy [C], complement [C]) from eigenpairs in DESCENDING
+    order (evals [C, m], evecs [C, d', m]). A row whose span is wider than half of d' gets the
+    basis of its complement: the eigenvectors past the span when evecs is complete (m = d'),
+    else the tail of a complete QR of the span's basis."""
     evals = evals.double().clamp_min(0)
     keep = (evals > 0) & (evals >= rel_energy * evals[:, :1])
     if max_rank is not None:
         keep[:, max_rank:] = False
-    rank = keep.sum(dim=1)
+    rank = keep.sum(dim=1)  # keep is a prefix: the eigenvalues descend
     total = evals.sum(dim=1)
     energy = torch.where(total > 0, (evals * keep).sum(dim=1) / total.clamp_min(1e-300), torch.ones_like(total))
-    r = max(int(rank.max()), 1)
-    if evecs.shape[2] < r:
-        evecs = torch.nn.functional.pad(evecs, (0, r - evecs.shape[2]))
-        keep = torch.nn.functional.pad(keep, (0, r - keep.shape[1]))
-    return (evecs[:, :, :r] * keep[:, None, :r]).to(dtype), rank, energy.float()
+    d = evecs.shape[1]
+    complement = 2 * rank > d
+    width = torch.where(complement, d - rank, rank)
+    basis = evecs.new_zeros(evecs.shape[0], d, max(int(width.max()), 1))
+    for c, (k, w, comp) in enumerate(zip(rank.tolist(), width.tolist(), complement.tolist())):
+        if not comp:
+            basis[c, :, :w] = evecs[c, :, :k]
+        elif evecs.shape[2] == d:
+            basis[c, :, :w] = evecs[c, :, k:]
+        else:
+            basis[c, :, :w] = torch.linalg.qr(evecs[c, :, :k], mode="complete").Q[:, k:]
+    return basis.to(dtype), rank, energy.float(), complement
 
 
-def project_rows(delta: torch.Tensor, basis: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
-    """Each row of delta [E, d'] minus its component in span(basis[e]) ([E, d', r]).
+def project_rows(delta: torch.Tensor, basis: torch.Tensor, complement: torch.Tensor | None = None, *,
+                 chunk: int = 16) -> torch.Tensor:
+    """Each row of delta [E, d'] minus its component in the span of row e ([E, d', r] bases; where
+    complement[e], basis[e] spans the span's complement and the result is delta's part in it).
 
     Afterwards delta[e] . x = 0 for every x in that span (the GRIP equality constraint). A
     shared basis ([1, d', r]) is one span for every row. A basis held in another dtype (bf16)
@@ -127,30 +161,29 @@ def project_rows(delta: torch.Tensor, basis: torch.Tensor, *, chunk: int = 16) -
     time, so the arithmetic runs in delta's precision (fp32 accumulation) and the transient
     copy is chunk x d' x r.
     """
+    if complement is None:
+        complement = torch.zeros(basis.shape[0], dtype=torch.bool)
+    complement = complement.to(delta.device, non_blocking=True)[:, None]
     if basis.shape[0] == 1:
         u = basis[0].to(delta.device, delta.dtype, non_blocking=True)
-        return delta - (delta @ u) @ u.T
+        inside = (delta @ u) @ u.T
+        return torch.where(complement, inside, delta - inside)
     if basis.dtype == delta.dtype and basis.device == delta.device:
         chunk = basis.shape[0]
     out = []
     for start in range(0, basis.shape[0], chunk):
         b = basis[start:start + chunk].to(delta.device, delta.dtype, non_blocking=True)
         d = delta[start:start + chunk]
-        coef = torch.bmm(d[:, None, :], b)  # [c, 1, r]
-        out.append(d - torch.bmm(b, coef.transpose(1, 2)).squeeze(-1))
+        inside = torch.bmm(b, torch.bmm(d[:, None, :], b).transpose(1, 2)).squeeze(-1)
+        out.append(torch.where(complement[start:start + chunk], inside, d - inside))
     return torch.cat(out)
-
-
-def rows_of(basis: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The bases of the listed rows (a shared [1, d', r] basis serves every row)."""
-    return basis if basis.shape[0] == 1 else basis[rows]
 
 
 def kaczmarz_margins(
     delta: torch.Tensor,
     x: torch.Tensor,
     bound: torch.Tensor,
-    basis: torch.Tensor,
+    bases: SpanBases,
     *,
     iters: int,
     previous: torch.Tensor | None = None,
@@ -178,7 +211,7 @@ def kaczmarz_margins(
         w = viol[:, rows].T.double().pow(2)  # [R, T]
         pick = torch.multinomial(w / w.sum(dim=1, keepdim=True), 1, generator=generator).flatten()
         xt = x[pick]
-        a = project_rows(xt, rows_of(basis, rows))  # null-space component of each picked token
+        a = bases.rows(rows).project(xt)  # null-space component of each picked token
         a2 = a.pow(2).sum(dim=1)
         movable = a2 > 1e-8 * xt.pow(2).sum(dim=1)  # a token inside the span cannot be fixed here
         step = torch.where(movable, viol[pick, rows] / a2.clamp_min(1e-30), torch.zeros_like(a2))
