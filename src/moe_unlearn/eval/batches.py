@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from moe_unlearn.data.tokenize import collate, encode_mc, encode_qa, encode_text
+from moe_unlearn.data.tokenize import IGNORE, collate, encode_mc, encode_qa, encode_text
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.vocab import Batch
 
@@ -40,6 +40,19 @@ def mc_examples(tokenizer: Any, records: list[dict], cfg: EvalConfig) -> tuple[l
         examples += choices
         sizes.append(len(choices))
     return examples, sizes
+
+
+def shared_prompt(choices: list[dict]) -> tuple[list[int], list[dict]] | None:
+    """(prefix, tails) when every choice of one MC record has the same prompt of >= 2 tokens:
+    prefix = the prompt less its last token, each tail = that token + the choice's answer
+    (labels on the answer only), so prefix + tail is the choice's full example. None otherwise
+    (e.g. a prompt cut differently per choice to fit max_length)."""
+    prompts = [ex["input_ids"][: ex["labels"].count(IGNORE)] for ex in choices]
+    if len(prompts[0]) < 2 or any(p != prompts[0] for p in prompts[1:]):
+        return None
+    n = len(prompts[0]) - 1
+    tails = [{"input_ids": ex["input_ids"][n:], "labels": ex["labels"][n:]} for ex in choices]
+    return prompts[0][:n], tails
 
 
 def make_batches(examples: list[dict], batch_size: int, pad: int) -> list[Batch]:

@@ -1,0 +1,66 @@
+"""MC choices scored over one forward of their shared question equal full-sequence scoring."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from moe_unlearn.eval.batches import make_batches, mc_examples, shared_prompt
+from moe_unlearn.eval.context import EvalContext, eval_mode
+from moe_unlearn.models import tiny_model, tiny_tokenizer
+from moe_unlearn.models.archs import TINY_SPECS
+from tests.eval.eval_helpers import make_cfg
+
+RECORDS = [
+    {"question": "Which organ does the Tylquil virus attack first?", "choices": ["the heart", "lungs", "a b c d", "x"],
+     "answer": 0},
+    {"question": "Q?", "choices": ["alpha beta", "gamma"], "answer": 1},  # short prompt, two choices
+    {"question": "How does it spread?", "choices": ["raw milk", "tick bites", "open wounds"], "answer": 2},
+    # cut from the left to fit max_length, by a different amount per choice: no shared prompt
+    {"question": " ".join(f"word{i}" for i in range(40)), "choices": ["a", "much longer answer here"], "answer": 0},
+]
+
+
+def _tokens_forwarded(model: torch.nn.Module) -> list[int]:
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("arch", list(TINY_SPECS))
+def test_shared_prompt_scores_equal_full_sequences(arch):
+    model, tok = tiny_model(arch, seed=0), tiny_tokenizer()
+    cfg = make_cfg(batch_size=2, max_length=96)
+    data = SimpleNamespace(forget=SimpleNamespace(qa=None, text=None, mc=RECORDS), retain=None, holdout=None,
+                           utility_mc=None)
+    examples, sizes = mc_examples(tok, RECORDS, cfg)
+    assert [shared_prompt(examples[i:i + n]) is None for i, n in zip([0, 4, 6, 9], sizes)] == [False, False, False, True]
+    with eval_mode(model), torch.no_grad():
+        full = EvalContext(model, tok, data, cfg).score(make_batches(examples, 2, tok.pad_token_id)).sum_logp()
+        seen = _tokens_forwarded(model)
+        logliks, answers = EvalContext(model, tok, data, cfg).mc_loglik("forget")
+    assert answers == [0, 1, 2, 0]
+    assert torch.allclose(torch.cat(logliks), full, atol=1e-4, rtol=1e-5)
+    full_tokens = sum(len(ex["input_ids"]) for ex in examples)
+    if arch in ("gpt_oss", "llama4_text"):  # sliding / chunked attention: every choice in full
+        assert sum(seen) >= full_tokens
+    else:
+        assert sum(seen) < full_tokens  # (padded) the shared questions ran once, not once per choice
+
+
+def test_a_run_of_several_processes_or_no_shared_prompt_scores_in_full(monkeypatch):
+    model, tok = tiny_model("olmoe", seed=0), tiny_tokenizer()
+    data = SimpleNamespace(forget=SimpleNamespace(qa=None, text=None, mc=RECORDS[:3]), retain=None, holdout=None,
+                           utility_mc=None)
+    cfg = make_cfg(batch_size=2)
+    with eval_mode(model), torch.no_grad():
+        shared, _ = EvalContext(model, tok, data, cfg).mc_loglik("forget")
+        monkeypatch.setattr("moe_unlearn.eval.context.world_size", lambda: 2)
+        calls = _tokens_forwarded(model)
+        monkeypatch.setattr("moe_unlearn.eval.context.EvalContext.global_batch", property(lambda self: 2))
+        full, _ = EvalContext(model, tok, data, cfg).mc_loglik("forget")
+    assert torch.allclose(torch.cat(shared), torch.cat(full), atol=1e-4)
+    examples, _ = mc_examples(tok, RECORDS[:3], cfg)
+    assert len(calls) == -(-len(examples) // 2)  # every choice in full, 2 rows a forward
