@@ -49,6 +49,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
+from bench.fixtures import FIXTURES, to_fixtures
 from bench.memory import trainer_peak
 from bench.session import sync_for
 from moe_unlearn.models.memory import GEOMETRY, parameter_count
@@ -60,7 +61,6 @@ from moe_unlearn.train.memory import estimate_memory
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO / "configs" / "benchmarks"
-FIXTURES = REPO / "tests" / "fixtures" / "hub"
 GIB = 2**30
 # most important first: one recipe per model and setting, then those differing from one above in data only
 IMPORTANCE = ("wmdp_cyber", "muse_news", "tofu_forget10", "rwku", "wmdp_cyber_rmu",
@@ -69,7 +69,6 @@ CPU_WIDTH = {"hidden": 64, "heads": 4, "experts": 8, "top_k": 2, "vocab": 256}
 CPU_RUN = {"max_length": 64, "batch": 2}
 EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
 WIDTH_KEYS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size")
-DATA_KEYS = ("forget", "retain", "holdout", "utility_mc", "real_authors", "world_facts")
 
 
 def recipes() -> list[str]:
@@ -114,17 +113,6 @@ def lengthened_fixtures(out: Path, min_chars: int) -> Path:
     return out
 
 
-def on_fixtures(data: dict[str, Any], fixtures: Path) -> dict[str, Any]:
-    """The data section with every hub source pointed at its fixture copy (tests/benchmark_recipes.py's mapping)."""
-    data = copy.deepcopy(data)
-    found = [data[k] for k in DATA_KEYS if isinstance(data.get(k), dict)]
-    found += [s for lst in (data.get("eval") or {}).values() for s in lst]
-    for src in found:
-        repo, sep, config = src["path"].partition(":")
-        src["path"] = f"{fixtures / repo}{sep}{config}"
-    return data
-
-
 def run_config(recipe: dict[str, Any], scale: str, model_dir: Path, work: Path, device: str) -> dict[str, Any]:
     """A recipe's raw config for the rehearsal: its training settings (shrunk at cpu scale), the
     rehearsal's model and fixture data, no evaluation, checkpoint or step budget of its own."""
@@ -135,7 +123,7 @@ def run_config(recipe: dict[str, Any], scale: str, model_dir: Path, work: Path, 
         raw["train"] = {**raw["train"], "precision": "fp32", "grad_accum": 1}
         data.update(max_length=CPU_RUN["max_length"], batch_size=min(data.get("batch_size", 8), CPU_RUN["batch"]),
                     retain_batch_size=min(data.get("retain_batch_size", 8), CPU_RUN["batch"]))
-    raw["data"] = on_fixtures(data, lengthened_fixtures(work / "hub", data.get("max_length", 64)))
+    raw["data"] = to_fixtures({"data": data}, lengthened_fixtures(work / "hub", data.get("max_length", 64)))["data"]
     raw["model"] = {**raw["model"], "path": str(model_dir), "device": device}
     raw["train"] = {**raw["train"], "max_steps": 1000, "epochs": None, "eval_every": 0, "checkpoint_every": 0}
     raw["eval"] = {"metrics": ["nll"], "max_examples": 8}  # never run: the Trainer only steps

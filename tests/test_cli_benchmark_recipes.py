@@ -7,7 +7,8 @@ import json
 
 import pytest
 import yaml
-from benchmark_recipes import RECIPES_DIR, to_fixtures, without_pending
+from bench.fixtures import to_fixtures
+from benchmark_recipes import RECIPES_DIR, without_pending
 
 from moe_unlearn.cli.main import run
 from moe_unlearn.train.config import resolve_yaml

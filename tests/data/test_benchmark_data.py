@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from benchmark_recipes import FIXTURES, RECIPES_DIR, to_fixtures, without_pending
+from bench.fixtures import FIXTURES, to_fixtures
+from benchmark_recipes import RECIPES_DIR, without_pending
 
 from moe_unlearn.config import build
 from moe_unlearn.data import DataConfig, SourceConfig, load_data, load_records

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from benchmark_recipes import FIXTURES, RECIPES_DIR, sources, to_fixtures
+from bench.fixtures import FIXTURES, sources, to_fixtures
+from benchmark_recipes import RECIPES_DIR
 
 from moe_unlearn.cli.main import run
 from moe_unlearn.preflight.lm_eval_tasks import TaskData, TaskIndex, installed_tasks_dir

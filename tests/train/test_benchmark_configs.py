@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from benchmark_recipes import BASES, FINETUNES, ISSUE15_DATA_KEYS, ISSUE15_METRICS, RECIPES, sources, without_pending
+from bench.fixtures import sources
+from benchmark_recipes import BASES, FINETUNES, ISSUE15_DATA_KEYS, ISSUE15_METRICS, RECIPES, without_pending
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.train.config import build_config, load_config, resolve_yaml
