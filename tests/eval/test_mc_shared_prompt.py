@@ -64,3 +64,20 @@ def test_a_run_of_several_processes_or_no_shared_prompt_scores_in_full(monkeypat
     assert torch.allclose(torch.cat(shared), torch.cat(full), atol=1e-4)
     examples, _ = mc_examples(tok, RECORDS[:3], cfg)
     assert len(calls) == -(-len(examples) // 2)  # every choice in full, 2 rows a forward
+
+
+def test_a_lora_wrapped_model_shares_the_question_too():
+    from peft import LoraConfig, get_peft_model
+
+    tok = tiny_tokenizer()
+    model = get_peft_model(tiny_model("olmoe", seed=0), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    cfg = make_cfg(batch_size=2, max_length=96)
+    data = SimpleNamespace(forget=SimpleNamespace(qa=None, text=None, mc=RECORDS[:3]), retain=None, holdout=None,
+                           utility_mc=None)
+    examples, _ = mc_examples(tok, RECORDS[:3], cfg)
+    with eval_mode(model), torch.no_grad():
+        full = EvalContext(model, tok, data, cfg).score(make_batches(examples, 2, tok.pad_token_id)).sum_logp()
+        seen = _tokens_forwarded(model)
+        logliks, _ = EvalContext(model, tok, data, cfg).mc_loglik("forget")
+    assert torch.allclose(torch.cat(logliks), full, atol=1e-4, rtol=1e-5)
+    assert sum(seen) < sum(len(ex["input_ids"]) for ex in examples)  # the wrapper passes the cache through

@@ -458,9 +458,9 @@ class Grip(Adapter):
                 total += t * e * 4  # PTC targets, float32, every layer
             if not self.cfg.project:
                 continue
-            rank = max(1, min(d // 2, self.cfg.max_rank or d, cached or d))  # the bases' width
+            width = max(1, min(d // 2, self.cfg.max_rank or d, cached or d))  # the bases' columns
             basis_b = 2 if self.cfg.basis_dtype == "bfloat16" else b
-            bases.append((1 if self.cfg.span == "shared" else e) * d * rank * basis_b)
+            bases.append((1 if self.cfg.span == "shared" else e) * d * width * basis_b)
             total += 2 * e * d * b  # the original and the previous router rows
             if self.cfg.margins:
                 total += t * (d + e) * b  # cached inputs and score bounds

@@ -254,13 +254,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _takes_logits_to_keep(model: nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+def forward_takes(model: nn.Module, name: str) -> bool:
+    """Whether the transformers model under any DDP / peft wrapper takes keyword `name` (the
+    wrappers pass their keywords through)."""
+    return name in inspect.signature(_unwrap(model).forward).parameters
 
 
 def no_logits(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Forward kwargs that skip the LM head (a pass run only for routing or hidden states)."""
-    return {"logits_to_keep": _NO_LOGITS.to(device)} if _takes_logits_to_keep(model) else {}
+    return {"logits_to_keep": _NO_LOGITS.to(device)} if forward_takes(model, "logits_to_keep") else {}
 
 
 def output_embedding(model: nn.Module) -> nn.Module:
@@ -322,7 +324,7 @@ def lm_forward(model: nn.Module, inputs: dict[str, Any], *, chunk: int,
     the model computes its full logits as usual. `contexts`: see ChunkedLogits.
     """
     grad = torch.is_grad_enabled()
-    if chunk <= 0 or not _takes_logits_to_keep(model):
+    if chunk <= 0 or not forward_takes(model, "logits_to_keep"):
         out = model(**inputs)
         return out, ChunkedLogits(logits=out.logits, chunk=chunk, grad=grad, contexts=contexts)
     verify = model not in _VERIFIED

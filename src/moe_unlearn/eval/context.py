@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from moe_unlearn.core.chunked import ChunkedLogits, lm_forward
+from moe_unlearn.core.chunked import ChunkedLogits, forward_takes, lm_forward
 from moe_unlearn.data.tokenize import collate, pad_id, to_device
 from moe_unlearn.eval.batches import Batch, make_batches, mc_examples, qa_examples, shared_prompt, text_examples
 from moe_unlearn.eval.config import EvalConfig
@@ -222,7 +222,7 @@ class EvalContext:
         in full.
         """
         out = torch.empty(len(examples))
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        starts = [0, *itertools.accumulate(sizes)][:-1]
         shared = [] if world_size() > 1 else [(i, g) for i, n in zip(starts, sizes)
                                               if (g := shared_prompt(examples[i:i + n])) is not None]
         with torch.no_grad():
@@ -276,8 +276,7 @@ class EvalContext:
 def _cache_argument(model: torch.nn.Module) -> str | None:
     """The forward's name for a past cache: `cache` from transformers 5.25 (which deprecates
     `past_key_values`), `past_key_values` before; None for a forward that takes neither."""
-    names = inspect.signature(model.forward).parameters
-    return next((n for n in ("cache", "past_key_values") if n in names), None)
+    return next((n for n in ("cache", "past_key_values") if forward_takes(model, n)), None)
 
 
 @contextlib.contextmanager
