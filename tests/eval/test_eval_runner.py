@@ -84,6 +84,39 @@ def test_cache_reuses_results_for_an_unchanged_model(tiny):
     assert len(cache) == 2 * n  # another fingerprint, new entries
 
 
+def test_cache_encodes_each_eval_set_once_across_models(tiny, monkeypatch):
+    """The encoded eval sets are keyed by the data, not the model: a second model evaluated with
+    the same cache tokenizes nothing, and its numbers equal an evaluation without the cache."""
+    import moe_unlearn.eval.batches as batches
+
+    model, tok = tiny
+    data, cfg, cache = make_data(), make_cfg(metrics=["nll", "mc_acc", "privacy"]), EvalCache()
+    encoded: list[str] = []
+    for name in ("encode_qa", "encode_mc", "encode_text"):
+        real = getattr(batches, name)
+        monkeypatch.setattr(batches, name, lambda *a, _real=real, _name=name, **k: encoded.append(_name) or _real(*a, **k))
+    evaluate_model(model, tok, data, cfg, cache=cache, progress=False)
+    assert {"encode_qa", "encode_mc", "encode_text"} <= set(encoded)
+    n = len(encoded)
+    other = perturbed(model)
+    with_cache = evaluate_model(other, tok, data, cfg, cache=cache, progress=False)
+    assert len(encoded) == n and cache.hits == 0  # new weights: encodings reused, results scored
+    without = evaluate_model(other, tok, data, cfg, progress=False)
+    with_cache.pop("eval_seconds"), without.pop("eval_seconds")
+    assert with_cache == without
+
+
+def test_model_fingerprint_follows_the_weights(tiny):
+    from moe_unlearn.eval import model_fingerprint
+
+    model, _ = tiny
+    other = perturbed(model, 0.0)
+    assert model_fingerprint(other) == model_fingerprint(model)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-3
+    assert model_fingerprint(other) != model_fingerprint(model)
+
+
 def test_generation_privacy_and_tofu_metrics_run(tiny):
     model, tok = tiny
     cfg = make_cfg(metrics=["rouge_qa", "rouge_text", "privacy", "truth_ratio", "model_utility", "utility_mc"])

@@ -265,7 +265,9 @@ def test_gradients_are_freed_right_after_the_optimizer_step(run_config, tmp_path
 @pytest.mark.parametrize("oracle", [True, False])
 def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_config, tmp_path, monkeypatch, oracle):
     """With an oracle target the periodic evals read forget and retain only; the holdout is scored
-    once, by the final eval. Without one the holdout is the target, so every eval scores it."""
+    once, by the final eval. Without one the holdout is the target, so every eval scores it. The
+    final eval reads the scores of the last periodic eval (step 4, the same weights) from the run's
+    cache instead of scoring them again."""
     from moe_unlearn.eval.context import EvalContext
 
     calls: list[str] = []
@@ -277,5 +279,24 @@ def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_con
     metrics = run_unlearning(cfg, out_dir=tmp_path / "p", progress=False, retrained=fake if oracle else None)
     evals = [x for x in read_log(tmp_path / "p") if "eval" in x]
     assert metrics["early_stop"] is None and len(evals) == 3  # steps 0, 2, 4: never forgotten
-    assert calls.count("forget") == calls.count("retain") == len(evals) + 1
-    assert calls.count("holdout") == (1 if oracle else len(evals) + 1)
+    assert calls.count("forget") == calls.count("retain") == len(evals)
+    assert calls.count("holdout") == (1 if oracle else len(evals))
+
+
+def test_a_cache_of_the_original_models_evaluation_changes_no_number(run_config, tmp_path):
+    """The demo hands every run the original model's evaluation: step 0 reads it (the weights are
+    the original's) and the final eval reads the last periodic eval (step 4, the same weights);
+    every logged and saved number equals a run that scores them all."""
+    from moe_unlearn.benchmark.oracle import reference_metrics
+    from moe_unlearn.data import load_data
+    from moe_unlearn.eval import EvalCache
+
+    _, cfg = run_config("train.eval_every=2", method="ga")
+    plain = run_unlearning(cfg, out_dir=tmp_path / "plain", progress=False)
+    cache = EvalCache()
+    reference_metrics(cfg.data.manifest, load_data(cfg.data), cfg.eval, oracle=False, cache=cache)
+    cached = run_unlearning(cfg, out_dir=tmp_path / "cached", progress=False, eval_cache=cache)
+    assert cache.hits == 2 * 3 * 2  # (step 0 + final) x three splits x (nll, mc_acc)
+    assert numbers(cached) == numbers(plain)
+    assert [{k: v for k, v in x.items() if k != "seconds"} for x in read_log(tmp_path / "cached")] == \
+        [{k: v for k, v in x.items() if k != "seconds"} for x in read_log(tmp_path / "plain")]

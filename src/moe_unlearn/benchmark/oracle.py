@@ -134,9 +134,10 @@ class References:
 
 
 def reference_metrics(manifest: str | Path, data: Any, eval_cfg: Any, *, oracle: bool = True,
-                      progress: bool = False) -> References:
+                      progress: bool = False, cache: Any = None) -> References:
     """Evaluate the original model and (oracle=True) the retrain oracle with eval_cfg on data,
-    routing stability and replay against the original model's routing."""
+    routing stability and replay against the original model's routing. cache (an EvalCache)
+    receives the original model's results, which every run's step-0 evaluation reads."""
     from moe_unlearn.eval import capture_eval_routing, evaluate_model
     from moe_unlearn.models import load_model
 
@@ -156,7 +157,8 @@ def reference_metrics(manifest: str | Path, data: Any, eval_cfg: Any, *, oracle:
         row = {**_row("oracle"), **retrained, **{k: redo[k] for k in again if k in redo},
                "timing": {"total_seconds": time.perf_counter() - start}}
     start = time.perf_counter()
-    metrics = evaluate_model(base, tok, data, eval_cfg, original_routing=routing, retrained=retrained, progress=progress)
+    metrics = evaluate_model(base, tok, data, eval_cfg, original_routing=routing, retrained=retrained, progress=progress,
+                             cache=cache)
     original = {**_row("original"), "steps": 0, **metrics, "timing": {"total_seconds": time.perf_counter() - start}}
     return References(original, row, retrained)
 

@@ -3,7 +3,8 @@
 A metric never runs the model itself for data another metric also needs: the QA pass (token
 scores + routing capture), the text pass and the MC pass run once per split and are memoised
 here. `EvalCache` keeps metric results across calls, keyed by (model fingerprint, metric,
-split, data fingerprint), so re-evaluating an unchanged model costs nothing.
+split, data fingerprint), so re-evaluating an unchanged model costs nothing, and the encoded
+eval sets, keyed by (set, data fingerprint), so a run's periodic evaluations tokenize once.
 
 Under several processes each pass cuts every global batch (eval.batch_size rows per process)
 into per-process row blocks (core.dist.shard_rows); token scores are gathered so every process
@@ -50,29 +51,47 @@ class QAPass:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """Short hash of every parameter's name, shape and exact first two moments (cheap, on device)."""
+    """Short hash of every parameter's name, shape and exact sum and norm (on device, accumulated
+    in float64 without a float64 copy of the weights)."""
     h = hashlib.sha1()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            x = p.detach().double()
-            h.update(f"{name}{tuple(p.shape)}{float(x.sum()).hex()}{float(x.square().sum()).hex()}".encode())
+            x = p.detach()
+            total = float(torch.sum(x, dtype=torch.float64))
+            norm = float(torch.linalg.vector_norm(x, dtype=torch.float64))
+            h.update(f"{name}{tuple(p.shape)}{total.hex()}{norm.hex()}".encode())
     return h.hexdigest()[:16]
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What the encoded eval sets depend on besides the records: the tokenizer's kind, vocabulary
+    size, special tokens and chat template."""
+    parts = [type(tokenizer).__name__, len(tokenizer), getattr(tokenizer, "all_special_ids", []),
+             getattr(tokenizer, "chat_template", None)]
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
 class EvalCache:
-    """In-memory metric results keyed by (model fingerprint, metric, split, data fingerprint)."""
+    """Metric results keyed by (model fingerprint, metric, split, data fingerprint) and encoded
+    eval sets keyed by (set, split, data fingerprint), in memory. Keys name their content, so one
+    cache may serve several models (a run's periodic and final evaluations; every run of the
+    demo, whose step-0 evaluation is the original model's); it pickles to worker processes."""
 
     def __init__(self) -> None:
-        self._store: dict[tuple[str, str, str, str], Any] = {}
+        self._results: dict[tuple[str, str, str, str], Any] = {}
+        self.encodings: dict[tuple[str, str, str], Any] = {}
+        self.hits = 0  # results served from the cache
 
     def get(self, key: tuple[str, str, str, str]) -> Any:
-        return self._store.get(key)
+        hit = self._results.get(key)
+        self.hits += hit is not None
+        return hit
 
     def put(self, key: tuple[str, str, str, str], value: Any) -> None:
-        self._store[key] = value
+        self._results[key] = value
 
     def __len__(self) -> int:
-        return len(self._store)
+        return len(self._results)
 
 
 @dataclass
@@ -130,22 +149,33 @@ class EvalContext:
         return list(recs[: self.cfg.max_examples] if self.cfg.max_examples else recs)
 
     def data_fingerprint(self) -> str:
-        """Hash of every eval record used, the eval settings and the retrained reference."""
+        """Hash of every eval record used, the eval settings, the retrained reference and the tokenizer."""
         key = ("data_fp",)
         if key not in self._memo:
             blob = {s: {k: self.records(s, k) for k in ("qa", "text", "mc", "completion")} for s in (*SPLITS, *EXTRA_SETS)}
             cfg = {k: v for k, v in vars(self.cfg).items() if k not in ("metrics", "relearn", "lm_eval")}
-            parts = [blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval), self.retrained]
+            parts = [blob, cfg, vars(self.cfg.relearn), vars(self.cfg.lm_eval), self.retrained,
+                     tokenizer_fingerprint(self.tokenizer)]
             raw = json.dumps(parts, sort_keys=True, default=str)
             self._memo[key] = hashlib.sha1(raw.encode()).hexdigest()[:16]
         return self._memo[key]
 
     def qa_batches(self, split: str) -> list[Batch]:
         """The split's QA eval set in its fixed batches (what routing captures line up with)."""
-        key = ("qa_batches", split)
+        return self.encoded(("qa_batches", split), lambda: make_batches(
+            qa_examples(self.tokenizer, self.records(split, "qa") or [], self.cfg), self.global_batch, self.pad_id))
+
+    def encoded(self, key: tuple[str, ...], compute: Any) -> Any:
+        """An encoded eval set: memoised here and, with a cache, across evaluations of the same
+        data (the value must not be modified by its readers)."""
         if key not in self._memo:
-            recs = self.records(split, "qa") or []
-            self._memo[key] = make_batches(qa_examples(self.tokenizer, recs, self.cfg), self.global_batch, self.pad_id)
+            if self.cache is None:
+                self._memo[key] = compute()
+            else:
+                ckey = (*key, self.data_fingerprint())
+                if ckey not in self.cache.encodings:
+                    self.cache.encodings[ckey] = compute()
+                self._memo[key] = self.cache.encodings[ckey]
         return self._memo[key]
 
     @property
@@ -194,7 +224,8 @@ class EvalContext:
             if not recs:
                 self._memo[key] = None
             else:
-                bl = make_batches(text_examples(self.tokenizer, recs, self.cfg), self.global_batch, self.pad_id)
+                bl = self.encoded(("text_batches", split), lambda: make_batches(
+                    text_examples(self.tokenizer, recs, self.cfg), self.global_batch, self.pad_id))
                 self._memo[key] = self.score(bl, moments=True, desc=f"eval {split} text")
         return self._memo[key]
 
@@ -206,7 +237,7 @@ class EvalContext:
             if not recs:
                 self._memo[key] = None
             else:
-                examples, sizes = mc_examples(self.tokenizer, recs, self.cfg)
+                examples, sizes = self.encoded(("mc_examples", split), lambda: mc_examples(self.tokenizer, recs, self.cfg))
                 flat = self._choice_logliks(examples, sizes, desc=f"eval {split} MC")
                 self._memo[key] = (list(torch.split(flat, sizes)), [int(r["answer"]) for r in recs])
         return self._memo[key]

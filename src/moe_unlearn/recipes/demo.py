@@ -24,6 +24,7 @@ from moe_unlearn.benchmark.oracle import cached_oracle, reference_metrics
 from moe_unlearn.config import apply_overrides, load_yaml, require
 from moe_unlearn.data import load_data
 from moe_unlearn.errors import UserError
+from moe_unlearn.eval.context import EvalCache
 from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destination
 from moe_unlearn.recipes.jobs import cpu_threads, default_jobs, run_jobs
 from moe_unlearn.registry import suggest
@@ -174,7 +175,8 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
         cached_oracle(manifest, progress=True)
     oracle_seconds = time.perf_counter() - t1
     first = build_config(run_config(spec, runs[0], manifest, seed))  # every run shares data and eval settings
-    refs = reference_metrics(manifest, load_data(first.data), first.eval, oracle=oracle)
+    cache = EvalCache()  # the original model's results: every run evaluates it again at step 0
+    refs = reference_metrics(manifest, load_data(first.data), first.eval, oracle=oracle, cache=cache)
     references = [("original", refs.original)] + ([("oracle", refs.oracle)] if refs.oracle else [])
     for name, metrics in references:
         (out / "reference" / name).mkdir(parents=True, exist_ok=True)
@@ -213,7 +215,7 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
     device = str(build_config(todo[0][3]).model.device) if todo else "cpu"
     n_jobs = default_jobs(device) if jobs is None else jobs
     threads = max(1, cpu_threads() // max(1, n_jobs))
-    tasks = [(raw, str(target), refs.retrained, progress) for _, _, target, raw in todo]
+    tasks = [(raw, str(target), refs.retrained, progress, cache) for _, _, target, raw in todo]
     results = run_jobs(_unlearn, tasks, jobs=n_jobs, threads=threads, on_done=done)
     dirs = [target for _, _, target, _ in todo]
 
@@ -228,10 +230,11 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
     return results
 
 
-def _unlearn(task: tuple[dict[str, Any], str, dict[str, Any] | None, bool]) -> dict[str, Any]:
+def _unlearn(task: tuple[dict[str, Any], str, dict[str, Any] | None, bool, EvalCache]) -> dict[str, Any]:
     """One run of the matrix (in a worker process when the demo runs jobs in parallel)."""
-    raw, target, retrained, progress = task
-    return run_unlearning(build_config(raw), out_dir=target, overwrite=True, progress=progress, retrained=retrained)
+    raw, target, retrained, progress, cache = task
+    return run_unlearning(build_config(raw), out_dir=target, overwrite=True, progress=progress, retrained=retrained,
+                          eval_cache=cache)
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -40,6 +40,7 @@ from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batch
 from moe_unlearn.data.splits import TRAINED_FIELDS
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import RunFailure, UserError, warn
+from moe_unlearn.eval.context import EvalCache
 from moe_unlearn.eval.forgotten import ForgetTarget, holdout_target, oracle_target
 from moe_unlearn.eval.schema import run_metrics, timing
 from moe_unlearn.methods import METHODS, Method
@@ -146,6 +147,10 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.stopped_early: dict[str, Any] | None = None
         self.forget_target: ForgetTarget | None = None  # set from the retrain oracle by run_unlearning
+        self.retrained: dict[str, Any] | None = None  # the retrain oracle's metrics (run_unlearning)
+        # encoded eval sets and results of unchanged weights, shared by the periodic and final
+        # evaluations; one process only (fingerprinting sharded parameters would gather them)
+        self.eval_cache: EvalCache | None = EvalCache() if world_size() == 1 else None
         kept = self.cfg.early_stop.retain_kept
         self.retain_guard = RetainGuard(kept) if kept is not None else None
         self.guarded: dict[str, Any] | None = None  # the guard's record at the end of training
@@ -382,7 +387,7 @@ class Trainer:
         # the holdout split only judges forgetting when there is no oracle target (a third of the time)
         splits = ("forget", "retain") if self.forget_target is not None else SPLITS
         res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False,
-                             splits=splits)
+                             splits=splits, retrained=self.retrained, cache=self.eval_cache)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         rule = self.cfg.early_stop
@@ -473,11 +478,14 @@ def _warn_overlap(fmt: str, data: UnlearnData) -> None:
 
 # ---- public API ---------------------------------------------------------------------------
 def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool = False,
-                   resume: bool = False, progress: bool = True, retrained: dict[str, Any] | None = None) -> dict[str, Any]:
+                   resume: bool = False, progress: bool = True, retrained: dict[str, Any] | None = None,
+                   eval_cache: EvalCache | None = None) -> dict[str, Any]:
     """Run one unlearning job into out_dir and return its metrics (also metrics.json).
 
     retrained: metrics of a retain-only model evaluated like this run (PrivLeak, forget quality,
-    oracle_distance), e.g. `benchmark.oracle.oracle_metrics`. Under a launcher (accelerate
+    oracle_distance), e.g. `benchmark.oracle.oracle_metrics`. eval_cache: results and encodings
+    of earlier evaluations of the same data (e.g. the original model's, which step 0 evaluates
+    again); the run adds its own (one process). Under a launcher (accelerate
     launch, torchrun) every process runs this; the main process writes the files and every
     process returns the same metrics.
     """
@@ -488,7 +496,9 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     trainer = Trainer.create(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
     with trainer.run_dir.released():  # the lock on out_dir, however the run ends
         ctx = trainer.ctx
-        trainer.forget_target = oracle_target(retrained)
+        trainer.forget_target, trainer.retrained = oracle_target(retrained), retrained
+        if eval_cache is not None and trainer.eval_cache is not None:
+            trainer.eval_cache = eval_cache
         trainer.train()
 
         for a in trainer.adapters:
@@ -502,7 +512,7 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
             try:
                 results = evaluate_model(model, ctx.tokenizer, ctx.data, trainer.config.eval,
                                          original_routing=trainer.original_routing, retrained=retrained,
-                                         progress=trainer.progress)
+                                         progress=trainer.progress, cache=trainer.eval_cache)
             except BaseException as e:  # the trained model is kept; the error is raised once it is published
                 failed.append(e)
                 if is_main():
