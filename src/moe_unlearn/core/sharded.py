@@ -113,6 +113,18 @@ def gather_partitions(part: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)[: param.ds_numel].view(param.ds_shape)
 
 
+def shadow(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Make `module.<name>` read `value` for a while, its parameter left in place: an instance
+    attribute wins over nn.Module's parameter lookup, while engines that walk `_parameters`
+    (ZeRO-3's release, which reads each parameter's ds_id) still find their own."""
+    module.__dict__[name] = value
+
+
+def unshadow(module: nn.Module, name: str) -> None:
+    """`module.<name>` reads its parameter again."""
+    module.__dict__.pop(name, None)
+
+
 def _held_rows(t: torch.Tensor) -> tuple[int, int] | None:
     """[start, stop) of the dim-0 rows this process holds when `t` is a DTensor sharded on dim 0
     over a 1-D mesh (FSDP2's layout: torch.chunk, ceil(n / world) rows per process); None for

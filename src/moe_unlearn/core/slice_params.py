@@ -5,9 +5,11 @@ master copies), so the separate leaf a slice trains through elsewhere (core.trai
 handed to it. Under ZeRO-3 each slice becomes a parameter of the module holding its fused
 [E, ...] tensor, `<attr>_expert<e>`, which ZeRO-3 partitions and trains like any other: the
 optimizer state is the slice's alone. The fused tensor is frozen. Around each forward of the
-module the fused tensor is replaced by a copy whose rows are the slices (after ZeRO-3 has
-gathered the module's parameters, and put back before it releases them), so gradients reach
-the slices only. Before the model is saved each slice is written into its row (`fold`) and its
+module its attribute reads a copy of the fused tensor whose rows are the slices (after ZeRO-3
+has gathered the module's parameters, and no longer before it releases them), so gradients
+reach the slices only. The copy shadows the parameter in the module's `__dict__` (core.sharded.
+shadow): ZeRO-3 reads `_parameters` whenever a submodule (the experts' activation) is released
+and needs its own parameters there. Before the model is saved each slice is written into its row (`fold`) and its
 own parameter is left out of the saved weights.
 """
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from moe_unlearn.core.sharded import assign_full, full_tensor
+from moe_unlearn.core.sharded import assign_full, full_tensor, shadow, unshadow
 from moe_unlearn.core.trainable import READS_TRAINED_VALUES, Trainable
 
 
@@ -31,7 +33,7 @@ class SlicedTensor:
     attr: str
     experts: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
-    fused: nn.Parameter | None = None  # the module's own parameter, put back after each forward
+    fused: nn.Parameter | None = None  # the module's own parameter, which each forward's copy shadows
 
     @property
     def names(self) -> list[str]:
@@ -69,12 +71,12 @@ def bind(tensors: list[SlicedTensor]) -> None:
 
 def _compose(t: SlicedTensor) -> None:
     rows = torch.tensor(t.experts, device=t.fused.device)
-    values = torch.stack([t.module._parameters[k] for k in t.keys])
-    t.module._parameters[t.attr] = t.fused.detach().index_put((rows,), values)  # differentiable in the slices
+    values = torch.stack([getattr(t.module, k) for k in t.keys])  # a reference forward's originals, if shadowed
+    shadow(t.module, t.attr, t.fused.detach().index_put((rows,), values))  # differentiable in the slices
 
 
 def _restore(t: SlicedTensor) -> None:
-    t.module._parameters[t.attr] = t.fused
+    unshadow(t.module, t.attr)
 
 
 @torch.no_grad()

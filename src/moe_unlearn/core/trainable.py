@@ -19,7 +19,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from moe_unlearn.core.sharded import gather_partitions, is_partitioned, is_sharded, local, reshard, row, set_row
+from moe_unlearn.core.sharded import (
+    gather_partitions, is_partitioned, is_sharded, local, reshard, row, set_row, shadow, unshadow,
+)
 from moe_unlearn.errors import UserError
 from moe_unlearn.models import ParamRef, select_parameters
 
@@ -196,15 +198,14 @@ class Trainable:
         def swap(module: nn.Module, args: Any) -> None:
             for key, name in owners[module]:
                 param = module._parameters[key]
-                module._parameters[key] = gather_partitions(self.originals[name], param).to(param.dtype)
-                saved.append((module, key, param))
+                shadow(module, key, gather_partitions(self.originals[name], param).to(param.dtype))
+                saved.append((module, key))
 
         def restore(module: nn.Module, *args: Any) -> None:
             while saved and saved[-1][0] is module:
-                _, key, param = saved.pop()
-                module._parameters[key] = param
+                unshadow(*saved.pop())
 
-        saved: list[tuple[nn.Module, str, nn.Parameter]] = []
+        saved: list[tuple[nn.Module, str]] = []
         handles = [h for m in owners for h in (m.register_forward_pre_hook(swap),
                                                 m.register_forward_hook(restore, prepend=True, always_call=True))]
         for m in owners:  # pre-hooks that read trained values (slice composition) run after the swap
@@ -215,8 +216,8 @@ class Trainable:
         finally:
             for h in handles:
                 h.remove()
-            for module, key, param in reversed(saved):
-                module._parameters[key] = param
+            for module, key in reversed(saved):
+                unshadow(module, key)
 
 
 def split_refs(refs: list[ParamRef]) -> Trainable:

@@ -34,7 +34,6 @@ from moe_unlearn.core.dist import (
     shard_rows, world_size,
 )
 from moe_unlearn.core.needs import RunNeeds
-from moe_unlearn.core.sharded import is_partitioned
 from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, split_refs
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches, shared_records
 from moe_unlearn.data.splits import TRAINED_FIELDS
@@ -136,9 +135,8 @@ class Trainer:
         self.sharded = accel.is_sharded(accelerator)
         ctx.model, self.optimizer, self.scheduler, self.slice_params = accel.prepare(
             accelerator, ctx.model, self.trainable, self.cfg, self.total, config.data.batch_size)
-        # one forward serves the forget and retain batches; not under ZeRO-3, whose recorded order
-        # of parameter fetches broke on it (DeepSpeed's release: a tensor without ds_id)
-        self.joint_forward = needs.joint_forward and not is_partitioned(ctx.model)
+        # one forward serves the forget and retain batches (also under ZeRO-3: core.sharded.shadow)
+        self.joint_forward = needs.joint_forward
         # kept original values (methods/adapters with a reference): of sharded parameters, this process's part
         self.reference_bytes = self.trainable.keep_originals() if reference else 0
         self.log_path = ctx.out_dir / "log.jsonl"
