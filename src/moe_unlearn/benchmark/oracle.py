@@ -20,13 +20,16 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moe_unlearn.benchmark.base_model import ModelConfig, TrainConfig, build_base_model
 from moe_unlearn.benchmark.build import atomic_dir
 from moe_unlearn.benchmark.cache import cache_root, check_can_build, config_entry_name, entry_lock
 from moe_unlearn.benchmark.generator import Benchmark, GeneratorConfig, generate
 from moe_unlearn.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moe_unlearn.eval.context import EvalCache
 
 # Bump when the oracle's recipe changes in a way the benchmark's build config does not show.
 ORACLE_FORMAT = 1
@@ -134,7 +137,7 @@ class References:
 
 
 def reference_metrics(manifest: str | Path, data: Any, eval_cfg: Any, *, oracle: bool = True,
-                      progress: bool = False, cache: Any = None) -> References:
+                      progress: bool = False, cache: EvalCache | None = None) -> References:
     """Evaluate the original model and (oracle=True) the retrain oracle with eval_cfg on data,
     routing stability and replay against the original model's routing. cache (an EvalCache)
     receives the original model's results, which every run's step-0 evaluation reads."""

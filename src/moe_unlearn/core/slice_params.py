@@ -4,13 +4,13 @@ ZeRO-3's optimizer manages module parameters only (it partitions them and keeps 
 master copies), so the separate leaf a slice trains through elsewhere (core.trainable) cannot be
 handed to it. Under ZeRO-3 each slice becomes a parameter of the module holding its fused
 [E, ...] tensor, `<attr>_expert<e>`, which ZeRO-3 partitions and trains like any other: the
-optimizer state is the slice's alone. The fused tensor is frozen. Around each forward of the
-module its attribute reads a copy of the fused tensor whose rows are the slices (after ZeRO-3
-has gathered the module's parameters, and no longer before it releases them), so gradients
-reach the slices only. The copy shadows the parameter in the module's `__dict__` (core.sharded.
-shadow): ZeRO-3 reads `_parameters` whenever a submodule (the experts' activation) is released
-and needs its own parameters there. Before the model is saved each slice is written into its row (`fold`) and its
-own parameter is left out of the saved weights.
+optimizer state is the slice's alone. The fused tensor is frozen. During each forward of the
+module (from after ZeRO-3 has gathered its parameters until before it releases them) the
+module's attribute reads a copy of the fused tensor whose rows are the slices, so gradients
+reach the slices only. The copy shadows the parameter in the module's `__dict__`
+(core.sharded.shadow): ZeRO-3 walks `_parameters` whenever a submodule (the experts'
+activation) is released and needs its own parameters there. Before the model is saved each
+slice is written into its row (`fold`) and its own parameter is left out of the saved weights.
 """
 
 from __future__ import annotations

@@ -168,15 +168,13 @@ class EvalContext:
     def encoded(self, key: tuple[str, ...], compute: Any) -> Any:
         """An encoded eval set: memoised here and, with a cache, across evaluations of the same
         data (the value must not be modified by its readers)."""
-        if key not in self._memo:
-            if self.cache is None:
-                self._memo[key] = compute()
-            else:
-                ckey = (*key, self.data_fingerprint())
-                if ckey not in self.cache.encodings:
-                    self.cache.encodings[ckey] = compute()
-                self._memo[key] = self.cache.encodings[ckey]
-        return self._memo[key]
+        def shared() -> Any:
+            ckey = (*key, self.data_fingerprint())
+            if ckey not in self.cache.encodings:
+                self.cache.encodings[ckey] = compute()
+            return self.cache.encodings[ckey]
+
+        return self.memo(key, compute if self.cache is None else shared)
 
     @property
     def global_batch(self) -> int:
