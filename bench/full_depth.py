@@ -14,6 +14,7 @@ are timed on the same model against a plain no-grad forward of the same batches 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench import eval_throughput
 from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
+from bench.memory import WARMUP_STEPS, live_storage_bytes, peak_bytes, trainer_peak
 from bench.real_geometry import save_random_model
 from bench.session import trainer_for
 from bench.step_time import step_overhead
@@ -31,6 +33,7 @@ from moe_unlearn.models.tiny import tiny_config
 DEPTH = {"full": dict(layers=16, hidden=128, heads=4, experts=64, top_k=8, intermediate=32),
          "smoke": dict(layers=4, hidden=32, heads=2, experts=8, top_k=2, intermediate=16)}
 METHODS = (("ga", 0.90), ("graddiff", 0.90), ("npo", 0.90))
+PEAK_TARGET = 1.0  # every base method's step peak over the plain loop's (issue 26)
 KEEP_ROUTING_TARGET = 1.25  # keep_routing's step over its base method's (issue 26)
 ADAPTERS = (("ga", "grip", 1.05), ("graddiff", "trace", 1.05), ("ga", "seuf", 0.6), ("ga", "keep_routing", KEEP_ROUTING_TARGET))
 # keep_routing sharing the method's retain batch instead of its own 32-row sample (docs/benchmarks.md:
@@ -100,6 +103,28 @@ class PlainLoop:
         self.opt.zero_grad(set_to_none=True)
 
 
+def peak_ratio(env: Env, path: Path, method: str, common: list[str], name: str, geometry: dict[str, int]) -> Figure:
+    """Peak memory of one step (bench.memory.peak_bytes: after the warm-up, gradients cleared) of
+    the engine, then of the plain loop on its batches with the engine gone: each alone in the
+    process, so neither's resting bytes count in the other's."""
+    trainer = trainer_for(env.manifest, env.work / f"full-depth-peak-{method}", method, [], common)
+    engine = trainer_peak(trainer)
+    plain = PlainLoop(path, method, trainer)  # keeps the trainer's batches, not its model
+    del trainer
+    gc.collect()
+    for _ in range(WARMUP_STEPS):
+        plain.step()
+    theirs = peak_bytes(plain.step, plain.model.device)
+    del plain
+    gc.collect()
+    mib = 1 / 2**20
+    return Figure(name, sig(engine["peak"] / theirs["peak"]), PEAK_TARGET,
+                  detail={"engine_MiB": round(engine["peak"] * mib, 2), "plain_MiB": round(theirs["peak"] * mib, 2),
+                          "engine_start_MiB": round(engine["start"] * mib, 2),
+                          "plain_start_MiB": round(theirs["start"] * mib, 2),
+                          "left_alive_after_MiB": round(live_storage_bytes() * mib, 2), "geometry": geometry})
+
+
 def run(env: Env) -> list[Figure]:
     s = env.settings
     geometry = DEPTH["smoke" if s.preset == "tiny" else "full"]
@@ -115,6 +140,8 @@ def run(env: Env) -> list[Figure]:
                               target, detail={"engine_ms": median_ms(times["engine"]), "plain_ms": median_ms(times["plain"]),
                                               "geometry": geometry}))
         del trainer, plain
+        figures.append(peak_ratio(env, path, method, common, f"{method} engine peak memory / plain loop peak{label}",
+                                  geometry))
     for method, adapter, target in ADAPTERS:
         fig = step_overhead(env, f"{method}+{adapter} step / {method} step{label}", method, adapter, target, common,
                             tag="-full-depth")
