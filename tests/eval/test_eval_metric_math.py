@@ -12,9 +12,9 @@ import torch
 from moe_unlearn.eval import METRICS
 from moe_unlearn.eval.generation import rouge_l
 from moe_unlearn.eval.knowledge import answer_nll, answer_prob, mc_correct, token_accuracy
-from moe_unlearn.eval.privacy import member_auc, mink_score, muse_auc, minkpp_score, privleak, zlib_score
+from moe_unlearn.eval.privacy import mia_scores, muse_auc, privleak
 from moe_unlearn.eval.routing import activation_frequency, stability_per_layer, topk_overlap
-from moe_unlearn.eval.scores import TokenStats, lowest_fraction_mean, token_stats
+from moe_unlearn.eval.scores import TokenStats, lowest_fraction_means, padded, row_means, token_stats
 from moe_unlearn.eval.tofu import forget_quality_pvalue, harmonic_mean, truth_ratio_values
 from moe_unlearn.core.losses import sequence_nll
 
@@ -43,10 +43,8 @@ def test_activation_frequency_sums_to_k():
 def test_auc_against_hand_count():
     members, non = [0.9, 0.4, 0.7], [0.5, 0.1]
     # pairs (member > non): 0.9>0.5, 0.9>0.1, 0.4>0.1, 0.7>0.5, 0.7>0.1 -> 5 of 6
-    assert member_auc(members, non) == pytest.approx(5 / 6)
     assert muse_auc(members, non) == pytest.approx(1 / 6)  # MUSE: forget labelled 0, holdout 1
-    assert member_auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)  # a tie counts half
-    assert muse_auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx(0.5 / 4)
+    assert muse_auc([1.0, 2.0], [1.0, 0.0]) == pytest.approx(0.5 / 4)  # a tie counts half
     assert privleak(0.6, 0.5) == pytest.approx(20.0)
     assert privleak(0.5, 0.5) == 0.0
 
@@ -67,28 +65,47 @@ def test_token_stats_min_k_and_min_k_plus_plus_by_hand():
     logits, labels = _two_token_logits(ps)
     st = token_stats(logits, labels, moments=True)
     assert st.logp[0].tolist() == pytest.approx([math.log(p) for p in ps], abs=1e-6)
+    scores = mia_scores(st, ["text"], 0.5)
     # k = 0.5 of 4 tokens -> the two lowest: log 0.2 and log 0.6
-    assert mink_score(st.logp[0], 0.5) == pytest.approx((math.log(0.2) + math.log(0.6)) / 2, abs=1e-6)
+    assert scores["mink"][0] == pytest.approx((math.log(0.2) + math.log(0.6)) / 2, abs=1e-6)
+    assert scores["loss"][0] == pytest.approx(sum(math.log(p) for p in ps) / 4, abs=1e-6)
     z = []
     for p in ps:
         mu = p * math.log(p) + (1 - p) * math.log(1 - p)
         sigma = math.sqrt(p * math.log(p) ** 2 + (1 - p) * math.log(1 - p) ** 2 - mu**2)
         z.append((math.log(p) - mu) / sigma)
     expected = sum(sorted(z)[:2]) / 2
-    assert minkpp_score(st.logp[0], st.mu[0], st.sigma[0], 0.5) == pytest.approx(expected, abs=1e-5)
+    assert scores["minkpp"][0] == pytest.approx(expected, abs=1e-5)
     # argmax hits: p > 0.5 only
     assert st.correct[0].tolist() == [True, True, False, True]
 
 
-def test_lowest_fraction_keeps_at_least_one():
-    assert lowest_fraction_mean(torch.tensor([3.0, 1.0, 2.0]), 0.1) == 1.0
-    assert lowest_fraction_mean(torch.tensor([3.0, 1.0, 2.0]), 1.0) == pytest.approx(2.0)
+def test_lowest_fraction_keeps_at_least_one_and_an_empty_row_is_nan():
+    values, n = padded([torch.tensor([3.0, 1.0, 2.0]), torch.tensor([5.0]), torch.tensor([])])
+    low = lowest_fraction_means(values, n, 0.1)
+    assert low[:2].tolist() == [1.0, 5.0] and math.isnan(low[2])
+    assert lowest_fraction_means(values, n, 1.0)[:2].tolist() == pytest.approx([2.0, 5.0])
+    assert math.isnan(row_means(values, n)[2])
+
+
+def test_batched_scores_equal_the_per_example_definitions():
+    """The padded computation gives each example's own mean / lowest-k mean (ragged rows, k whose
+    k * n is fractional, ties, and a row shorter than 1 / k)."""
+    torch.manual_seed(0)
+    rows = [torch.randn(int(m)) for m in torch.randint(1, 40, (25,))] + [torch.tensor([-1.0, -1.0, 0.5])]
+    values, n = padded(rows)
+    for k in (0.1, 0.2, 0.4, 0.7, 1.0):
+        got = lowest_fraction_means(values, n, k)
+        for row, g in zip(rows, got):
+            m = max(1, int(row.numel() * k))
+            assert float(g) == pytest.approx(float(row.sort().values[:m].mean()), rel=1e-6, abs=1e-6)
+    assert row_means(values, n).tolist() == pytest.approx([float(r.mean()) for r in rows], rel=1e-6, abs=1e-6)
 
 
 def test_zlib_score_by_hand():
-    lp = torch.tensor([-1.0, -3.0])
     text = "hello hello hello"
-    assert zlib_score(lp, text) == pytest.approx(-2.0 / len(zlib.compress(text.encode())))
+    st = TokenStats(logp=[torch.tensor([-1.0, -3.0])], mu=[torch.zeros(2)], sigma=[torch.ones(2)])
+    assert mia_scores(st, [text], 0.4)["zlib"][0] == pytest.approx(-2.0 / len(zlib.compress(text.encode())))
 
 
 def test_answer_metrics_match_sequence_nll():

@@ -31,50 +31,28 @@ from sklearn.metrics import roc_auc_score
 
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
-from moe_unlearn.eval.scores import TokenStats, lowest_fraction_mean
+from moe_unlearn.eval.scores import TokenStats, lowest_fraction_means, padded, row_means
 
 SCORES = ("loss", "zlib", "mink", "minkpp")
 
 
-def loss_score(logp: torch.Tensor) -> float:
-    return float(logp.mean())
-
-
-def zlib_score(logp: torch.Tensor, text: str) -> float:
-    return float(logp.mean()) / len(zlib.compress(text.encode("utf-8")))
-
-
-def mink_score(logp: torch.Tensor, k: float) -> float:
-    return lowest_fraction_mean(logp, k)
-
-
-def minkpp_score(logp: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, k: float) -> float:
-    return lowest_fraction_mean((logp - mu) / sigma.clamp_min(1e-8), k)
-
-
 def mia_scores(stats: TokenStats, texts: list[str], k: float) -> dict[str, list[float]]:
-    """All four scores per example (Min-k%++ needs stats computed with moments=True)."""
-    out: dict[str, list[float]] = {"loss": [], "zlib": [], "mink": [], "minkpp": []}
-    for i, lp in enumerate(stats.logp):
-        out["loss"].append(loss_score(lp))
-        out["zlib"].append(zlib_score(lp, texts[i]))
-        out["mink"].append(mink_score(lp, k))
-        out["minkpp"].append(minkpp_score(lp, stats.mu[i], stats.sigma[i], k))
-    return out
+    """All four scores per example (Min-k%++ needs stats computed with moments=True), over the
+    padded [N, L] rows at once; an example without scored tokens scores nan."""
+    logp, n = padded(stats.logp)
+    z = (logp - padded(stats.mu)[0]) / padded(stats.sigma)[0].clamp_min(1e-8)
+    loss = row_means(logp, n).tolist()
+    compressed = [len(zlib.compress(text.encode("utf-8"))) for text in texts[:len(loss)]]
+    return {"loss": loss, "zlib": [x / c for x, c in zip(loss, compressed, strict=True)],
+            "mink": lowest_fraction_means(logp, n, k).tolist(), "minkpp": lowest_fraction_means(z, n, k).tolist()}
 
 
 def _finite(values: list[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]  # an example with no scored token has no score
 
 
-def member_auc(members: list[float], non_members: list[float]) -> float:
-    """ROC AUC of telling members (label 1) from non-members (label 0) by score (higher = member)."""
-    members, non_members = _finite(members), _finite(non_members)
-    return float(roc_auc_score([1] * len(members) + [0] * len(non_members), members + non_members))
-
-
 def muse_auc(forget: list[float], holdout: list[float]) -> float:
-    """MUSE's orientation: forget labelled 0, holdout labelled 1, same scores (= 1 - member_auc)."""
+    """MUSE's orientation: forget labelled 0, holdout labelled 1 (member_auc is 1 - this)."""
     forget, holdout = _finite(forget), _finite(holdout)
     return float(roc_auc_score([0] * len(forget) + [1] * len(holdout), forget + holdout))
 
@@ -127,7 +105,7 @@ def privacy(ctx: EvalContext) -> MetricResult | None:
         return None
     ref, source = retrained_aucs(ctx)
     aucs = {s: muse_auc(forget[s], holdout[s]) for s in SCORES}
-    members = {s: member_auc(forget[s], holdout[s]) for s in SCORES}
+    members = {s: 1.0 - aucs[s] for s in SCORES}  # the same ranking, the labels swapped
     details = {
         "on": on, "orientation": "muse", "k": ctx.cfg.mink_k, "include_eos": ctx.cfg.mia_include_eos,
         "auc": aucs, "privleak": {s: privleak(aucs[s], ref[s]) for s in SCORES},

@@ -114,12 +114,29 @@ def gather_examples(stats: TokenStats, indices: list[int]) -> TokenStats:
     return out
 
 
-def lowest_fraction_mean(values: torch.Tensor, k: float) -> float:
-    """Mean of the lowest max(1, floor(k * n)) entries of a 1-D tensor (Min-k% style)."""
-    if values.numel() == 0:
-        return float("nan")
-    n = max(1, int(values.numel() * k))
-    return float(values.sort().values[:n].mean())
+def padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged 1-D rows as [N, L] (zero-padded) and their lengths [N]: one op per score instead of
+    one per example (the host side of scoring, which a GPU's fast forward leaves exposed)."""
+    lengths = torch.tensor([r.numel() for r in rows], dtype=torch.long)
+    if not rows:
+        return torch.zeros(0, 0), lengths
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), lengths
+
+
+def row_means(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[N] mean of each padded row's first lengths[i] entries (nan for an empty row)."""
+    valid = torch.arange(values.shape[1]) < lengths[:, None]
+    return torch.where(valid, values, 0.0).sum(1) / lengths
+
+
+def lowest_fraction_means(values: torch.Tensor, lengths: torch.Tensor, k: float) -> torch.Tensor:
+    """[N] Min-k% style: per padded row, the mean of its lowest max(1, floor(k * n)) entries (nan
+    for an empty row)."""
+    valid = torch.arange(values.shape[1]) < lengths[:, None]
+    low = torch.where(valid, values, float("inf")).sort(dim=1).values
+    keep = torch.minimum((lengths.double() * k).long().clamp_min(1), lengths.clamp_min(1))  # floor as int(n * k)
+    kept = torch.arange(values.shape[1]) < keep[:, None]
+    return (torch.where(kept, low, 0.0).sum(1) / keep).masked_fill(lengths == 0, float("nan"))
 
 
 def nanmean(values: list[float]) -> float | None:
