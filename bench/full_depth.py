@@ -28,6 +28,7 @@ from bench.memory import WARMUP_STEPS, live_storage_bytes, peak_bytes, trainer_p
 from bench.real_geometry import save_random_model
 from bench.session import trainer_for
 from bench.step_time import step_overhead
+from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.models.tiny import tiny_config
 
 DEPTH = {"full": dict(layers=16, hidden=128, heads=4, experts=64, top_k=8, intermediate=32),
@@ -68,15 +69,21 @@ def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.
 
 
 class PlainLoop:
-    """The loop a user would write: one optimizer step of `method` on the engine's batches."""
+    """The loop a user would write: one optimizer step of `method` on the engine's batches
+    (`pairs`, a Trainer's), with the engine's optimizer settings (`cfg`, its train section)."""
 
-    def __init__(self, model_dir: Path, method: str, trainer) -> None:
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+    def __init__(self, model: torch.nn.Module, method: str, pairs, cfg) -> None:
+        self.model = model
         self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if method == "npo" else None
-        cfg = trainer.cfg
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                      weight_decay=cfg.weight_decay)
-        self.method, self.pairs, self.clip, self.i = method, trainer.pairs, cfg.max_grad_norm or 1e9, 0
+        self.method, self.pairs, self.clip, self.i = method, pairs, cfg.max_grad_norm or 1e9, 0
+
+    @classmethod
+    def load(cls, model_dir: Path, method: str, trainer) -> PlainLoop:
+        """From a saved model (float32, train mode), on the Trainer's batches and settings."""
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+        return cls(model, method, trainer.pairs, trainer.cfg)
 
     def loss(self, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if self.method == "npo":
@@ -91,7 +98,7 @@ class PlainLoop:
         return loss
 
     def step(self) -> None:
-        forget, retain = self.pairs.batch(self.i)
+        forget, retain = (to_device(b, self.model.device) if b is not None else None for b in self.pairs.batch(self.i))
         self.i += 1
         self.loss(forget, retain).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -109,7 +116,7 @@ def peak_ratio(env: Env, path: Path, method: str, common: list[str], name: str, 
     process, so neither's resting bytes count in the other's."""
     trainer = trainer_for(env.manifest, env.work / f"full-depth-peak-{method}", method, [], common)
     engine = trainer_peak(trainer)
-    plain = PlainLoop(path, method, trainer)  # keeps the trainer's batches, not its model
+    plain = PlainLoop.load(path, method, trainer)  # keeps the trainer's batches, not its model
     del trainer
     gc.collect()
     for _ in range(WARMUP_STEPS):
@@ -134,7 +141,7 @@ def run(env: Env) -> list[Figure]:
     figures = []
     for method, target in METHODS:
         trainer = trainer_for(env.manifest, env.work / f"full-depth-{method}", method, [], common)
-        plain = PlainLoop(path, method, trainer)
+        plain = PlainLoop.load(path, method, trainer)
         times = interleaved({"engine": trainer.step, "plain": plain.step}, repeats=s.repeats, warmup=s.warmup)
         figures.append(Figure(f"{method} engine step / plain loop step{label}", sig(paired_ratio(times, "engine", "plain")),
                               target, detail={"engine_ms": median_ms(times["engine"]), "plain_ms": median_ms(times["plain"]),

@@ -5,10 +5,10 @@
                                       packages as wheels in .whl/, see scripts/gpu_wheels.sh)
 
 Checks, each in its own process with its own time limit so one failure costs only itself. The
-first four share the GPU at once (tiny models: the card is idle most of each step), the bench
-and then the rehearsal run alone afterwards so that their timings and peaks are not disturbed;
-the rehearsal starts no recipe after REHEARSAL_DEADLINE seconds of the whole, so the whole stays
-under 9 minutes on one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
+first four share the GPU at once (tiny models: the card is idle most of each step), the bench,
+the whole-model comparison and then the rehearsal run alone afterwards so that their timings and
+peaks are not disturbed; the rehearsal starts no recipe after REHEARSAL_DEADLINE seconds of the
+whole, so the whole stays under 9 minutes on one H100 / H200, less with a prepared benchmark cache (MOE_UNLEARN_CACHE):
   env       GPU, versions
   cuda      tests/cuda (capture/replay on CUDA; short bf16/fp16 runs of GA+GRIP, GradDiff+TRACE, NPO+SEUF)
   demo      `moe-unlearn demo --quick` in bf16 on CUDA, one row per run
@@ -16,6 +16,9 @@ under 9 minutes on one H100 / H200, less with a prepared benchmark cache (MOE_UN
             fsdp2.yaml), each saved model then evaluated by `moe-unlearn eval` in one plain process
   zero3     the same under DeepSpeed ZeRO-3 (configs/accelerate/deepspeed_zero3.yaml; n/a without deepspeed)
   bench     the bench's real-geometry figures on CUDA (OLMoE-1B-7B and Qwen3-30B-A3B layers), one row each
+  full_depth bench.full_depth_gpu: a whole OLMoE-1B-7B (random weights, bf16), the engine against the
+            plain loop for GA, GradDiff and NPO at forget 8 x 256 (+ retain 8 x 256): step time,
+            peak, tokens/s and model TFLOP/s, one row each
   rehearsal bench/rehearsal.py --scale full: each shipped recipe's model at full depth (random
             weights, fixture data, the recipe's own training settings), most important first:
             step time, peak and the memory estimate, one row each; skipped where the estimate
@@ -44,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CLI = [PY, "-m", "moe_unlearn.cli.main"]
-CHECKS = ("cuda", "demo", "fsdp2", "zero3", "bench", "rehearsal")
+CHECKS = ("cuda", "demo", "fsdp2", "zero3", "bench", "full_depth", "rehearsal")
 ENGINES = {"fsdp2": "configs/accelerate/fsdp2.yaml", "zero3": "configs/accelerate/deepspeed_zero3.yaml"}
 LAUNCHED_CASES = (("ga", "grip"), ("npo", "seuf"))
 THREADS = "4"  # per check: four checks share the machine's cores
@@ -175,8 +178,13 @@ def bench(work: Path) -> Check:
     return Check("bench", [PY, "-m", "bench.run", "--only", "real_geometry", "--out", str(work / "bench.json")], 180)
 
 
+def full_depth(work: Path) -> Check:
+    return Check("full_depth", [PY, "-m", "bench.run", "--only", "full_depth_gpu", "--out",
+                                str(work / "full_depth.json")], 180)
+
+
 def bench_rows(check: Check, work: Path) -> list[tuple[str, str, str]]:
-    path = work / "bench.json"
+    path = work / f"{check.name}.json"
     if check.code != 0 or not path.is_file():
         return []
     rows = []
@@ -229,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         together = [c for c in (cuda_tests(), demo(work), launched(work, "fsdp2"), launched(work, "zero3"))
                     if c.name in only]
         groups = [lambda: together, lambda: [bench(work)] if "bench" in only else [],
+                  lambda: [full_depth(work)] if "full_depth" in only else [],
                   lambda: [rehearsal(work, time.perf_counter() - t0)] if "rehearsal" in only else []]
         ran: list[Check] = []
         for make in groups:  # each group made when it starts: the rehearsal's budget is what is left
@@ -239,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
             ran += group
         extra = {"cuda": lambda c, w: [], "demo": demo_rows, "fsdp2": launched_rows, "zero3": launched_rows,
-                 "bench": bench_rows, "rehearsal": rehearsal_rows}
+                 "bench": bench_rows, "full_depth": bench_rows, "rehearsal": rehearsal_rows}
         for c in ran:
             rows.append((c.name, "ok" if c.code == 0 else f"FAIL ({c.code})", c.tail(), c.seconds))
             rows += [(*r, 0.0) for r in extra[c.name](c, work)]
@@ -248,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if os.environ.get("OUT"):
         (Path(os.environ["OUT"]) / "gpu_check.md").write_text(table + "\n")
-        for name in ("bench.json", "rehearsal.json"):  # the figures' and recipes' details
+        for name in ("bench.json", "full_depth.json", "rehearsal.json"):  # the figures' and recipes' details
             if (work / name).is_file():
                 shutil.copy(work / name, Path(os.environ["OUT"]) / name)
     return 0 if all(not s.startswith("FAIL") for _, s, _, _ in rows) else 1

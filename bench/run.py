@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import transformers
 
-from bench import (capture, eval_throughput, full_depth, grip_geometry, grip_modes, grip_prep, memory, real_geometry,
-                   step_time)
+from bench import (capture, eval_throughput, full_depth, full_depth_gpu, grip_geometry, grip_modes, grip_prep, memory,
+                   real_geometry, step_time)
 from bench.common import SETTINGS, Env, Figure
 from moe_unlearn.benchmark import cached_benchmark
 
@@ -38,6 +38,7 @@ GROUPS: dict[str, ModuleType] = {
     "eval": eval_throughput,
     "real_geometry": real_geometry,
     "full_depth": full_depth,
+    "full_depth_gpu": full_depth_gpu,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench.json"
 

@@ -37,7 +37,11 @@ def trainer_for(manifest: Path, out_dir: Path, method: str, adapters: list[str],
     return trainer
 
 
-def sync_for(trainer: Trainer) -> Any:
+def sync_on(device: torch.device) -> Any:
     """A no-argument device barrier for honest timings on CUDA (a no-op on CPU)."""
-    device = trainer.ctx.device
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def sync_for(trainer: Trainer) -> Any:
+    """sync_on the Trainer's device."""
+    return sync_on(trainer.ctx.device)

@@ -62,7 +62,7 @@ def variants(manifest: Path, work: Path, model: Path, method: str) -> dict[str, 
     apart = trainer_for(manifest, work / f"{method}-apart", method, [], common)
     if apart.joint_forward:
         steps["fused AdamW, separate forget and retain forwards"] = separate_forwards(apart).step
-    steps["plain loop"] = PlainLoop(model, method, kept).step
+    steps["plain loop"] = PlainLoop.load(model, method, kept).step
     return steps
 
 

@@ -27,7 +27,7 @@ def test_smoke_bench_writes_table_and_json(tiny_benchmark, tmp_path):
     figures = result["figures"]
     groups = {f["detail"]["group"] for f in figures}
     assert groups == {"steps", "capture", "memory", "grip_prep", "grip_geometry", "grip_modes", "eval", "real_geometry",
-                      "full_depth"}
+                      "full_depth", "full_depth_gpu"}
     for f in figures:
         assert set(f) == {"figure", "measured", "target", "op", "unit", "passed", "detail"}
         assert math.isfinite(f["measured"]) and f["measured"] > 0, f

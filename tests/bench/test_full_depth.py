@@ -16,7 +16,7 @@ def test_plain_loop_loss_equals_the_engines(tiny_benchmark, tmp_path, method):
     model_dir = tiny_benchmark.parent / json.loads(tiny_benchmark.read_text())["model"]
     path = build_model(DEPTH["smoke"], model_dir, tmp_path / "model")
     trainer = trainer_for(tiny_benchmark, tmp_path / "run", method, [], [f"model.path={path}"])
-    plain = PlainLoop(path, method, trainer)
+    plain = PlainLoop.load(path, method, trainer)
     forget, retain = trainer.pairs.batch(0)
     ours, _ = trainer.micro_step(forget, retain)
     assert float(plain.loss(forget, retain)) == pytest.approx(float(ours), rel=1e-4)

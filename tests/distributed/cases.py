@@ -24,8 +24,12 @@ ZERO3_RESUMED = ("ga-grip", "npo-seuf")  # the slices' own parameters, partition
 FSDP2_RESUMED = ("ga-grip", "npo-seuf")  # sharded checkpoints: adapter state; the slice's optimizer state
 # lr 1e-3 puts GradDiff+KL's last step where the forget NLL jumps (0.3 -> 1.0): there the float
 # noise of 2 vs 1 process reaches 1.6e-4 relative in the final NLL (DDP and FSDP2 alike); 5e-4: 4e-7
+# rmu-seuf: SEUF's expert may lie in any layer (which one wins the attribution is a near-tie that
+# one CPU's float rounding decides differently from another's); RMU reads the last decoder layer
+# (3 of the tiny model's 4), so its loss reaches the chosen slice wherever it lies
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"graddiff_kl": {"graddiff": {"retain_loss": "kl"},
-                                                                   "train": {"lr": 5e-4}}}
+                                                                   "train": {"lr": 5e-4}},
+                                                   "rmu-seuf": {"rmu": {"layer": 3}}}
 
 
 def raw_config(name: str, manifest: Path, *, per_process_batch: int, checkpoint_every: int = 0) -> dict[str, Any]:

@@ -33,6 +33,15 @@ def _cli(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProc
     return done, time.perf_counter() - start
 
 
+def _import_seconds(env: dict[str, str]) -> float:
+    """What importing the modules a training command loads costs on this machine: most of such a
+    command's seconds when it stops early (4 s on one 2-core machine, 10 s under load)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import moe_unlearn.cli.main, moe_unlearn.train.engine, "
+                    "moe_unlearn.recipes.jobs, moe_unlearn.eval.context"], env=env, cwd=REPO, check=True, timeout=120)
+    return time.perf_counter() - start
+
+
 def _errors(stderr: str) -> list[str]:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert all(line.startswith("moe-unlearn: error: ") for line in lines), stderr
@@ -54,7 +63,7 @@ def test_offline_recipe_stops_in_seconds_with_one_line_per_missing_resource(tmp_
     out = tmp_path / "X"
     done, seconds = _cli(["unlearn", str(RECIPES_DIR / "wmdp_cyber.yaml"), "--out", str(out)], env)
     assert done.returncode == 2, done.stderr
-    assert seconds < 10
+    assert seconds < _import_seconds(env) + 10  # the checks add seconds at most: no wait on the network
     lines = _errors(done.stderr)
     assert all("the machine is offline" in line and reason in line and "gated" not in line for line in lines)
     raw = resolve_yaml(RECIPES_DIR / "wmdp_cyber.yaml")
