@@ -71,7 +71,7 @@ class Env:
     """Run-wide inputs every figure receives."""
 
     settings: Settings
-    manifest: Path  # the embedded benchmark the step figures use
+    manifest: Path | None  # the embedded benchmark the step figures use (None: no group run needs it)
     work: Path  # scratch directory (run outputs, temporary models)
 
 

@@ -76,10 +76,11 @@ def run_bench(mode: str, *, only: list[str] | None = None, threads: int = 1, out
     groups = only or list(GROUPS)
     t0 = time.perf_counter()
     start_load = machine(threads)
-    manifest = manifest or cached_benchmark(settings.preset, seed=0)
+    if manifest is None and any(getattr(GROUPS[name], "NEEDS_BENCHMARK", True) for name in groups):
+        manifest = cached_benchmark(settings.preset, seed=0)  # minutes on CPU the first time
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-bench-") as work:
-        env = Env(settings=settings, manifest=Path(manifest), work=Path(work))
+        env = Env(settings=settings, manifest=Path(manifest) if manifest else None, work=Path(work))
         for name in groups:
             g0 = time.perf_counter()
             new = GROUPS[name].run(env)

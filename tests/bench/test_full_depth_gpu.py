@@ -48,3 +48,14 @@ def test_gpu_check_runs_the_group_alone_and_tables_its_figures(tmp_path):
     rows = gpu_check.bench_rows(check, tmp_path)
     assert [name for name, _, _ in rows] == [f"bench: {f.name}" for f in figs]
     assert rows[1][2] == "<= 0.9: pass" and rows[-1][2] == ">= 1.3: FAIL"  # step 0.857 of the plain loop's
+
+
+def test_the_group_alone_builds_no_embedded_benchmark(tmp_path, monkeypatch):
+    """gpu_check runs it in a fresh cache: it must not spend its minutes building the demo's benchmark."""
+    from bench.run import run_bench
+
+    monkeypatch.setenv("MOE_UNLEARN_CACHE", str(tmp_path / "cache"))
+    result = run_bench("smoke", only=["full_depth_gpu"], out=tmp_path / "out.json")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    assert {f["detail"]["group"] for f in result["figures"]} == {"full_depth_gpu"}
+    assert any(f["figure"].startswith("graddiff engine step / plain loop step") for f in result["figures"])
