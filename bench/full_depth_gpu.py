@@ -19,17 +19,15 @@ it runs at bench.rehearsal's CPU width (seconds: the plumbing, not the targets).
 
 from __future__ import annotations
 
-import gc
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from bench import rehearsal
-from bench.common import Env, Figure, sig
-from bench.full_depth import PlainLoop
+from bench.common import Env, Figure, interleaved, sig
+from bench.full_depth import METHODS, PEAK_TARGET, PlainLoop
 from bench.memory import peak_bytes
 from bench.session import sync_for, sync_on
 from moe_unlearn.models.tiny import tiny_tokenizer
@@ -39,8 +37,6 @@ from moe_unlearn.train.engine import Trainer
 MODEL = "allenai/OLMoE-1B-7B-0924"  # models/memory.py GEOMETRY
 RECIPE = "muse_news"  # text rows chunked to max_length: every row is max_length tokens long
 SETUP = {"batch": 8, "max_length": 256, "lr": 1e-5, "max_grad_norm": 1.0}  # the issue's H200 measurement
-METHODS = (("ga", 0.90), ("graddiff", 0.90), ("npo", 0.90))
-PEAK_TARGET = 1.0
 TOKENS_TARGET = 1.3  # GradDiff and NPO tokens/s over the plain loop's at the recipes' shapes (issue 26)
 WARMUP = 2
 NEEDS_BENCHMARK = False  # its data are the fixtures: bench.run builds no embedded benchmark for it
@@ -58,15 +54,7 @@ def run_config(method: str, scale: str, model_dir: Path, work: Path, device: str
 
 def measure(step: Callable[[], Any], sync: Callable[[], None], steps: int, device: torch.device) -> dict[str, Any]:
     """Median step seconds after the warm-up, then the peak of one more step."""
-    for _ in range(WARMUP):
-        step()
-    times = []
-    for _ in range(steps):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    times = interleaved({"step": step}, repeats=steps, warmup=WARMUP, sync=sync)["step"]
     return {"step_s": statistics.median(times), **peak_bytes(step, device)}
 
 
@@ -82,12 +70,6 @@ def active_parameters(model: torch.nn.Module, top_k: int, experts: int) -> int:
     """Parameters one token runs through: the experts' at top_k / experts of their count."""
     expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     return sum(p.numel() for p in model.parameters()) - expert + expert * top_k // experts
-
-
-def released(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def engine_for(method: str, scale: str, work: Path) -> tuple[Trainer, Any, Callable[[], torch.nn.Module]]:
@@ -114,14 +96,14 @@ def compare(method: str, scale: str, steps: int, work: Path) -> dict[str, Any]:
                            "tokens": step_tokens(trainer.pairs, steps), "geometry": rehearsal.geometry_of(config)}
     pairs, train_cfg = trainer.pairs, trainer.cfg
     del trainer
-    released(device)
+    rehearsal.released(device.type)
     try:
         plain = PlainLoop(remake(), method, pairs, train_cfg)
         out["plain"] = measure(plain.step, sync_on(device), steps, device)
         del plain
     except torch.OutOfMemoryError as e:  # NPO's plain loop keeps a second model
         out["plain"] = {"error": f"out of memory: {str(e).splitlines()[0][:120]}"}
-    released(device)
+    rehearsal.released(device.type)
     return out
 
 
