@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench import eval_throughput
 from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
-from bench.memory import WARMUP_STEPS, live_storage_bytes, peak_bytes, trainer_peak
+from bench.memory import WARMUP_STEPS, live_storage_bytes, live_storages, peak_bytes, trainer_peak
 from bench.real_geometry import save_random_model
 from bench.session import trainer_for
 from bench.step_time import step_overhead
@@ -113,15 +113,17 @@ class PlainLoop:
 def peak_ratio(env: Env, path: Path, method: str, common: list[str], name: str, geometry: dict[str, int]) -> Figure:
     """Peak memory of one step (bench.memory.peak_bytes: after the warm-up, gradients cleared) of
     the engine, then of the plain loop on its batches with the engine gone: each alone in the
-    process, so neither's resting bytes count in the other's."""
+    process, so neither's resting bytes count in the other's; tensors alive before either was built
+    (other groups', other tests') count in neither."""
+    others = live_storages()
     trainer = trainer_for(env.manifest, env.work / f"full-depth-peak-{method}", method, [], common)
-    engine = trainer_peak(trainer)
+    engine = trainer_peak(trainer, besides=others)
     plain = PlainLoop.load(path, method, trainer)  # keeps the trainer's batches, not its model
     del trainer
     gc.collect()
     for _ in range(WARMUP_STEPS):
         plain.step()
-    theirs = peak_bytes(plain.step, plain.model.device)
+    theirs = peak_bytes(plain.step, plain.model.device, others)
     del plain
     gc.collect()
     mib = 1 / 2**20

@@ -28,9 +28,12 @@ from moe_unlearn.train.engine import Trainer, optimizer_state_bytes
 WARMUP_STEPS = 2  # the optimizer state exists from the first step on
 
 
-def live_storages() -> dict[int, tuple[StorageWeakRef, int]]:
+Storages = dict[int, tuple[StorageWeakRef, int]]  # data_ptr -> (weak ref, bytes)
+
+
+def live_storages() -> Storages:
     """Every distinct tensor storage reachable from Python right now: data_ptr -> (weak ref, bytes)."""
-    seen: dict[int, tuple[StorageWeakRef, int]] = {}
+    seen: Storages = {}
     for obj in gc.get_objects():
         if issubclass(type(obj), torch.Tensor) and not obj.is_meta:  # type(): no attribute hooks run
             st = obj.untyped_storage()
@@ -94,8 +97,12 @@ class StepMemory(TorchDispatchMode):
         return out
 
 
-def peak_bytes(step: Callable[[], Any], device: torch.device) -> dict[str, int]:
-    """{"start": bytes alive before the step, "peak": start + largest growth during it}."""
+def peak_bytes(step: Callable[[], Any], device: torch.device, besides: Storages | None = None) -> dict[str, int]:
+    """{"start": bytes alive before the step, "peak": start + largest growth during it}.
+
+    On CPU, storages in `besides` (a live_storages() taken before the measured loop was built)
+    that are still alive are not counted: they belong to whatever else lives in the process (an
+    earlier bench group, another test in the same worker), not to the loop."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -105,13 +112,16 @@ def peak_bytes(step: Callable[[], Any], device: torch.device) -> dict[str, int]:
         torch.cuda.synchronize(device)
         return {"start": start, "peak": torch.cuda.max_memory_allocated(device)}
     existing = live_storages()
-    start = sum(n for _, n in existing.values())
+    others = {k for k, (ref, n) in (besides or {}).items()
+              if k in existing and not ref.expired() and existing[k][1] == n}
+    start = sum(n for k, (_, n) in existing.items() if k not in others)
     with StepMemory(existing) as mem:
         step()
     return {"start": start, "peak": start + mem.peak}
 
 
-def trainer_peak(trainer: Trainer, *, keep_grads: bool = False, warmup: int = WARMUP_STEPS) -> dict[str, int]:
+def trainer_peak(trainer: Trainer, *, keep_grads: bool = False, warmup: int = WARMUP_STEPS,
+                 besides: Storages | None = None) -> dict[str, int]:
     """Peak of one step after the warm-up steps. The previous step's gradients are cleared first
     (the step would free them before its backward anyway); keep_grads=True measures as the bench
     did before, counting one extra gradient copy in the starting bytes."""
@@ -119,13 +129,14 @@ def trainer_peak(trainer: Trainer, *, keep_grads: bool = False, warmup: int = WA
         trainer.step()
     if not keep_grads:
         trainer.optimizer.zero_grad(set_to_none=True)
-    return peak_bytes(trainer.step, trainer.ctx.device)
+    return peak_bytes(trainer.step, trainer.ctx.device, besides)
 
 
 def method_peak(env: Env, method: str, overrides: list[str] | None = None, *, keep_grads: bool = False,
                 adapters: list[str] | None = None) -> dict[str, int]:
+    others = live_storages()
     trainer = trainer_for(env.manifest, env.work / f"memory-{method}", method, adapters or [], overrides)
-    out = trainer_peak(trainer, keep_grads=keep_grads)
+    out = trainer_peak(trainer, keep_grads=keep_grads, besides=others)
     del trainer
     gc.collect()
     return out

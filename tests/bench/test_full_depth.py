@@ -27,7 +27,8 @@ def test_plain_loop_loss_equals_the_engines(tiny_benchmark, tmp_path, method):
 
 def test_peak_ratio_measures_each_loop_alone_with_its_optimizer_state(tiny_benchmark, tmp_path):
     """Each step's resting bytes hold its weights and AdamW's two moments, and only its own: the
-    engine is gone when the plain loop is measured (else its model would count as the loop's)."""
+    engine is gone when the plain loop is measured (else its model would count as the loop's), and
+    tensors alive in the process before (another test's, here `others`) count in neither."""
     from types import SimpleNamespace
 
     from bench.full_depth import peak_ratio
@@ -38,6 +39,7 @@ def test_peak_ratio_measures_each_loop_alone_with_its_optimizer_state(tiny_bench
 
     weights = sum(t.numel() * 4 for t in AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).parameters())
     env = SimpleNamespace(manifest=tiny_benchmark, work=tmp_path)
+    others = torch.ones(weights)  # 4x the weights' bytes, alive throughout
     fig = peak_ratio(env, path, "ga", [f"model.path={path}"], "ga peak", DEPTH["smoke"])
     mib = 2**20
     for who in ("engine", "plain"):
@@ -45,3 +47,4 @@ def test_peak_ratio_measures_each_loop_alone_with_its_optimizer_state(tiny_bench
         assert 3 * weights * 0.99 <= start < 4 * weights, (who, start, weights)
         assert fig.detail[f"{who}_MiB"] > fig.detail[f"{who}_start_MiB"]  # a step allocates
     assert fig.measured == pytest.approx(fig.detail["engine_MiB"] / fig.detail["plain_MiB"], rel=1e-2)
+    assert float(others.sum()) == weights
