@@ -29,40 +29,13 @@ import json
 import pytest
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bench.memory import StepMemory
 from moe_unlearn.models.tiny import tiny_config
 from moe_unlearn.train.config import build_config
 from moe_unlearn.train.engine import Trainer
 from moe_unlearn.train.memory import estimate_memory
-
-
-class _Peak(TorchDispatchMode):
-    """Peak bytes of the storages created inside the mode (the ones alive before are `existing`)."""
-
-    def __init__(self, existing: dict[int, StorageWeakRef]) -> None:
-        super().__init__()
-        self.existing, self.live, self.current, self.peak = existing, {}, 0, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
-            st = t.untyped_storage()
-            key, old, before = st.data_ptr(), self.live.get(st.data_ptr()), self.existing.get(st.data_ptr())
-            if before is not None and not before.expired():
-                continue  # a view of, or an in-place update on, a storage counted at the start
-            if st.nbytes() and (old is None or old[0].expired()):
-                self.current += st.nbytes() - (old[1] if old else 0)
-                self.live[key] = (StorageWeakRef(st), st.nbytes())
-        if self.current > self.peak:
-            for k in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-                self.current -= self.live.pop(k)[1]
-            self.peak = max(self.peak, self.current)
-        return out
 
 
 def _reachable_tensors(root: object) -> list[torch.Tensor]:
@@ -95,7 +68,7 @@ def _measured_peak(trainer: Trainer) -> int:
         st = obj.untyped_storage()
         existing[st.data_ptr()] = (StorageWeakRef(st), max(st.nbytes(), existing.get(st.data_ptr(), (0, 0))[1]))
     start = sum(n for _, n in existing.values())
-    with _Peak({k: ref for k, (ref, _) in existing.items()}) as mem:
+    with StepMemory(existing) as mem:
         trainer.step()
     return start + mem.peak
 
