@@ -7,7 +7,6 @@ import torch
 
 from moe_unlearn.adapters.grip import Grip, GripConfig, router_rows
 from moe_unlearn.adapters.routing_io import capture
-from moe_unlearn.errors import UserError
 from moe_unlearn.models.tiny import tiny_model
 from tests.adapters.conftest import random_batches
 

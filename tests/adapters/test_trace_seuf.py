@@ -10,7 +10,6 @@ import torch
 from moe_unlearn.adapters.routing_io import capture
 from moe_unlearn.adapters.seuf import Seuf, SeufConfig, expert_affinity, top_pairs
 from moe_unlearn.adapters.trace import Trace, TraceConfig, odds_weight
-from moe_unlearn.errors import UserError
 from moe_unlearn.models.routing import capture_routing
 from moe_unlearn.models.tiny import tiny_model
 from tests.adapters.conftest import random_batches

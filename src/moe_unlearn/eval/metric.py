@@ -18,13 +18,10 @@ eval/schema.py generates every key path of metrics.json from these declarations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import Any, Callable, Literal
 
 from moe_unlearn.registry import Registry
 from moe_unlearn.vocab import SPLITS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from moe_unlearn.eval.context import EvalContext
 
 
 @dataclass

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import zlib
 
-import torch
 from sklearn.metrics import roc_auc_score
 
 from moe_unlearn.eval.context import EvalContext
