@@ -45,11 +45,6 @@ class ForgetTarget:
             checks.append(forget["nll"] >= self.nll_at_least)
         return bool(checks) and all(checks)
 
-    def describe(self) -> str:
-        parts = [f"forget MC <= {self.mc_at_most:.3f}" if self.mc_at_most is not None else "",
-                 f"forget NLL >= {self.nll_at_least:.3f}" if self.nll_at_least is not None else ""]
-        return " and ".join(p for p in parts if p) + f" (the {self.reference}'s 95% interval)"
-
 
 def target_from(per_example: Mapping[str, Sequence[float]], reference: str) -> ForgetTarget | None:
     """The target set by a reference's per-item forget MC correctness and NLL (None without either)."""
