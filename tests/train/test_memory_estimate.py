@@ -4,7 +4,8 @@ through grouped_mm, untied head) with random weights, for every base method and 
 
 CPU keeps no allocator statistics, so the peak is counted from tensor storages: every storage
 alive when the step starts plus every new storage an op creates (TorchDispatchMode), released
-when it dies. That is what the CUDA allocator serves, minus its caching and fragmentation, which
+when it dies (bench.memory.trainer_peak; tensors alive before the Trainer was built are not
+the run's). That is what the CUDA allocator serves, minus its caching and fragmentation, which
 the estimate does not model either. The estimate is asked for the CPU's AdamW (its per-tensor
 step buffer). data.max_length is 18: every forget example of the tiny benchmark has at least 18
 tokens and every retain batch a row that long, so every forwarded row is exactly max_length
@@ -22,55 +23,17 @@ terms with the same bound: 0.90-1.10 (measured 1.00-1.05).
 
 from __future__ import annotations
 
-import gc
-import types
 import json
 
 import pytest
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bench.memory import StepMemory
+from bench.memory import live_storages, trainer_peak
 from moe_unlearn.models.tiny import tiny_config
 from moe_unlearn.train.config import build_config
 from moe_unlearn.train.engine import Trainer
 from moe_unlearn.train.memory import estimate_memory
-
-
-def _reachable_tensors(root: object) -> list[torch.Tensor]:
-    """Tensors (and their .grad) reachable from root through instances and containers; classes,
-    modules and functions are not followed, so globals of other tests stay out."""
-    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType)
-    seen: set[int] = set()
-    stack, out = [root], []
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, skip):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            if not obj.is_meta:
-                out.append(obj)
-            if obj.grad is not None:
-                stack.append(obj.grad)
-            continue
-        stack.extend(gc.get_referents(obj))
-    return out
-
-
-def _measured_peak(trainer: Trainer) -> int:
-    trainer.step()  # AdamW's state exists from the first step on
-    trainer.optimizer.zero_grad(set_to_none=True)  # the step frees them before its backward anyway
-    gc.collect()
-    existing: dict[int, tuple[StorageWeakRef, int]] = {}
-    for obj in _reachable_tensors(trainer):  # the run's own state, not what other tests left alive
-        st = obj.untyped_storage()
-        existing[st.data_ptr()] = (StorageWeakRef(st), max(st.nbytes(), existing.get(st.data_ptr(), (0, 0))[1]))
-    start = sum(n for _, n in existing.values())
-    with StepMemory(existing) as mem:
-        trainer.step()
-    return start + mem.peak
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +80,7 @@ def test_estimate_within_ten_percent_of_the_measured_cpu_peak(case, tiny_benchma
     for section, values in extra.items():
         raw.setdefault(section, {}).update(values)
     cfg = build_config(raw)
+    others = live_storages()  # what other tests left alive: not the run's
     trainer = Trainer.create(cfg, tmp_path, progress=False, overwrite=True, eval_routing=False)
     trainer.ctx.model.train()
     forget, retain = trainer.pairs.batch(trainer.ctx.step + 1)  # the measured step's rows
@@ -126,7 +90,7 @@ def test_estimate_within_ten_percent_of_the_measured_cpu_peak(case, tiny_benchma
             assert a.sampler.batch(trainer.ctx.step + 1)[0]["input_ids"].shape[1] == MAX_LENGTH
     # the layer an adapter that selects what trains (SEUF) chose from the data, which no config tells
     chosen = [a.targets[0][0] for a in trainer.adapters if a.needs(a.cfg).selects_trainable]
-    peak = _measured_peak(trainer)
+    peak = trainer_peak(trainer, warmup=1, besides=others)["peak"]  # AdamW's state exists after one step
     est = estimate_memory(cfg, device="cpu", selected_layer=chosen[0] if chosen else None)
     assert est.traced
     assert 0.90 <= est.total / peak <= 1.10, (case, est.total, peak, est.rows())
