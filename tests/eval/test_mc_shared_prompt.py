@@ -81,3 +81,23 @@ def test_a_lora_wrapped_model_shares_the_question_too():
         logliks, _ = EvalContext(model, tok, data, cfg).mc_loglik("forget")
     assert torch.allclose(torch.cat(logliks), full, atol=1e-4, rtol=1e-5)
     assert sum(seen) < sum(len(ex["input_ids"]) for ex in examples)  # the wrapper passes the cache through
+
+
+def test_choices_run_sorted_by_length_so_short_answers_are_not_padded_to_long_ones():
+    records = [{"question": "How does it spread?", "choices": ["a", "a much much longer answer here", "b"], "answer": 0},
+               {"question": "Which organ?", "choices": ["c", "d", "another rather long answer"], "answer": 1}]
+    model, tok = tiny_model("olmoe", seed=0), tiny_tokenizer()
+    cfg = make_cfg(batch_size=2, max_length=96)
+    data = SimpleNamespace(forget=SimpleNamespace(qa=None, text=None, mc=records), retain=None, holdout=None,
+                           utility_mc=None)
+    examples, _ = mc_examples(tok, records, cfg)
+    groups = [shared_prompt(examples[i:i + 3]) for i in (0, 3)]
+    tails = sorted(len(t["input_ids"]) for _, ts in groups for t in ts)
+    with eval_mode(model), torch.no_grad():
+        full = EvalContext(model, tok, data, cfg).score(make_batches(examples, 2, tok.pad_token_id)).sum_logp()
+        seen = _tokens_forwarded(model)
+        logliks, _ = EvalContext(model, tok, data, cfg).mc_loglik("forget")
+    assert torch.allclose(torch.cat(logliks), full, atol=1e-4, rtol=1e-5)  # back in the records' order
+    prefixes = 2 * max(len(p) for p, _ in groups)
+    assert seen == [prefixes, *(2 * tails[i + 1] for i in range(0, 6, 2))]  # 3 forwards of 2, each its own width
+    assert sum(seen) - prefixes < 6 * tails[-1]  # one forward of all six pads each to the longest
