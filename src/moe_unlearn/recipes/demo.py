@@ -216,7 +216,7 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
     n_jobs = default_jobs(device) if jobs is None else jobs
     threads = max(1, cpu_threads() // max(1, n_jobs))
     tasks = [(raw, str(target), refs.retrained, progress, cache) for _, _, target, raw in todo]
-    results = run_jobs(_unlearn, tasks, jobs=n_jobs, threads=threads, on_done=done)
+    results = run_jobs(_unlearn, tasks, jobs=n_jobs, threads=threads, on_done=done, start_order=start_order(todo))
     dirs = [target for _, _, target, _ in todo]
 
     _write_json(out / "results.json", results)
@@ -228,6 +228,12 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
                                     "total_seconds": time.perf_counter() - t0, "skipped": skipped})
     write_report([out / "reference" / name for name, _ in references] + dirs, out / "report")
     return results
+
+
+def start_order(todo: list[tuple[DemoRun, int, Path, dict[str, Any]]]) -> list[int]:
+    """Runs with more adapters first (each adds work to every step or a preparation), so the
+    longest runs start early and the shortest fill the last worker's tail; plan order otherwise."""
+    return sorted(range(len(todo)), key=lambda i: -len(todo[i][0].adapters))
 
 
 def _unlearn(task: tuple[dict[str, Any], str, dict[str, Any] | None, bool, EvalCache]) -> dict[str, Any]:

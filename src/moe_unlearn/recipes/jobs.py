@@ -41,21 +41,26 @@ def _init_worker(threads: int) -> None:
 
 
 def run_jobs(fn: Callable[[T], R], tasks: Sequence[T], *, jobs: int, threads: int,
-             on_done: Callable[[int, R], None] | None = None) -> list[R]:
+             on_done: Callable[[int, R], None] | None = None, start_order: Sequence[int] | None = None) -> list[R]:
     """fn over tasks in `jobs` spawned processes of `threads` torch threads each (jobs <= 1: in this
-    process, as it is). Results come back in task order; on_done(i, result) as each one finishes.
-    A worker's exception is raised here after the jobs not yet started are cancelled."""
+    process, as it is). Tasks start in start_order (task indices; default: as given), so the
+    longest can go first and the short ones fill the last worker's tail; results come back in task
+    order; on_done(i, result) as each one finishes. A worker's exception is raised here after the
+    jobs not yet started are cancelled."""
     results: list[Any] = [None] * len(tasks)
+    order = list(range(len(tasks))) if start_order is None else list(start_order)
+    if sorted(order) != list(range(len(tasks))):
+        raise ValueError(f"start_order must list each of the {len(tasks)} task indices once, got {order}")
     if jobs <= 1 or len(tasks) <= 1:
-        for i, task in enumerate(tasks):
-            results[i] = fn(task)
+        for i in order:
+            results[i] = fn(tasks[i])
             if on_done:
                 on_done(i, results[i])
         return results
     ctx = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool:
-        pending: dict[Future[R], int] = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        pending: dict[Future[R], int] = {pool.submit(fn, tasks[i]): i for i in order}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
