@@ -285,8 +285,9 @@ def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_con
 
 def test_a_cache_of_the_original_models_evaluation_changes_no_number(run_config, tmp_path):
     """The demo hands every run the original model's evaluation: step 0 reads it (the weights are
-    the original's) and the final eval reads the last periodic eval (step 4, the same weights);
-    every logged and saved number equals a run that scores them all."""
+    the original's), the run's capture of the original routing reads reference_metrics' and the
+    final eval reads the last periodic eval (step 4, the same weights); every logged and saved
+    number equals a run that scores and captures them all."""
     from moe_unlearn.benchmark.oracle import reference_metrics
     from moe_unlearn.data import load_data
     from moe_unlearn.eval import EvalCache
@@ -296,7 +297,7 @@ def test_a_cache_of_the_original_models_evaluation_changes_no_number(run_config,
     cache = EvalCache()
     reference_metrics(cfg.data.manifest, load_data(cfg.data), cfg.eval, oracle=False, cache=cache)
     cached = run_unlearning(cfg, out_dir=tmp_path / "cached", progress=False, eval_cache=cache)
-    assert cache.hits == 2 * 3 * 2  # (step 0 + final) x three splits x (nll, mc_acc)
+    assert cache.hits == 2 * 3 * 2 + 1  # (step 0 + final) x three splits x (nll, mc_acc), the routing
     assert numbers(cached) == numbers(plain)
     assert [{k: v for k, v in x.items() if k != "seconds"} for x in read_log(tmp_path / "cached")] == \
         [{k: v for k, v in x.items() if k != "seconds"} for x in read_log(tmp_path / "plain")]

@@ -146,7 +146,7 @@ def reference_metrics(manifest: str | Path, data: Any, eval_cfg: Any, *, oracle:
 
     path, raw = _manifest(manifest)
     base, tok = load_model(path.parent / raw["model"])
-    routing = capture_eval_routing(base, tok, data, eval_cfg)
+    routing = capture_eval_routing(base, tok, data, eval_cfg, cache=cache)
     row, retrained = None, None
     if oracle:
         start = time.perf_counter()

@@ -115,18 +115,26 @@ class EvalContext:
         if key in self._memo:
             return self._memo[key]
         m = METRICS.get(name)
-        ckey = None
-        if self.cache is not None and m.cacheable:
-            ckey = (self.memo(("model_fp",), lambda: model_fingerprint(self.model)), name, split or "-", self.data_fingerprint())
-            hit = self.cache.get(ckey)
-            if hit is not None:
-                self._memo[key] = hit[0]
-                return hit[0]
-        res = m.fn(self, split) if m.scope == "split" else m.fn(self)
-        if ckey is not None:
-            self.cache.put(ckey, (res,))
+
+        def compute() -> MetricResult | None:
+            return m.fn(self, split) if m.scope == "split" else m.fn(self)
+
+        res = self.cached(name, split or "-", compute) if m.cacheable else compute()
         self._memo[key] = res
         return res
+
+    def cached(self, name: str, split: str, compute: Any) -> Any:
+        """compute(), or what it returned for these weights on this data before (with a cache);
+        the value must not be modified by its readers."""
+        if self.cache is None:
+            return compute()
+        ckey = (self.memo(("model_fp",), lambda: model_fingerprint(self.model)), name, split, self.data_fingerprint())
+        hit = self.cache.get(ckey)
+        if hit is not None:
+            return hit[0]
+        value = compute()
+        self.cache.put(ckey, (value,))
+        return value
 
     @property
     def device(self) -> torch.device:

@@ -38,17 +38,23 @@ def check_processes(cfg: EvalConfig) -> None:
 
 
 def capture_eval_routing(
-    model: torch.nn.Module, tokenizer: Any, data: Any, cfg: EvalConfig, *, progress: bool = False
+    model: torch.nn.Module, tokenizer: Any, data: Any, cfg: EvalConfig, *, progress: bool = False,
+    cache: EvalCache | None = None,
 ) -> dict[str, Any]:
     """Routing of `model` (usually the original) on the forget/retain/holdout QA eval sets.
 
     Same deterministic batches as evaluate_model, so stability and replay line up token by token.
-    Returns {split: RoutingCapture} for the splits that have QA records.
+    Returns {split: RoutingCapture} for the splits that have QA records. With a cache, the same
+    weights on the same data are captured once (every run of the demo starts from one model).
     """
-    ctx = EvalContext(model, tokenizer, data, cfg, progress=progress)
-    with eval_mode(model):
-        passes = {s: ctx.qa_pass(s) for s in SPLITS}
-    return {s: p.routing for s, p in passes.items() if p is not None}
+    ctx = EvalContext(model, tokenizer, data, cfg, progress=progress, cache=cache)
+
+    def capture() -> dict[str, Any]:
+        with eval_mode(model):
+            passes = {s: ctx.qa_pass(s) for s in SPLITS}
+        return {s: p.routing for s, p in passes.items() if p is not None}
+
+    return ctx.cached("original_routing", "-", capture)
 
 
 def evaluate_model(

@@ -120,7 +120,8 @@ class Trainer:
 
     def __init__(self, ctx: RunContext, config: UnlearnConfig, method: Method, adapters: list[Adapter],
                  pairs: PairedBatches, accelerator: Accelerator, *, progress: bool = True, reference: bool = False,
-                 original_routing: dict[str, RoutingCapture] | None = None, run_dir: RunDir | None = None) -> None:
+                 original_routing: dict[str, RoutingCapture] | None = None, run_dir: RunDir | None = None,
+                 eval_cache: EvalCache | None = None) -> None:
         if ctx.trainable is None:
             raise ValueError("build ctx.trainable (build_trainable) before the Trainer")
         self.ctx, self.method, self.adapters, self.pairs = ctx, method, adapters, pairs
@@ -147,8 +148,11 @@ class Trainer:
         self.forget_target: ForgetTarget | None = None  # set from the retrain oracle by run_unlearning
         self.retrained: dict[str, Any] | None = None  # the retrain oracle's metrics (run_unlearning)
         # encoded eval sets and results of unchanged weights, shared by the periodic and final
-        # evaluations; one process only (fingerprinting sharded parameters would gather them)
-        self.eval_cache: EvalCache | None = EvalCache() if world_size() == 1 else None
+        # evaluations (eval_cache: one that already holds earlier models'); one process only
+        # (fingerprinting sharded parameters would gather them)
+        self.eval_cache: EvalCache | None = None
+        if world_size() == 1:
+            self.eval_cache = eval_cache if eval_cache is not None else EvalCache()
         kept = self.cfg.early_stop.retain_kept
         self.retain_guard = RetainGuard(kept) if kept is not None else None
         self.guarded: dict[str, Any] | None = None  # the guard's record at the end of training
@@ -161,7 +165,7 @@ class Trainer:
 
     @classmethod
     def create(cls, cfg: UnlearnConfig, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
-               resume: bool = False, eval_routing: bool = True) -> Trainer:
+               resume: bool = False, eval_routing: bool = True, eval_cache: EvalCache | None = None) -> Trainer:
         """Everything before the first step, in this order: accelerator; out dir checks; model,
         data, method and adapters; adapter checks; config.yaml; preparation on the ORIGINAL model
         (the method, then adapters that select what trains, then the trained set, then the other
@@ -217,10 +221,14 @@ class Trainer:
             for a in adapters:
                 if not needs.adapters[a.name].selects_trainable:
                     a.prepare(ctx)
-            original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval) if eval_routing else None
+            original_routing = None
+            if eval_routing:  # from eval_cache when it holds these weights' capture (one process)
+                original_routing = capture_eval_routing(ctx.model, ctx.tokenizer, ctx.data, cfg.eval,
+                                                        cache=eval_cache if world_size() == 1 else None)
 
             trainer = cls(ctx, cfg, method, adapters, pairs, accelerator, progress=progress,
-                          reference=needs.reference and not ctx.lora, original_routing=original_routing, run_dir=run_dir)
+                          reference=needs.reference and not ctx.lora, original_routing=original_routing, run_dir=run_dir,
+                          eval_cache=eval_cache)
             if not (resume and trainer.load_checkpoint()):
                 if accelerator.is_main_process:
                     trainer.log_path.write_text("")
@@ -481,9 +489,10 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
     """Run one unlearning job into out_dir and return its metrics (also metrics.json).
 
     retrained: metrics of a retain-only model evaluated like this run (PrivLeak, forget quality,
-    oracle_distance), e.g. `benchmark.oracle.oracle_metrics`. eval_cache: results and encodings
-    of earlier evaluations of the same data (e.g. the original model's, which step 0 evaluates
-    again); the run adds its own (one process). Under a launcher (accelerate
+    oracle_distance), e.g. `benchmark.oracle.oracle_metrics`. eval_cache: results, encodings
+    and routing captures of earlier evaluations of the same data (e.g. the original model's, which
+    step 0 evaluates again and the final evaluation compares routing with); the run adds its own
+    (one process). Under a launcher (accelerate
     launch, torchrun) every process runs this; the main process writes the files and every
     process returns the same metrics.
     """
@@ -491,12 +500,10 @@ def run_unlearning(cfg: UnlearnConfig, *, out_dir: str | Path, overwrite: bool =
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    trainer = Trainer.create(cfg, out, progress=progress, overwrite=overwrite, resume=resume)
+    trainer = Trainer.create(cfg, out, progress=progress, overwrite=overwrite, resume=resume, eval_cache=eval_cache)
     with trainer.run_dir.released():  # the lock on out_dir, however the run ends
         ctx = trainer.ctx
         trainer.forget_target, trainer.retrained = oracle_target(retrained), retrained
-        if eval_cache is not None and trainer.eval_cache is not None:
-            trainer.eval_cache = eval_cache
         trainer.train()
 
         for a in trainer.adapters:
