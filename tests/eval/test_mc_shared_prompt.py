@@ -1,4 +1,5 @@
-"""MC choices scored over one forward of their shared question equal full-sequence scoring."""
+"""MC choices, and TOFU's answers to one question, scored over one forward of their shared
+question equal full-sequence scoring."""
 
 from __future__ import annotations
 
@@ -101,3 +102,40 @@ def test_choices_run_sorted_by_length_so_short_answers_are_not_padded_to_long_on
     prefixes = 2 * max(len(p) for p, _ in groups)
     assert seen == [prefixes, *(2 * tails[i + 1] for i in range(0, 6, 2))]  # 3 forwards of 2, each its own width
     assert sum(seen) - prefixes < 6 * tails[-1]  # one forward of all six pads each to the longest
+
+
+@pytest.mark.parametrize("paraphrased", [False, True])
+def test_truth_ratio_answers_share_their_question_and_equal_full_sequences(paraphrased):
+    """TOFU's answer, paraphrase and perturbed answers of a question run over one forward of it:
+    the same length-normalised log-likelihoods as each (question, answer) scored in full."""
+    from moe_unlearn.eval.batches import qa_examples
+    from moe_unlearn.eval.tofu import perturbed_scores
+
+    records = [{"question": r["question"], "answer": r["choices"][0], "perturbed_answer": r["choices"][1:],
+                **({"paraphrased_answer": r["choices"][0] + " indeed"} if paraphrased and i != 1 else {})}
+               for i, r in enumerate(RECORDS[:3])]
+    model, tok = tiny_model("olmoe", seed=0), tiny_tokenizer()
+    cfg = make_cfg(batch_size=2, max_length=96)
+    data = SimpleNamespace(forget=SimpleNamespace(qa=records, text=None, mc=None), retain=None, holdout=None,
+                           utility_mc=None)
+
+    def full(key: str) -> torch.Tensor:
+        pairs = [{"question": r["question"], "answer": r.get(key) or r["answer"]} for r in records]
+        return EvalContext(model, tok, data, cfg).score(
+            make_batches(qa_examples(tok, pairs, cfg), 2, tok.pad_token_id)).mean_logp()
+
+    with eval_mode(model), torch.no_grad():
+        answer, base = full("answer"), full("paraphrased_answer")
+        pairs = [{"question": r["question"], "answer": a} for r in records for a in r["perturbed_answer"]]
+        examples = qa_examples(tok, pairs, cfg)
+        perturbed = EvalContext(model, tok, data, cfg).score(make_batches(examples, 2, tok.pad_token_id)).mean_logp()
+        seen = _tokens_forwarded(model)
+        scored = perturbed_scores(EvalContext(model, tok, data, cfg), "forget")
+    assert scored.base_key == ("mixed" if paraphrased else "answer")
+    assert torch.allclose(scored.answer, answer, atol=1e-5)
+    assert torch.allclose(scored.base, base, atol=1e-5)
+    assert torch.allclose(torch.cat(scored.perturbed), perturbed, atol=1e-5)
+    bases = [{"question": r["question"], "answer": r.get("paraphrased_answer") or r["answer"]} for r in records]
+    every = qa_examples(tok, [{"question": r["question"], "answer": r["answer"]} for r in records]
+                        + bases * paraphrased + pairs, cfg)
+    assert sum(seen) < sum(len(ex["input_ids"]) for ex in every)  # (padded) each question ran once, not per answer

@@ -245,18 +245,19 @@ class EvalContext:
                 self._memo[key] = None
             else:
                 examples, sizes = self.encoded(("mc_examples", split), lambda: mc_examples(self.tokenizer, recs, self.cfg))
-                flat = self._choice_logliks(examples, sizes, desc=f"eval {split} MC")
+                flat = self.shared_prompt_logliks(examples, sizes, desc=f"eval {split} MC")
                 self._memo[key] = (list(torch.split(flat, sizes)), [int(r["answer"]) for r in recs])
         return self._memo[key]
 
-    def _choice_logliks(self, examples: list[dict], sizes: list[int], *, desc: str) -> torch.Tensor:
-        """[N] summed answer log-likelihood of every (question, choice) example, in order.
+    def shared_prompt_logliks(self, examples: list[dict], sizes: list[int], *, desc: str) -> torch.Tensor:
+        """[N] summed answer log-likelihood of every (question, answer) example, in order, the
+        examples in groups of `sizes` (one record's choices or answers to the same question).
 
-        A record whose choices share their prompt runs the prompt once (less its last token)
-        and its choices as continuations over a copy of that cache: about half the tokens of
-        scoring every choice in full on short-answer sets, the same numbers up to float rounding.
-        Records without a shared prompt, several processes (rows are sharded per batch) and
-        models whose cache is not every position's attention keys and values score every choice
+        A group whose examples share their prompt runs the prompt once (less its last token)
+        and its answers as continuations over a copy of that cache: about half the tokens of
+        scoring every example in full on short-answer sets, the same numbers up to float rounding.
+        Groups without a shared prompt, several processes (rows are sharded per batch) and
+        models whose cache is not every position's attention keys and values score every example
         in full.
         """
         out = torch.empty(len(examples))

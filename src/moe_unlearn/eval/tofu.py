@@ -31,7 +31,8 @@ from typing import Callable
 import torch
 from scipy.stats import ks_2samp
 
-from moe_unlearn.eval.batches import make_batches, qa_examples
+from moe_unlearn.data.tokenize import IGNORE
+from moe_unlearn.eval.batches import qa_examples
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
 from moe_unlearn.eval.scores import nanmean
@@ -91,8 +92,15 @@ class PerturbedScores:
     base_key: str  # "paraphrased_answer", "answer" or "mixed"
 
 
-def _mean_logp(ctx: EvalContext, recs: list[dict], desc: str) -> torch.Tensor:
-    return ctx.score(make_batches(qa_examples(ctx.tokenizer, recs, ctx.cfg), ctx.global_batch, ctx.pad_id), desc=desc).mean_logp()
+def _mean_logps(ctx: EvalContext, question: list[str], answers: list[list[str]], desc: str) -> list[torch.Tensor]:
+    """Per question, the length-normalised log-likelihood of each of its answers; each question
+    runs once for all its answers (EvalContext.shared_prompt_logliks)."""
+    recs = [{"question": q, "answer": a} for q, ans in zip(question, answers) for a in ans]
+    examples = qa_examples(ctx.tokenizer, recs, ctx.cfg)
+    sizes = [len(ans) for ans in answers]
+    total = ctx.shared_prompt_logliks(examples, sizes, desc=desc)
+    scored = torch.tensor([sum(label != IGNORE for label in ex["labels"][1:]) for ex in examples], dtype=total.dtype)
+    return list(torch.split(total / scored, sizes))  # no scored token: 0 / 0 = nan
 
 
 def perturbed_scores(ctx: EvalContext, split: str) -> PerturbedScores | None:
@@ -103,16 +111,16 @@ def perturbed_scores(ctx: EvalContext, split: str) -> PerturbedScores | None:
 
     def run() -> PerturbedScores:
         paraphrased = [bool(r.get("paraphrased_answer")) and split not in UTILITY_SETS for r in recs]
-        answer = None if all(paraphrased) else _mean_logp(ctx, recs, f"tofu {split} answers")
-        base = answer
-        if any(paraphrased):
-            base_recs = [{"question": r["question"], "answer": r["paraphrased_answer"] if p else r["answer"]}
-                         for r, p in zip(recs, paraphrased)]
-            base = _mean_logp(ctx, base_recs, f"tofu {split} paraphrased")
-        pert_recs = [{"question": r["question"], "answer": a} for r in recs for a in r["perturbed_answer"]]
-        pert = _mean_logp(ctx, pert_recs, f"tofu {split} perturbed")
+        with_answer, with_base = not all(paraphrased), any(paraphrased)
+        # per record: [answer] (unless every base is a paraphrase), [base] (if any is), perturbed...
+        answers = [[r["answer"]] * with_answer + [r["paraphrased_answer"] if p else r["answer"]] * with_base
+                   + list(r["perturbed_answer"]) for r, p in zip(recs, paraphrased)]
+        scores = _mean_logps(ctx, [r["question"] for r in recs], answers, f"tofu {split} answers")
+        answer = torch.stack([s[0] for s in scores]) if with_answer else None
+        base = torch.stack([s[int(with_answer)] for s in scores]) if with_base else answer
+        pert = [s[int(with_answer) + int(with_base):] for s in scores]
         key = "paraphrased_answer" if all(paraphrased) else "mixed" if any(paraphrased) else "answer"
-        return PerturbedScores(answer, base, list(torch.split(pert, [len(r["perturbed_answer"]) for r in recs])), key)
+        return PerturbedScores(answer, base, pert, key)
 
     return ctx.memo(("perturbed_scores", split), run)
 
