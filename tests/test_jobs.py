@@ -1,15 +1,13 @@
-"""recipes/jobs.py: workers start before any work, runs start in the order asked for, and results
-still come back in task order."""
+"""recipes/jobs.py: runs start in the order asked for, and results still come back in task order."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 
 import pytest
 
 from moe_unlearn.recipes.demo import DemoRun, start_order
-from moe_unlearn.recipes.jobs import run_jobs, worker_pool
+from moe_unlearn.recipes.jobs import run_jobs
 
 
 def _started(task: float) -> tuple[float, float]:
@@ -23,9 +21,8 @@ def _started(task: float) -> tuple[float, float]:
 def test_tasks_start_in_start_order_and_return_in_task_order(jobs):
     tasks = [0.0, 1.0, 2.0, 3.0]
     finished: list[int] = []
-    with worker_pool(jobs, 1) as pool:
-        results = run_jobs(_started, tasks, pool=pool, start_order=[3, 2, 1, 0],
-                           on_done=lambda i, _: finished.append(i))
+    results = run_jobs(_started, tasks, jobs=jobs, threads=1, start_order=[3, 2, 1, 0],
+                       on_done=lambda i, _: finished.append(i))
     assert [task for task, _ in results] == tasks
     by_start = [int(task) for task, _ in sorted(results, key=lambda r: r[1])]
     if jobs == 1:
@@ -37,7 +34,7 @@ def test_tasks_start_in_start_order_and_return_in_task_order(jobs):
 
 def test_start_order_must_name_each_task_once():
     with pytest.raises(ValueError, match="each of the 3 task indices once"):
-        run_jobs(_started, [0.0, 1.0, 2.0], pool=None, start_order=[0, 0, 1])
+        run_jobs(_started, [0.0, 1.0, 2.0], jobs=1, threads=1, start_order=[0, 0, 1])
 
 
 def test_demo_starts_runs_with_more_adapters_first_in_plan_order_otherwise():
@@ -45,13 +42,3 @@ def test_demo_starts_runs_with_more_adapters_first_in_plan_order_otherwise():
             DemoRun("npo", ()), DemoRun("npo", ("seuf",))]
     todo = [(r, 0, None, {}) for r in runs]
     assert [runs[i].label for i in start_order(todo)] == ["ga+grip+keep_routing", "ga+grip", "npo+seuf", "ga", "npo"]
-
-
-def test_the_pool_starts_its_workers_before_any_task_is_submitted():
-    before = set(multiprocessing.active_children())
-    with worker_pool(2, 1) as pool:
-        started = set(multiprocessing.active_children()) - before  # the demo trains its oracle meanwhile
-        assert len(started) == 2
-        assert run_jobs(_started, [5.0], pool=pool)[0][0] == 5.0
-    with worker_pool(1, 1) as pool:
-        assert pool is None  # one job: in this process

@@ -26,7 +26,7 @@ from moe_unlearn.data import load_data
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.context import EvalCache
 from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destination
-from moe_unlearn.recipes.jobs import cpu_threads, default_jobs, run_jobs, worker_pool
+from moe_unlearn.recipes.jobs import cpu_threads, default_jobs, run_jobs
 from moe_unlearn.registry import suggest
 from moe_unlearn.report import load_runs, write_report
 from moe_unlearn.report.aggregate import summarise
@@ -170,53 +170,53 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
     bench_seconds = time.perf_counter() - t0
     runs = plan(spec, quick=quick)
 
+    t1 = time.perf_counter()
+    if oracle:  # training it (minutes) shows its progress bars, as the benchmark build does
+        cached_oracle(manifest, progress=True)
+    oracle_seconds = time.perf_counter() - t1
     first = build_config(run_config(spec, runs[0], manifest, seed))  # every run shares data and eval settings
-    n_jobs = default_jobs(str(first.model.device)) if jobs is None else jobs
+    cache = EvalCache()  # the original model's results: every run evaluates it again at step 0
+    refs = reference_metrics(manifest, load_data(first.data), first.eval, oracle=oracle, cache=cache)
+    references = [("original", refs.original)] + ([("oracle", refs.oracle)] if refs.oracle else [])
+    for name, metrics in references:
+        (out / "reference" / name).mkdir(parents=True, exist_ok=True)
+        _write_json(out / "reference" / name / "metrics.json", metrics)
+        if on_reference:
+            on_reference(name, metrics)
+    reference_seconds = time.perf_counter() - t1
+
+    run_seeds = list(range(seed, seed + seeds))
+    todo: list[tuple[DemoRun, int, Path, dict[str, Any]]] = []
+    skipped: list[dict[str, str]] = []
+    for run_seed in run_seeds:
+        for run in runs:
+            if any(s["run"] == run.label for s in skipped):
+                continue  # refused for the first seed already (the reason does not depend on the seed)
+            raw = run_config(spec, run, manifest, run_seed)
+            try:
+                build_config(raw)
+            except UserError as e:  # an undefined combination, e.g. TRACE with a method without retain term
+                skipped.append({"run": run.label, "reason": str(e)})
+                if on_result:
+                    on_result(run, None, str(e))
+                continue
+            todo.append((run, run_seed, run_dir(out, run, run_seed, seed), raw))
+
+    finished: dict[int, dict[str, Any]] = {}
+
+    def done(i: int, metrics: dict[str, Any]) -> None:
+        run, run_seed, _, _ = todo[i]
+        metrics["run"], metrics["seed"] = run.label, run_seed
+        finished[i] = metrics
+        _write_json(out / "results.json", [finished[k] for k in sorted(finished)])
+        if on_result:
+            on_result(run, metrics, None)
+
+    device = str(build_config(todo[0][3]).model.device) if todo else "cpu"
+    n_jobs = default_jobs(device) if jobs is None else jobs
     threads = max(1, cpu_threads() // max(1, n_jobs))
-    with worker_pool(n_jobs, threads, warm=__name__) as pool:  # the workers start while the oracle trains
-        t1 = time.perf_counter()
-        if oracle:  # training it (minutes) shows its progress bars, as the benchmark build does
-            cached_oracle(manifest, progress=True)
-        oracle_seconds = time.perf_counter() - t1
-        cache = EvalCache()  # the original model's results: every run evaluates it again at step 0
-        refs = reference_metrics(manifest, load_data(first.data), first.eval, oracle=oracle, cache=cache)
-        references = [("original", refs.original)] + ([("oracle", refs.oracle)] if refs.oracle else [])
-        for name, metrics in references:
-            (out / "reference" / name).mkdir(parents=True, exist_ok=True)
-            _write_json(out / "reference" / name / "metrics.json", metrics)
-            if on_reference:
-                on_reference(name, metrics)
-        reference_seconds = time.perf_counter() - t1
-
-        run_seeds = list(range(seed, seed + seeds))
-        todo: list[tuple[DemoRun, int, Path, dict[str, Any]]] = []
-        skipped: list[dict[str, str]] = []
-        for run_seed in run_seeds:
-            for run in runs:
-                if any(s["run"] == run.label for s in skipped):
-                    continue  # refused for the first seed already (the reason does not depend on the seed)
-                raw = run_config(spec, run, manifest, run_seed)
-                try:
-                    build_config(raw)
-                except UserError as e:  # an undefined combination, e.g. TRACE with a method without retain term
-                    skipped.append({"run": run.label, "reason": str(e)})
-                    if on_result:
-                        on_result(run, None, str(e))
-                    continue
-                todo.append((run, run_seed, run_dir(out, run, run_seed, seed), raw))
-
-        finished: dict[int, dict[str, Any]] = {}
-
-        def done(i: int, metrics: dict[str, Any]) -> None:
-            run, run_seed, _, _ = todo[i]
-            metrics["run"], metrics["seed"] = run.label, run_seed
-            finished[i] = metrics
-            _write_json(out / "results.json", [finished[k] for k in sorted(finished)])
-            if on_result:
-                on_result(run, metrics, None)
-
-        tasks = [(raw, str(target), refs.retrained, progress, cache) for _, _, target, raw in todo]
-        results = run_jobs(_unlearn, tasks, pool=pool, on_done=done, start_order=start_order(todo))
+    tasks = [(raw, str(target), refs.retrained, progress, cache) for _, _, target, raw in todo]
+    results = run_jobs(_unlearn, tasks, jobs=n_jobs, threads=threads, on_done=done, start_order=start_order(todo))
     dirs = [target for _, _, target, _ in todo]
 
     _write_json(out / "results.json", results)

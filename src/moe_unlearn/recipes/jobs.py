@@ -8,11 +8,9 @@ serial one at that thread count (tests/test_cli_demo.py checks it).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -35,61 +33,43 @@ def default_jobs(device: str) -> int:
     return min(2, cpu_threads()) if on_cpu else 1
 
 
-def _init_worker(threads: int, warm: str) -> None:
+def _init_worker(threads: int) -> None:
     import torch
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    if warm:
-        importlib.import_module(warm)
 
 
-@contextlib.contextmanager
-def worker_pool(jobs: int, threads: int, *, warm: str = "") -> Iterator[ProcessPoolExecutor | None]:
-    """`jobs` spawned worker processes of `threads` torch threads each, started on entry, so that
-    their start (an interpreter, torch, the module `warm`: ~5 s each) overlaps what the caller
-    does before it submits work, e.g. the demo's retrain oracle training. None for jobs <= 1:
-    run_jobs then runs the tasks in this process."""
-    if jobs <= 1:
-        yield None
-        return
-    ctx = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, warm)) as pool:
-        for _ in range(jobs):  # a task submitted while no worker is idle starts one
-            pool.submit(int)
-        yield pool
-
-
-def run_jobs(fn: Callable[[T], R], tasks: Sequence[T], *, pool: ProcessPoolExecutor | None,
+def run_jobs(fn: Callable[[T], R], tasks: Sequence[T], *, jobs: int, threads: int,
              on_done: Callable[[int, R], None] | None = None, start_order: Sequence[int] | None = None) -> list[R]:
-    """fn over tasks in the workers of `pool` (worker_pool; None: in this process, as it is).
-    Tasks start in start_order (task indices; default: as given), so the longest can go first
-    and the short ones fill the last worker's tail; results come back in task order;
-    on_done(i, result) as each one finishes. A worker's exception is raised here after the
+    """fn over tasks in `jobs` spawned processes of `threads` torch threads each (jobs <= 1: in this
+    process, as it is). Tasks start in start_order (task indices; default: as given), so the
+    longest can go first and the short ones fill the last worker's tail; results come back in task
+    order; on_done(i, result) as each one finishes. A worker's exception is raised here after the
     jobs not yet started are cancelled."""
     results: list[Any] = [None] * len(tasks)
     order = list(range(len(tasks))) if start_order is None else list(start_order)
     if sorted(order) != list(range(len(tasks))):
         raise ValueError(f"start_order must list each of the {len(tasks)} task indices once, got {order}")
-    if pool is None:
+    if jobs <= 1 or len(tasks) <= 1:
         for i in order:
             results[i] = fn(tasks[i])
             if on_done:
                 on_done(i, results[i])
         return results
-    pending: dict[Future[R], int] = {pool.submit(fn, tasks[i]): i for i in order}
-    try:
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=pending.__getitem__):
-                i = pending.pop(future)
-                results[i] = future.result()
-                if on_done:
-                    on_done(i, results[i])
-    except BaseException:
-        for future in pending:
-            future.cancel()
-        wait(pending)
-        raise
+    ctx = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        pending: dict[Future[R], int] = {pool.submit(fn, tasks[i]): i for i in order}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=pending.__getitem__):
+                    i = pending.pop(future)
+                    results[i] = future.result()
+                    if on_done:
+                        on_done(i, results[i])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return results
