@@ -31,7 +31,8 @@ from typing import Callable
 import torch
 from scipy.stats import ks_2samp
 
-from moe_unlearn.data.tokenize import IGNORE
+from moe_unlearn.core.chunked import answer_mask
+from moe_unlearn.data.tokenize import collate
 from moe_unlearn.eval.batches import qa_examples
 from moe_unlearn.eval.context import EvalContext
 from moe_unlearn.eval.metric import MetricResult, metric
@@ -99,7 +100,7 @@ def _mean_logps(ctx: EvalContext, question: list[str], answers: list[list[str]],
     examples = qa_examples(ctx.tokenizer, recs, ctx.cfg)
     sizes = [len(ans) for ans in answers]
     total = ctx.shared_prompt_logliks(examples, sizes, desc=desc)
-    scored = torch.tensor([sum(label != IGNORE for label in ex["labels"][1:]) for ex in examples], dtype=total.dtype)
+    scored = answer_mask(collate(examples, ctx.pad_id)["labels"]).sum(1).to(total.dtype)  # the tokens `score` reads
     return list(torch.split(total / scored, sizes))  # no scored token: 0 / 0 = nan
 
 
