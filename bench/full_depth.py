@@ -1,9 +1,10 @@
 """Whole models at full depth against the training loop a user would write, and every adapter over its base.
 
-The baseline is `PlainLoop`: transformers + torch only (the model's own forward, a masked
-cross-entropy on the answer tokens, torch's AdamW with the engine's lr, betas and clipping, fp32),
-fed the SAME batches as the engine's Trainer (`trainer.pairs.batch(step)`). Every ratio is
-measured in one run with the two variants interleaved (bench.common.interleaved).
+The baseline is `bench.plain_loop.PlainLoop`, each base method's loop written with transformers
+and torch only (the model's own forward over whole logits, torch's cross-entropy, a frozen copy
+as the reference where the method has one, torch's AdamW with the engine's lr, betas and
+clipping, fp32), fed the SAME batches as the engine's Trainer (`trainer.pairs.batch(step)`).
+Every ratio is measured in one run with the two variants interleaved (bench.common.interleaved).
 
 On CPU the geometry is OLMoE-1B-7B's depth and routing (16 layers, 64 experts, top-8) at a
 scaled width (d 128, expert intermediate 32, the benchmark's 1,024-token vocabulary), random
@@ -13,34 +14,31 @@ are timed on the same model against a plain no-grad forward of the same batches 
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from bench import eval_throughput
 from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
 from bench.memory import WARMUP_STEPS, live_storage_bytes, live_storages, peak_bytes, trainer_peak
+from bench.plain_loop import OBJECTIVES, PlainLoop
 from bench.real_geometry import save_random_model
 from bench.session import trainer_for
 from bench.step_time import step_overhead
-from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.models.tiny import tiny_config
 
 DEPTH = {"full": dict(layers=16, hidden=128, heads=4, experts=64, top_k=8, intermediate=32),
          "smoke": dict(layers=4, hidden=32, heads=2, experts=8, top_k=2, intermediate=16)}
-METHODS = (("ga", 0.90), ("graddiff", 0.90), ("npo", 0.90))
+STEP_TARGET = 0.90  # every base method's step over the plain loop's (issue 26)
+METHODS = tuple((m, STEP_TARGET) for m in OBJECTIVES)
 PEAK_TARGET = 1.0  # every base method's step peak over the plain loop's (issue 26)
 KEEP_ROUTING_TARGET = 1.25  # keep_routing's step over its base method's (issue 26)
 ADAPTERS = (("ga", "grip", 1.05), ("graddiff", "trace", 1.05), ("ga", "seuf", 0.6), ("ga", "keep_routing", KEEP_ROUTING_TARGET))
 # keep_routing sharing the method's retain batch instead of its own 32-row sample (docs/benchmarks.md:
 # what each size costs in retained-routing stability)
 SHARED_RETAIN = ("ga", "graddiff", "npo")
-NPO_BETA = 0.1  # configs/methods/npo.yaml's beta, the engine's default
 SCORING_TARGET = 0.9  # MC and membership scoring tokens/s over a plain no-grad forward's (issue 26)
 
 
@@ -57,57 +55,6 @@ def build_model(geometry: dict[str, int], tokenizer_dir: Path, out: Path) -> Pat
 def model_from(manifest: Path, geometry: dict[str, int], out: Path) -> Path:
     """build_model with the tokenizer of `manifest`'s benchmark model."""
     return build_model(geometry, manifest.parent / json.loads(manifest.read_text())["model"], out)
-
-
-def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-row mean NLL of the labelled tokens (labels -100 elsewhere), shifted as every causal LM."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
-    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
-    mask = (labels != -100).float()
-    return (nll * mask).sum(1) / mask.sum(1).clamp_min(1)
-
-
-class PlainLoop:
-    """The loop a user would write: one optimizer step of `method` on the engine's batches
-    (`pairs`, a Trainer's), with the engine's optimizer settings (`cfg`, its train section)."""
-
-    def __init__(self, model: torch.nn.Module, method: str, pairs, cfg) -> None:
-        self.model = model
-        self.reference = copy.deepcopy(self.model).eval().requires_grad_(False) if method == "npo" else None
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                     weight_decay=cfg.weight_decay)
-        self.method, self.pairs, self.clip, self.i = method, pairs, cfg.max_grad_norm or 1e9, 0
-
-    @classmethod
-    def load(cls, model_dir: Path, method: str, trainer) -> PlainLoop:
-        """From a saved model (float32, train mode), on the Trainer's batches and settings."""
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
-        return cls(model, method, trainer.pairs, trainer.cfg)
-
-    def loss(self, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        if self.method == "npo":
-            nll = answer_nll(self.model, forget)
-            with torch.no_grad():
-                ref = answer_nll(self.reference, forget)
-            loss = -2 / NPO_BETA * F.logsigmoid(-NPO_BETA * (ref - nll)).mean()
-        else:  # transformers' own causal-LM loss: mean over the labelled tokens
-            loss = -self.model(**forget).loss
-        if self.method in ("graddiff", "npo") and retain is not None:
-            loss = loss + self.model(**retain).loss
-        return loss
-
-    def step(self) -> None:
-        forget, retain = (to_device(b, self.model.device) if b is not None else None for b in self.pairs.batch(self.i))
-        self.i += 1
-        self.loss(forget, retain).backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.opt.step()
-        # gradients dropped right after the step, as transformers' Trainer loop does (model.zero_grad()
-        # after optimizer.step()) and as the engine does: with one loop holding its gradients between
-        # steps and the other not, the interleaved timings measure which loop gets the other's freed
-        # memory (GA: 0.987 vs 0.848 with the engine alone changed; each loop alone: equal times)
-        self.opt.zero_grad(set_to_none=True)
 
 
 def peak_ratio(env: Env, path: Path, method: str, common: list[str], name: str, geometry: dict[str, int]) -> Figure:

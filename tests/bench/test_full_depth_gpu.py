@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.full_depth import PlainLoop
+from bench.plain_loop import PlainLoop
 from bench.full_depth_gpu import engine_for, figures_of
 
 
 @pytest.mark.parametrize("method", ["graddiff", "npo"])
 def test_plain_loop_loss_equals_the_engines_on_the_recipes_text_rows(tmp_path, method):
     trainer, _, remake = engine_for(method, "cpu", tmp_path)
-    plain = PlainLoop(remake(), method, trainer.pairs, trainer.cfg)
+    plain = PlainLoop(remake(), method, trainer.pairs, trainer.cfg, trainer.method.cfg)
     forget, retain = trainer.pairs.batch(0)
     assert forget["input_ids"].shape == retain["input_ids"].shape == (2, 64)  # rehearsal's CPU rows, chunked text
     ours, _ = trainer.micro_step(forget, retain)

@@ -69,3 +69,35 @@ def test_rmu_forget_loss_on_the_last_layer_is_the_layer_output_mse(make_ctx):
     normed = losses.weighted_token_mean(token_mse(out.hidden_states[-1], method.control), mask)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     assert abs(float(normed) - float(expected)) > 1e-3 * float(expected)  # the old (normed) value differs
+
+
+def test_rmu_forwards_end_at_its_layer_with_the_same_loss_and_gradients(make_ctx, monkeypatch):
+    """Nothing past rmu.layer enters RMU's loss, so its forwards (forget, reference, retain) end
+    there: the same loss and gradients as whole forwards, bit for bit, and the later layers idle."""
+    from moe_unlearn.core import context
+    from moe_unlearn.train.engine import build_trainable
+
+    ctx, method = make_ctx("rmu", layer=1)
+    method.prepare(ctx)
+    ctx.trainable = build_trainable(ctx, method, [], ctx.config.train)
+    ctx.trainable.keep_originals()
+    with torch.no_grad():  # the trained layers leave the original, so the retain term is not 0
+        for p in decoder_layers(ctx.model)[1].parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    forget, retain = (next(ctx.iter_split(role)) for role in ("forget", "retain"))
+    later = []
+    decoder_layers(ctx.model)[2].register_forward_hook(lambda m, a, o: later.append(1))
+
+    def loss_and_grads():
+        ctx.model.zero_grad(set_to_none=True)
+        loss = method.loss(ctx, forget, retain).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in ctx.model.parameters() if p.grad is not None]
+
+    cut, cut_grads = loss_and_grads()
+    assert later == [] and cut_grads
+    monkeypatch.setattr(context, "runs_whole", lambda model: True)  # as under DDP or a sharding engine
+    whole, whole_grads = loss_and_grads()
+    assert len(later) == 3  # forget, reference and retain forwards ran to the end
+    assert torch.equal(cut, whole) and float(whole) > 0
+    assert len(cut_grads) == len(whole_grads) and all(torch.equal(a, b) for a, b in zip(cut_grads, whole_grads))

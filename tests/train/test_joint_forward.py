@@ -70,8 +70,9 @@ def test_the_engine_runs_one_forward_per_micro_step_only_where_the_method_allows
         trainer = Trainer.create(cfg, tmp_path / method, progress=False, overwrite=True, eval_routing=False)
         trainer.ctx.model.train()
         calls = []
-        handle = trainer.ctx.model.register_forward_hook(lambda m, a, k, o: calls.append(torch.is_grad_enabled()),
-                                                         with_kwargs=True)
+        # at the start of each forward: RMU's end at its layer (ctx.forward's `until`)
+        handle = trainer.ctx.model.register_forward_pre_hook(lambda m, a, k: calls.append(torch.is_grad_enabled()),
+                                                             with_kwargs=True)
         trainer.step()
         handle.remove()
         assert sum(calls) == expected, method  # forwards with a graph (RMU's reference one has none)

@@ -7,13 +7,15 @@ ctx.iter_split (this process's rows); every statistic here is summed over proces
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from moe_unlearn.core import chunked, losses
-from moe_unlearn.core.dist import all_reduce_sum, world_size
-from moe_unlearn.core.sharded import is_sharded
+from moe_unlearn.core.dist import all_reduce_sum
+from moe_unlearn.core.sharded import runs_whole
+from moe_unlearn.models.decoder import stop_after
 from moe_unlearn.models.routing import capture_routing
 from moe_unlearn.vocab import Batch
 
@@ -49,10 +51,6 @@ def retain_batches(ctx: RunContext, tokens: int, check: int) -> tuple[list[Batch
     return cache, (batches[-check:] if check else []), heldout
 
 
-class _PassDone(Exception):
-    """Raised by a hook once the last layer a pass needs has run: the rest of the forward is skipped."""
-
-
 @torch.no_grad()
 def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """{layer index: (router inputs [T, d], top-k indices [T, k])} of ONE batch, listed layers only.
@@ -64,15 +62,10 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
     inputs: dict[int, torch.Tensor] = {}
     handles = [layer.router.register_forward_pre_hook(
         lambda m, a, i=layer.index: inputs.setdefault(i, a[0].reshape(-1, a[0].shape[-1]))) for layer in layers]
-    if world_size() == 1 and not is_sharded(model):  # a sharded forward is collective: run all of it
-        last = max(layers, key=lambda layer: layer.index)
-        handles.append(last.block.register_forward_hook(lambda m, a, o: _end_pass()))
+    last = max(layers, key=lambda layer: layer.index).block
     try:
-        with capture_routing(model) as cap:
-            try:
-                run(model, batch)
-            except _PassDone:
-                pass
+        with capture_routing(model) as cap, contextlib.nullcontext() if runs_whole(model) else stop_after(last):
+            run(model, batch)
     finally:
         for handle in handles:
             handle.remove()
@@ -82,10 +75,6 @@ def layer_inputs(model: nn.Module, layers: list[MoELayer], batch: Batch) -> dict
         x = inputs[layer.index]
         out[layer.index] = (x if mask is None else x[mask.to(x.device)], cap.call_routing(0, layer.index).indices)
     return out
-
-
-def _end_pass() -> None:
-    raise _PassDone
 
 
 def selection_mask(indices: torch.Tensor, num_experts: int) -> torch.Tensor:

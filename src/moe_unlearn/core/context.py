@@ -28,7 +28,9 @@ from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.core.trainable import Trainable
 from moe_unlearn.data.splits import UnlearnData
 from moe_unlearn.data.tokenize import collate, pad_columns, pad_id, to_device
-from moe_unlearn.models import MoELayer, RoutingCapture, capture_routing, load_balancing_loss
+from moe_unlearn.core.sharded import runs_whole
+from moe_unlearn.models import (MoELayer, RoutingCapture, capture_routing, decoder_layers, load_balancing_loss,
+                                stop_after)
 from moe_unlearn.vocab import Batch, Role
 
 # (retain batch, its routing in this forward) -> [B, S] token weights, or None for "all ones"
@@ -47,7 +49,7 @@ class ForwardOut:
     when train.load_balancing_coef > 0.
     """
 
-    lm: ChunkedLogits
+    lm: ChunkedLogits | None  # None: the forward ended early (ctx.forward's `until`)
     hidden_states: tuple[torch.Tensor, ...] | None
     routing: RoutingCapture | None
     token_weights: torch.Tensor | None
@@ -104,11 +106,14 @@ class RunContext:
         finally:
             self._recording = None
 
-    def forward(self, batch: Batch, *, role: Role, output_hidden_states: bool = False) -> ForwardOut:
+    def forward(self, batch: Batch, *, role: Role, output_hidden_states: bool = False,
+                until: int | None = None) -> ForwardOut:
         """Run the model on batch (no labels); capture routing and weigh retain tokens as the spec says.
 
         Inside `joint()`, a training forward of one of its batches is served by the one forward
-        of all of them (run at the first such call)."""
+        of all of them (run at the first such call). `until`: the caller reads nothing past
+        decoder layer `until` (RMU's hook there), so the forward ends after it when nothing else
+        reads the rest (`_ends_at`); the result then has no logits (`lm` None)."""
         training = role != "reference"
         if self._serves_joint(role, batch, output_hidden_states):
             if self._joint_out is None:
@@ -117,8 +122,9 @@ class RunContext:
         else:
             lb = training and self.settings.load_balancing_coef > 0
             capture = training and role in self.spec.capture
+            end = self._ends_at(until, role, capture or lb or output_hidden_states)
             out, lm, routing, aux = self._run(batch, capture=capture, keep_grad=role in self.spec.capture_grad,
-                                              lb=lb, output_hidden_states=output_hidden_states)
+                                              lb=lb, output_hidden_states=output_hidden_states, end=end)
             result = ForwardOut(lm, out.hidden_states if output_hidden_states else None, routing,
                                 self._retain_weights(role, batch, routing), batch, aux)
         if training and self._recording is not None:
@@ -131,13 +137,26 @@ class RunContext:
         return (self._joint is not None and self._joint.get(role) is batch and not output_hidden_states
                 and torch.is_grad_enabled() and not self._in_reference)
 
-    def _run(self, batch: Batch, *, capture: bool, keep_grad: bool, lb: bool,
-             output_hidden_states: bool = False) -> tuple[Any, ChunkedLogits, RoutingCapture | None, torch.Tensor | None]:
-        """One model forward: (model output, logits, routing capture or None, load-balancing loss or None)."""
+    def _ends_at(self, until: int | None, role: str, reads_all: bool) -> nn.Module | None:
+        """The decoder layer a forward may end after: `until`'s, unless something reads the whole
+        forward (its routing, the load-balancing loss, hidden states, TRACE's retain weights) or
+        it is collective (several processes, sharded parameters)."""
+        if until is None or reads_all or (role == "retain" and self.spec.retain_weights is not None):
+            return None
+        return None if runs_whole(self.model) else decoder_layers(self.model)[until]
+
+    def _run(self, batch: Batch, *, capture: bool, keep_grad: bool, lb: bool, output_hidden_states: bool = False,
+             end: nn.Module | None = None) -> tuple[Any, ChunkedLogits | None, RoutingCapture | None, torch.Tensor | None]:
+        """One model forward: (model output, logits, routing capture or None, load-balancing loss or
+        None); with `end`, the forward stops after that module: no output, no logits."""
         cm = capture_routing(self.model, keep_grad=keep_grad) if capture else contextlib.nullcontext()
         extra = {"output_router_logits": True} if lb else {}  # not every MoE class takes the flag
         inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       output_hidden_states=output_hidden_states, use_cache=False, **extra)
+        if end is not None:
+            with self.autocast(), stop_after(end):
+                self.model(**inputs)
+            return None, None, None, None
         contexts = (self.autocast, *self._reference_head())
         with cm as routing, self.autocast():
             out, lm = lm_forward(self.model, inputs, chunk=self.settings.loss_chunk, contexts=contexts)

@@ -42,6 +42,14 @@ def is_sharded(model: nn.Module) -> bool:
     return any(_is_dtensor(p) or _is_partitioned(p) for p in model.parameters())
 
 
+def runs_whole(model: nn.Module) -> bool:
+    """Whether every forward of model must run to its end: several processes (DDP's reducer) or
+    sharded parameters (each layer's gather is collective) expect whole forwards in every process."""
+    from moe_unlearn.core.dist import world_size
+
+    return world_size() > 1 or is_sharded(model)
+
+
 def is_partitioned(model: nn.Module) -> bool:
     """Whether DeepSpeed ZeRO-3 partitions model's parameters."""
     return any(_is_partitioned(p) for p in model.parameters())

@@ -106,9 +106,10 @@ class RMU(Method):
         self.act_norm = norm_sum / max(tokens, 1.0)
 
     def _hidden(self, ctx, batch: Batch, *, role: str) -> tuple[torch.Tensor, object]:
-        """(output of decoder layer `layer` [B, S, d], the ForwardOut of that forward)."""
+        """(output of decoder layer `layer` [B, S, d], the ForwardOut of that forward). Nothing past
+        that layer enters the loss: the forward may end there (`until`)."""
         with decoder_layer_output(ctx.model, self.cfg.layer) as seen:
-            out = ctx.forward(batch, role=role)
+            out = ctx.forward(batch, role=role, until=self.cfg.layer)
         return seen.value, out
 
     def loss(self, ctx, forget: Batch, retain: Batch) -> MethodOutput:

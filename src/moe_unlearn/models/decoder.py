@@ -78,3 +78,27 @@ def decoder_layer_output(model: nn.Module, index: int) -> Iterator[LayerOutput]:
         yield seen
     finally:
         handle.remove()
+
+
+class _Reached(Exception):
+    """Raised by stop_after's hook: the rest of the forward is skipped."""
+
+
+def _reached(module: nn.Module, args: object, output: object) -> None:
+    raise _Reached
+
+
+@contextlib.contextmanager
+def stop_after(module: nn.Module) -> Iterator[None]:
+    """The forward inside the block ends once `module` has run (its earlier output hooks
+    included): for a caller that reads nothing the rest of the model computes (RMU's decoder
+    layer, GRIP's router inputs), at the cost of the layers up to it. Not for a collective forward
+    (several processes, sharded parameters): every process must run all of it."""
+    handle = module.register_forward_hook(_reached)
+    try:
+        yield
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+
