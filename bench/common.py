@@ -105,3 +105,15 @@ def median_ms(times: list[float]) -> float:
 def sig(x: float, digits: int = 4) -> float:
     """x rounded to `digits` significant figures (tiny smoke values must not round to 0)."""
     return float(f"{x:.{digits}g}") if x and math.isfinite(x) else x
+
+
+def step_tokens(pairs: Any, batches: range) -> float:
+    """Mean forget + retain tokens per step over the batches (by step index) the timed steps read."""
+    return sum(int(b["attention_mask"].sum()) for i in batches for b in pairs.batch(i) if b is not None) / len(batches)
+
+
+def active_parameters(model: Any, top_k: int, experts: int) -> int:
+    """Parameters one token runs through: the experts' at top_k / experts of their count."""
+    expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    return sum(p.numel() for p in model.parameters()) - expert + expert * top_k // experts
+

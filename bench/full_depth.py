@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from bench import eval_throughput
-from bench.common import Env, Figure, interleaved, median_ms, paired_ratio, sig
+from bench.common import Env, Figure, active_parameters, interleaved, median_ms, paired_ratio, sig, step_tokens
 from bench.memory import WARMUP_STEPS, live_storage_bytes, live_storages, peak_bytes, trainer_peak
 from bench.plain_loop import OBJECTIVES, PlainLoop
 from bench.real_geometry import save_random_model
@@ -81,6 +81,18 @@ def peak_ratio(env: Env, path: Path, method: str, common: list[str], name: str, 
                           "left_alive_after_MiB": round(live_storage_bytes() * mib, 2), "geometry": geometry})
 
 
+def throughput(method: str, trainer, step_s: float, batches: range, geometry: dict[str, int], label: str) -> list[Figure]:
+    """The engine's tokens/s (forget + retain tokens of the timed steps' batches) and model GFLOP/s
+    (6 x active parameters x tokens per step, the issue's measure: it counts a whole forward and
+    backward, so it overstates RMU's steps, which train three layers and end at the third)."""
+    tokens = step_tokens(trainer.pairs, batches)
+    active = active_parameters(trainer.ctx.model, geometry["top_k"], geometry["experts"])
+    detail = {"tokens_per_step": tokens, "active_params": active, "engine_ms": round(step_s * 1e3, 2)}
+    return [Figure(f"{method} engine tokens/s{label}", sig(tokens / step_s), op="report", unit="tokens/s", detail=detail),
+            Figure(f"{method} engine model GFLOP/s (6 x active params x tokens / step){label}",
+                   sig(6 * active * tokens / step_s / 1e9), op="report", unit="GFLOP/s", detail=detail)]
+
+
 def run(env: Env) -> list[Figure]:
     s = env.settings
     geometry = DEPTH["smoke" if s.preset == "tiny" else "full"]
@@ -95,6 +107,8 @@ def run(env: Env) -> list[Figure]:
         figures.append(Figure(f"{method} engine step / plain loop step{label}", sig(paired_ratio(times, "engine", "plain")),
                               target, detail={"engine_ms": median_ms(times["engine"]), "plain_ms": median_ms(times["plain"]),
                                               "geometry": geometry}))
+        figures += throughput(method, trainer, median_ms(times["engine"]) / 1e3, range(s.warmup, s.warmup + s.repeats),
+                              geometry, label)
         del trainer, plain
         figures.append(peak_ratio(env, path, method, common, f"{method} engine peak memory / plain loop peak{label}",
                                   geometry))

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from bench import rehearsal
-from bench.common import Env, Figure, interleaved, sig
+from bench.common import Env, Figure, active_parameters, interleaved, sig, step_tokens
 from bench.full_depth import PEAK_TARGET, STEP_TARGET
 from bench.plain_loop import PlainLoop
 from bench.memory import peak_bytes
@@ -62,20 +62,6 @@ def measure(step: Callable[[], Any], sync: Callable[[], None], steps: int, devic
     return {"step_s": statistics.median(times), **peak_bytes(step, device)}
 
 
-def step_tokens(pairs: Any, steps: int) -> float:
-    """Mean forget + retain tokens per step over the batches the timed steps read."""
-    total = 0
-    for i in range(WARMUP, WARMUP + steps):
-        total += sum(int(b["attention_mask"].sum()) for b in pairs.batch(i) if b is not None)
-    return total / steps
-
-
-def active_parameters(model: torch.nn.Module, top_k: int, experts: int) -> int:
-    """Parameters one token runs through: the experts' at top_k / experts of their count."""
-    expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    return sum(p.numel() for p in model.parameters()) - expert + expert * top_k // experts
-
-
 def engine_for(method: str, scale: str, work: Path) -> tuple[Trainer, Any, Callable[[], torch.nn.Module]]:
     """The method's Trainer on a random model of the geometry (train mode), its geometry config and
     a maker of the same model again (seed 0) for the plain loop."""
@@ -97,7 +83,7 @@ def compare(method: str, scale: str, steps: int, work: Path) -> dict[str, Any]:
     device = trainer.ctx.device
     out: dict[str, Any] = {"engine": measure(trainer.step, sync_for(trainer), steps, device),
                            "active": active_parameters(trainer.ctx.model, config.num_experts_per_tok, config.num_experts),
-                           "tokens": step_tokens(trainer.pairs, steps), "geometry": rehearsal.geometry_of(config)}
+                           "tokens": step_tokens(trainer.pairs, range(WARMUP, WARMUP + steps)), "geometry": rehearsal.geometry_of(config)}
     pairs, train_cfg, method_cfg = trainer.pairs, trainer.cfg, trainer.method.cfg
     del trainer
     rehearsal.released(device.type)

@@ -33,3 +33,24 @@ def test_peak_ratio_measures_each_loop_alone_with_its_optimizer_state(tiny_bench
         assert fig.detail[f"{who}_MiB"] > fig.detail[f"{who}_start_MiB"]  # a step allocates
     assert fig.measured == pytest.approx(fig.detail["engine_MiB"] / fig.detail["plain_MiB"], rel=1e-2)
     assert float(others.sum()) == weights
+
+
+def test_throughput_counts_the_timed_batches_tokens_and_the_active_parameters(tiny_benchmark, tmp_path):
+    """tokens/s: forget + retain tokens of the batches the timed steps read over the step time;
+    GFLOP/s: 6 x (dense parameters + top_k / experts of the experts') x those tokens."""
+    from bench.full_depth import throughput
+    from bench.session import trainer_for
+
+    model_dir = tiny_benchmark.parent / json.loads(tiny_benchmark.read_text())["model"]
+    geometry = DEPTH["smoke"]
+    path = build_model(geometry, model_dir, tmp_path / "model")
+    trainer = trainer_for(tiny_benchmark, tmp_path / "run", "graddiff", [], [f"model.path={path}"])
+    tokens = [sum(int(b["attention_mask"].sum()) for b in trainer.pairs.batch(i)) for i in (2, 3)]
+    params = dict(trainer.ctx.model.named_parameters())
+    experts = sum(p.numel() for n, p in params.items() if ".experts." in n)
+    active = sum(p.numel() for p in params.values()) - experts + experts * geometry["top_k"] // geometry["experts"]
+    assert 0 < active < sum(p.numel() for p in params.values())
+    per_s, flops = throughput("graddiff", trainer, 0.5, range(2, 4), geometry, "")
+    assert per_s.measured == pytest.approx(sum(tokens) / 2 / 0.5, rel=1e-3)
+    assert flops.measured == pytest.approx(6 * active * sum(tokens) / 2 / 0.5 / 1e9, rel=1e-3)
+    assert per_s.passed is None and flops.unit == "GFLOP/s"
