@@ -1,13 +1,15 @@
 """Issue 26 item 3: each candidate speed-up of the engine step at full depth, timed against the
 plain loop in ONE interleaved run, so before and after share the machine's load.
 
-    python -m bench.step_candidates [--methods ga graddiff] [--repeats N] [--autocast] [--smoke]
+    python -m bench.step_candidates [--methods ga graddiff] [--repeats N] [--autocast] [--experts] [--smoke]
 
 Variants of the optimizer are set on a built Trainer through its param groups (torch's AdamW
 reads `fused` and `foreach` from them at every step); per-tensor is torch's default on CPU
 and what the engine ran before. For a method with a retain term, one variant forwards the
 forget and retain batches separately (the engine before ctx.joint). `--autocast` adds a pair with bf16 weights: the engine at
 train.precision=bf16 (accelerate's autocast) against fp32 (no autocast, same weights).
+`--experts` times the engine's step with each experts implementation transformers offers that
+runs without extra kernels (deepgemm and sonicmoe need CUDA and packages of their own).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import torch
 import transformers
 
 from bench.common import interleaved, median_ms, paired_ratio
-from bench.full_depth import DEPTH, PlainLoop, model_from
+from bench.full_depth import DEPTH, model_from
+from bench.plain_loop import PlainLoop
 from bench.session import trainer_for
 from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.train.engine import Trainer
 
+# grouped_mm first: what models.loading sets on CPU, the ratios' base
+EXPERTS = ("grouped_mm", "eager", "batched_mm")
 OPTIMIZERS = {"per-tensor AdamW": dict(fused=None, foreach=False), "foreach AdamW": dict(fused=None, foreach=True),
               "fused AdamW": dict(fused=True, foreach=None)}
 
@@ -74,6 +79,16 @@ def autocast_pair(manifest: Path, work: Path, model: Path) -> dict[str, Callable
             for p in ("bf16", "fp32")}
 
 
+def experts_variants(manifest: Path, work: Path, model: Path, method: str) -> dict[str, Callable[[], None]]:
+    """The engine's step of `method` with each experts implementation in EXPERTS."""
+    steps = {}
+    for impl in EXPERTS:
+        trainer = trainer_for(manifest, work / f"{method}-experts-{impl}", method, [], [f"model.path={model}", "train.lr=1e-5"])
+        trainer.ctx.model.set_experts_implementation(impl)  # read at every experts forward
+        steps[f"experts {impl}"] = trainer.step
+    return steps
+
+
 def report(title: str, times: dict[str, list[float]], base: str) -> str:
     """Markdown: ms per step and the paired ratio to `base` of every variant."""
     lines = [f"{title}", "", f"| variant | ms per step | / {base} |", "|---|---|---|"]
@@ -87,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--autocast", action="store_true", help="also time bf16 autocast against none on bf16 weights")
+    p.add_argument("--experts", action="store_true", help="also time the engine with each experts implementation")
     p.add_argument("--smoke", action="store_true", help="full_depth's smoke geometry on the tiny benchmark")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -98,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             times = interleaved(variants(manifest, work, model, method), repeats=args.repeats, warmup=args.warmup)
             print(report(f"{method}: engine variants and the plain loop, interleaved", times, "plain loop") + "\n")
+        if args.experts:
+            for method in args.methods:
+                times = interleaved(experts_variants(manifest, work, model, method), repeats=args.repeats,
+                                    warmup=args.warmup)
+                print(report(f"{method}: the engine with each experts implementation", times,
+                             f"experts {EXPERTS[0]}") + "\n")
         if args.autocast:
             times = interleaved(autocast_pair(manifest, work, model), repeats=args.repeats, warmup=args.warmup)
             print(report("ga on bf16 weights: autocast or not", times, "bf16 weights, precision=fp32"))

@@ -40,3 +40,18 @@ def test_engine_runs_fused_adamw_and_matches_the_per_tensor_loop(tiny_benchmark,
         loop.step()
     for (name, a), b in zip(fused.trainable.full.items(), loop.trainable.full.values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_experts_variants_run_each_implementation_on_the_same_numbers(tiny_benchmark, tmp_path, smoke_model):
+    """Each variant's model dispatches to its own experts implementation, and each computes the
+    grouped_mm model's loss up to float rounding (an implementation is a speed choice only)."""
+    from bench.step_candidates import EXPERTS, experts_variants
+
+    steps = experts_variants(tiny_benchmark, tmp_path, smoke_model, "ga")
+    assert list(steps) == [f"experts {impl}" for impl in EXPERTS]
+    trainers = [step.__self__ for step in steps.values()]
+    assert [t.ctx.model.config._experts_implementation for t in trainers] == list(EXPERTS)
+    losses = [[step()["loss"] for _ in range(2)] for step in steps.values()]
+    assert losses[0][0] != losses[0][1]  # the second step reads other weights and another batch
+    for other in losses[1:]:
+        assert other == pytest.approx(losses[0], rel=1e-5)
