@@ -81,14 +81,16 @@ def peak_ratio(env: Env, path: Path, method: str, common: list[str], name: str, 
                           "left_alive_after_MiB": round(live_storage_bytes() * mib, 2), "geometry": geometry})
 
 
-def throughput(method: str, trainer, step_s: float, batches: range, geometry: dict[str, int], label: str) -> list[Figure]:
+def throughput(method: str, trainer, step_s: float, batches: range, geometry: dict[str, int],
+               label: str) -> list[Figure]:
     """The engine's tokens/s (forget + retain tokens of the timed steps' batches) and model GFLOP/s
     (6 x active parameters x tokens per step, the issue's measure: it counts a whole forward and
     backward, so it overstates RMU's steps, which train three layers and end at the third)."""
     tokens = step_tokens(trainer.pairs, batches)
     active = active_parameters(trainer.ctx.model, geometry["top_k"], geometry["experts"])
     detail = {"tokens_per_step": tokens, "active_params": active, "engine_ms": round(step_s * 1e3, 2)}
-    return [Figure(f"{method} engine tokens/s{label}", sig(tokens / step_s), op="report", unit="tokens/s", detail=detail),
+    return [Figure(f"{method} engine tokens/s{label}", sig(tokens / step_s), op="report", unit="tokens/s",
+                   detail=detail),
             Figure(f"{method} engine model GFLOP/s (6 x active params x tokens / step){label}",
                    sig(6 * active * tokens / step_s / 1e9), op="report", unit="GFLOP/s", detail=detail)]
 

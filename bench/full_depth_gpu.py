@@ -83,7 +83,8 @@ def compare(method: str, scale: str, steps: int, work: Path) -> dict[str, Any]:
     device = trainer.ctx.device
     out: dict[str, Any] = {"engine": measure(trainer.step, sync_for(trainer), steps, device),
                            "active": active_parameters(trainer.ctx.model, config.num_experts_per_tok, config.num_experts),
-                           "tokens": step_tokens(trainer.pairs, range(WARMUP, WARMUP + steps)), "geometry": rehearsal.geometry_of(config)}
+                           "tokens": step_tokens(trainer.pairs, range(WARMUP, WARMUP + steps)),
+                           "geometry": rehearsal.geometry_of(config)}
     pairs, train_cfg, method_cfg = trainer.pairs, trainer.cfg, trainer.method.cfg
     del trainer
     rehearsal.released(device.type)

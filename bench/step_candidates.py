@@ -83,7 +83,8 @@ def experts_variants(manifest: Path, work: Path, model: Path, method: str) -> di
     """The engine's step of `method` with each experts implementation in EXPERTS."""
     steps = {}
     for impl in EXPERTS:
-        trainer = trainer_for(manifest, work / f"{method}-experts-{impl}", method, [], [f"model.path={model}", "train.lr=1e-5"])
+        trainer = trainer_for(manifest, work / f"{method}-experts-{impl}", method, [],
+                              [f"model.path={model}", "train.lr=1e-5"])
         trainer.ctx.model.set_experts_implementation(impl)  # read at every experts forward
         steps[f"experts {impl}"] = trainer.step
     return steps

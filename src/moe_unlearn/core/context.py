@@ -25,10 +25,10 @@ from moe_unlearn.core.chunked import ChunkedLogits, lm_forward, output_embedding
 from moe_unlearn.core.dist import shard_rows, world_size
 from moe_unlearn.core.losses import answer_mask, normalise_weights
 from moe_unlearn.core.settings import RunSettings
+from moe_unlearn.core.sharded import runs_whole
 from moe_unlearn.core.trainable import Trainable
 from moe_unlearn.data.splits import UnlearnData
 from moe_unlearn.data.tokenize import collate, pad_columns, pad_id, to_device
-from moe_unlearn.core.sharded import runs_whole
 from moe_unlearn.models import (MoELayer, RoutingCapture, capture_routing, decoder_layers, load_balancing_loss,
                                 stop_after)
 from moe_unlearn.vocab import Batch, Role
@@ -146,7 +146,8 @@ class RunContext:
         return None if runs_whole(self.model) else decoder_layers(self.model)[until]
 
     def _run(self, batch: Batch, *, capture: bool, keep_grad: bool, lb: bool, output_hidden_states: bool = False,
-             end: nn.Module | None = None) -> tuple[Any, ChunkedLogits | None, RoutingCapture | None, torch.Tensor | None]:
+             end: nn.Module | None = None
+             ) -> tuple[Any, ChunkedLogits | None, RoutingCapture | None, torch.Tensor | None]:
         """One model forward: (model output, logits, routing capture or None, load-balancing loss or
         None); with `end`, the forward stops after that module: no output, no logits."""
         cm = capture_routing(self.model, keep_grad=keep_grad) if capture else contextlib.nullcontext()

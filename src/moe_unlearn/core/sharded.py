@@ -26,6 +26,8 @@ import math
 import torch
 from torch import nn
 
+from moe_unlearn.core.dist import world_size
+
 
 def _is_dtensor(t: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
@@ -45,8 +47,6 @@ def is_sharded(model: nn.Module) -> bool:
 def runs_whole(model: nn.Module) -> bool:
     """Whether every forward of model must run to its end: several processes (DDP's reducer) or
     sharded parameters (each layer's gather is collective) expect whole forwards in every process."""
-    from moe_unlearn.core.dist import world_size
-
     return world_size() > 1 or is_sharded(model)
 
 

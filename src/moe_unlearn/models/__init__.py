@@ -10,8 +10,8 @@ from moe_unlearn.models.selectors import ParamRef, select_parameters
 from moe_unlearn.models.tiny import TINY_ARCHS, tiny_model, tiny_tokenizer
 
 __all__ = [
-    "LayerOutput", "decoder_layer_output", "decoder_layers", "stop_after", "ARCH_RULES", "MoELayer", "load_balancing_loss",
-    "moe_layers", "first_nonfinite", "load_model", "resolve_device", "save_model", "LayerRouting",
-    "RoutingCapture", "capture_routing", "mask_experts", "replay_routing", "ParamRef", "select_parameters",
+    "LayerOutput", "decoder_layer_output", "decoder_layers", "stop_after", "ARCH_RULES", "MoELayer",
+    "load_balancing_loss", "moe_layers", "first_nonfinite", "load_model", "resolve_device", "save_model",
+    "LayerRouting", "RoutingCapture", "capture_routing", "mask_experts", "replay_routing", "ParamRef", "select_parameters",
     "TINY_ARCHS", "tiny_model", "tiny_tokenizer",
 ]
