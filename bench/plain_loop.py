@@ -5,7 +5,8 @@ computed the plain way: the model's own forward over whole logits, torch's cross
 frozen deep copy as the reference where the method compares with the original model (NPO,
 IdkDPO, UNDIAL, RMU: what open-unlearning's trainers and WMDP's RMU script keep), torch's
 AdamW with the engine's lr, betas and clipping, fp32. It reads only the settings of the run it
-is compared with (the method's config, the optimizer's) and RMU's steering vector, so that
+is compared with (the method's config, the optimizer's), RMU's steering vector and IdkDPO's
+refusals as the run's tokenizer encodes them, so that
 `tests/bench/test_plain_loop.py` can check that each loss equals the engine's on the same batch.
 """
 
@@ -48,7 +49,7 @@ class PlainLoop:
     """One optimizer step of a method on the engine's batches (`pairs`, a Trainer's), with the
     engine's optimizer settings (`cfg`, its train section) and the method's (`method_cfg`)."""
 
-    def __init__(self, model: torch.nn.Module, method: str, pairs: Any, cfg: Any, method_cfg: Any = None, *,
+    def __init__(self, model: torch.nn.Module, method: str, pairs: Any, cfg: Any, method_cfg: Any, *,
                  extra: dict[str, Any] | None = None) -> None:
         self.model, self.method, self.mcfg = model, method, method_cfg
         self.objective = OBJECTIVES[method]

@@ -35,6 +35,11 @@ OPTIMIZERS = {"per-tensor AdamW": dict(fused=None, foreach=False), "foreach Adam
               "fused AdamW": dict(fused=True, foreach=None)}
 
 
+def overrides(model: Path) -> list[str]:
+    """What every variant's run sets: the full-depth model and a small learning rate."""
+    return [f"model.path={model}", "train.lr=1e-5"]
+
+
 def with_optimizer(trainer: Trainer, flags: dict[str, bool | None]) -> Trainer:
     """The trainer, its AdamW switched to the given implementation."""
     for group in trainer.optimizer.param_groups:
@@ -58,7 +63,7 @@ def separate_forwards(trainer: Trainer) -> Trainer:
 def variants(manifest: Path, work: Path, model: Path, method: str) -> dict[str, Callable[[], None]]:
     """name -> step: the plain loop, the optimizer variants, set_to_none=False (on fused AdamW) and,
     for a method with a retain term, separate forget and retain forwards (on fused AdamW)."""
-    common = [f"model.path={model}", "train.lr=1e-5"]
+    common = overrides(model)
     steps: dict[str, Callable[[], None]] = {}
     for name, flags in OPTIMIZERS.items():
         steps[name] = with_optimizer(trainer_for(manifest, work / f"{method}-{name}", method, [], common), flags).step
@@ -73,7 +78,7 @@ def variants(manifest: Path, work: Path, model: Path, method: str) -> dict[str, 
 
 def autocast_pair(manifest: Path, work: Path, model: Path) -> dict[str, Callable[[], None]]:
     """GA on bf16 weights, with and without accelerate's bf16 autocast."""
-    common = [f"model.path={model}", "train.lr=1e-5", "model.dtype=bfloat16"]
+    common = [*overrides(model), "model.dtype=bfloat16"]
     return {f"bf16 weights, precision={p}": trainer_for(manifest, work / f"ga-{p}", "ga", [],
                                                         [*common, f"train.precision={p}"]).step
             for p in ("bf16", "fp32")}
@@ -83,8 +88,7 @@ def experts_variants(manifest: Path, work: Path, model: Path, method: str) -> di
     """The engine's step of `method` with each experts implementation in EXPERTS."""
     steps = {}
     for impl in EXPERTS:
-        trainer = trainer_for(manifest, work / f"{method}-experts-{impl}", method, [],
-                              [f"model.path={model}", "train.lr=1e-5"])
+        trainer = trainer_for(manifest, work / f"{method}-experts-{impl}", method, [], overrides(model))
         trainer.ctx.model.set_experts_implementation(impl)  # read at every experts forward
         steps[f"experts {impl}"] = trainer.step
     return steps
