@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 
 import pytest
@@ -10,31 +11,39 @@ from moe_unlearn.recipes.demo import DemoRun, start_order
 from moe_unlearn.recipes.jobs import run_jobs
 
 
-def _started(task: float) -> tuple[float, float]:
-    """(the task, when it started), after holding its worker for a moment."""
+def _started(task: tuple[float, object]) -> tuple[float, float]:
+    """(the task, when it started), after holding its worker for a moment. Tasks meet at the
+    barrier in groups of as many as there are workers, so a group starts only once every worker
+    holds one of its tasks: which tasks start together shows the order the queue handed them out,
+    however long each worker took to start."""
+    value, barrier = task
+    if barrier is not None:
+        barrier.wait(timeout=120)
     start = time.monotonic()
     time.sleep(0.3)
-    return task, start
+    return value, start
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_tasks_start_in_start_order_and_return_in_task_order(jobs):
-    tasks = [0.0, 1.0, 2.0, 3.0]
+    values = [0.0, 1.0, 2.0, 3.0]
     finished: list[int] = []
-    results = run_jobs(_started, tasks, jobs=jobs, threads=1, start_order=[3, 2, 1, 0],
-                       on_done=lambda i, _: finished.append(i))
-    assert [task for task, _ in results] == tasks
-    by_start = [int(task) for task, _ in sorted(results, key=lambda r: r[1])]
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        barrier = manager.Barrier(jobs)
+        results = run_jobs(_started, [(v, barrier) for v in values], jobs=jobs, threads=1,
+                           start_order=[3, 2, 1, 0], on_done=lambda i, _: finished.append(i))
+    assert [value for value, _ in results] == values
+    by_start = [int(value) for value, _ in sorted(results, key=lambda r: r[1])]
     if jobs == 1:
         assert by_start == [3, 2, 1, 0]
-    else:  # two workers take the queue's first two together, then the next two as those finish
+    else:  # the queue's first two start together, the next two only after those
         assert (set(by_start[:2]), set(by_start[2:])) == ({3, 2}, {1, 0})
     assert sorted(finished) == [0, 1, 2, 3]
 
 
 def test_start_order_must_name_each_task_once():
     with pytest.raises(ValueError, match="each of the 3 task indices once"):
-        run_jobs(_started, [0.0, 1.0, 2.0], jobs=1, threads=1, start_order=[0, 0, 1])
+        run_jobs(_started, [(0.0, None), (1.0, None), (2.0, None)], jobs=1, threads=1, start_order=[0, 0, 1])
 
 
 def test_demo_starts_runs_with_more_adapters_first_in_plan_order_otherwise():
