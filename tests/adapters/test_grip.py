@@ -68,6 +68,10 @@ def test_routers_only_training_keeps_retained_routing(arch, fake_ctx):
     assert same  # with GRIP every retained token keeps its experts
     assert moved > 1e-2  # while the routers did move (plastic, not frozen)
     assert forget_shift > 0  # and could re-route the forget tokens
+    for state in grip.layers:  # the next update is measured from the rows written, held apart from them
+        layer = next(layer for layer in ctx.layers if layer.index == state.index)
+        assert torch.equal(state.old, router_rows(layer))
+        assert state.old.data_ptr() != layer.router_weight.data_ptr()
     info = grip.summary()
     assert info["projector_bytes"] > 0 and len(info["null_dim"]) == 2
     row_dim = 65 if arch == "gpt_oss" else 64  # a router with bias constrains [x; 1]

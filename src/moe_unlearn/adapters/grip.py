@@ -142,12 +142,15 @@ class GripConfig:
 
 # -- router rows as one [E, d'] matrix (weight, plus the bias column when it trains) ----------
 
-def router_rows(layer: MoELayer) -> torch.Tensor:
+def router_rows(layer: MoELayer, *, copy: bool = True) -> torch.Tensor:
     """[E, d'] current router rows: weight, with the trainable bias appended as a last column
-    (whole values, gathered when a distributed engine shards the router)."""
-    w = full_tensor(layer.router_weight).clone()
+    (whole values, gathered when a distributed engine shards the router). copy=False may return
+    the weight itself (no bias, not sharded): for reading before the next write only."""
+    w = full_tensor(layer.router_weight)
     b = layer.router_bias
-    return w if b is None else torch.cat([w, full_tensor(b)[:, None]], dim=1)
+    if b is not None:
+        return torch.cat([w, full_tensor(b)[:, None]], dim=1)
+    return w.clone() if copy else w
 
 
 @torch.no_grad()
@@ -340,18 +343,20 @@ class Grip(Adapter):
     def after_step(self, ctx: RunContext) -> None:
         if self.cfg.project:
             t0 = time.perf_counter()
-            for state in self.layers:
-                self._project(ctx.layers[state.index], state)
+            layers = [ctx.layers[state.index] for state in self.layers]
+            deltas = [router_rows(layer, copy=False) - state.old for layer, state in zip(layers, self.layers)]
+            # whether each router moved (not when frozen, or in SEUF's other layers): one host sync for all
+            moved = torch.stack([delta.any() for delta in deltas]).tolist() if deltas else []
+            for layer, state, delta, move in zip(layers, self.layers, deltas, moved):
+                if move:
+                    self._project(layer, state, delta)
             self.project_seconds += time.perf_counter() - t0
             self.project_calls += 1
         if self.cfg.online and ctx.step % self.cfg.online_every == 0:
             self.refit_routers(ctx)
 
-    def _project(self, layer: MoELayer, state: LayerState) -> None:
-        rows = router_rows(layer)
-        delta = rows - state.old
-        if not bool(delta.any()):  # router did not move (frozen, or SEUF's other layers)
-            return
+    def _project(self, layer: MoELayer, state: LayerState, delta: torch.Tensor) -> None:
+        """Write the router rows moved by the projection of this step's update `delta`."""
         new = state.old + state.bases.project(delta)
         if state.margin_x is not None:
             total, pulled = kaczmarz_margins(
@@ -361,7 +366,9 @@ class Grip(Adapter):
             new = state.orig + total
             self.margin_backtracks += pulled
         set_router_rows(layer, new)
-        state.old = router_rows(layer)
+        # the rows now hold `new` exactly unless the write rounded it to another dtype
+        exact = all(p is None or p.dtype == new.dtype for p in (layer.router_weight, layer.router_bias))
+        state.old = new if exact else router_rows(layer)
 
     @torch.no_grad()
     def after_training(self, ctx: RunContext) -> None:

@@ -176,7 +176,7 @@ def project_rows(delta: torch.Tensor, basis: torch.Tensor, complement: torch.Ten
         d = delta[start:start + chunk]
         inside = torch.bmm(b, torch.bmm(d[:, None, :], b).transpose(1, 2)).squeeze(-1)
         out.append(torch.where(complement[start:start + chunk], inside, d - inside))
-    return torch.cat(out)
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def kaczmarz_margins(
