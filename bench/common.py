@@ -116,4 +116,3 @@ def active_parameters(model: Any, top_k: int, experts: int) -> int:
     """Parameters one token runs through: the experts' at top_k / experts of their count."""
     expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     return sum(p.numel() for p in model.parameters()) - expert + expert * top_k // experts
-

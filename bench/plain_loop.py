@@ -73,7 +73,8 @@ class PlainLoop:
         return cls(model, method, trainer.pairs, trainer.cfg, m.cfg, extra=extra)
 
     def trained(self) -> list[torch.nn.Parameter]:
-        """Every parameter, or RMU's decoder layers layer-2..layer (its default, as WMDP trains a few layers)."""
+        """Every parameter, or RMU's decoder layers layer-2..layer (its default, as WMDP trains a few
+        layers), the rest then frozen (requires_grad off) so that its backward stops there too."""
         if self.method != "rmu":
             return list(self.model.parameters())
         layers = self.model.model.layers[max(0, self.mcfg.layer - 2):self.mcfg.layer + 1]

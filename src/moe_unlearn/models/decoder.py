@@ -101,4 +101,3 @@ def stop_after(module: nn.Module) -> Iterator[None]:
         pass
     finally:
         handle.remove()
-
