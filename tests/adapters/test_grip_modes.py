@@ -9,6 +9,8 @@ import torch
 from moe_unlearn.adapters import nullspace
 from moe_unlearn.adapters.grip import Grip, GripConfig, router_features, router_rows, set_router_rows
 from moe_unlearn.adapters.routing_io import layer_inputs
+from moe_unlearn.core.trainable import split_refs
+from moe_unlearn.models.selectors import select_parameters
 from moe_unlearn.models.tiny import tiny_model
 from tests.adapters.conftest import random_batches, span_projector
 
@@ -83,9 +85,9 @@ def test_input_preparation_equals_the_gram_stack_in_the_adapter(fake_ctx):
     stack, _ = _prepared(GripConfig(mode="project", cache_tokens=100, prep_gram="stack"), fake_ctx)
     inputs, _ = _prepared(GripConfig(mode="project", cache_tokens=100, prep_gram="inputs"), fake_ctx)
     assert stack.summary()["prep_gram"] == ["stack", "stack"] and inputs.summary()["prep_gram"] == ["inputs", "inputs"]
-    for a, b in zip(stack.layers, inputs.layers):
+    for k, (a, b) in enumerate(zip(stack.layers, inputs.layers)):
         assert torch.equal(a.bases.rank, b.bases.rank)
-        assert torch.allclose(span_projector(a.bases), span_projector(b.bases), atol=1e-5)
+        assert torch.allclose(span_projector(stack.layer_bases(k)), span_projector(inputs.layer_bases(k)), atol=1e-5)
     # auto picks the smaller: 8 x 64^2 float64 (256 KiB) vs ~130 tokens x 64 float32 (~34 KiB)
     auto, _ = _prepared(GripConfig(mode="project", cache_tokens=100), fake_ctx)
     assert auto.summary()["prep_gram"] == ["inputs", "inputs"]
@@ -116,5 +118,37 @@ def test_offloaded_bases_live_on_the_host_and_give_the_same_projection(fake_ctx)
     info = off.summary()
     assert info["projector_device_bytes"] == max(s.bases.nbytes for s in off.layers) < info["projector_bytes"]
     delta = torch.randn(8, plain.layers[0].bases.basis.shape[1])
-    assert torch.allclose(off.layers[0].bases.project(delta),
-                          plain.layers[0].bases.project(delta))
+    assert torch.allclose(off.layers[0].bases.project(delta), plain.layer_bases(0).project(delta))
+
+
+@pytest.mark.parametrize("trained", ["every router", "layer 1's router"])
+def test_routers_projected_together_move_as_layer_by_layer(trained, fake_ctx):
+    """project_buckets regroups the trained routers' bases (nullspace.WidthBuckets): the same
+    projection as one layer at a time, a router that did not move written back unchanged, and the
+    other protected layers still projected one by one."""
+    moved = {}
+    for buckets in (0, 4):
+        model = tiny_model("mixtral", seed=0)
+        ctx = fake_ctx(model, retain=random_batches(5, seed=1))
+        if trained != "every router":
+            ctx.trainable = split_refs(select_parameters(model, [f"regex:{ctx.layers[1].router_name}\\."]))
+        grip = Grip(GripConfig(mode="project", cache_tokens=60, project_buckets=buckets))
+        grip.prepare(ctx)
+        stacked = [s.index for s in grip.stacked]
+        assert stacked == ([] if buckets == 0 else [0, 1] if trained == "every router" else [1])
+        assert [s.index for s in grip.unstacked] == [i for i in (0, 1) if i not in stacked]
+        assert bool(grip.summary()["projector_buckets"]) == (buckets > 0)
+        original = [router_rows(layer) for layer in ctx.layers]
+        torch.manual_seed(0)
+        for step in range(2):  # the second step: only layer 1 moves
+            for layer in ctx.layers[step:]:
+                set_router_rows(layer, router_rows(layer) + 0.1 * torch.randn_like(router_rows(layer)))
+            grip.after_step(ctx)
+        moved[buckets] = [router_rows(layer) for layer in ctx.layers]
+        assert all((m - o).abs().max() > 1e-2 for m, o in zip(moved[buckets], original))
+        for k, state in enumerate(grip.layers):  # every protected row's update is in its null space
+            projector = span_projector(grip.layer_bases(k)).float()
+            assert (torch.einsum("eij,ej->ei", projector, moved[buckets][state.index] - original[state.index])
+                    ).abs().max() < 1e-4
+    for a, b in zip(moved[0], moved[4]):
+        assert torch.allclose(a, b, atol=1e-6)

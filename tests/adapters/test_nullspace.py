@@ -1,9 +1,12 @@
 """GRIP's linear algebra on synthetic data: projection, margins, ridge refit."""
 
+import pytest
 import torch
 
 from moe_unlearn.adapters.nullspace import (
     RidgeStats,
+    SpanBases,
+    WidthBuckets,
     accumulate_gram,
     augment,
     kaczmarz_margins,
@@ -156,3 +159,35 @@ def test_margins_fall_back_to_an_exact_backtrack_when_kaczmarz_runs_out():
     assert ((x @ fixed.T) - bound).max() <= 0
     assert fixed.abs().sum() > 0  # moved part of the way, not reverted
     assert (x @ fixed.T)[selected].abs().max() < 1e-3
+
+
+def _layer_bases(seed: int, d: int = 16) -> SpanBases:
+    """Bases of one layer's 6 rows with mixed widths: a row no token chose (rank 0), narrow spans
+    and wide ones (stored as their complements); the ranks shift with the seed."""
+    g = torch.Generator().manual_seed(seed)
+    ranks = [0] + [(k + seed) % (d - 1) + 1 for k in (1, 4, 7, 10, 13)]
+    a = [torch.randn(d, r, generator=g, dtype=torch.float64) for r in ranks]
+    gram = torch.stack([m @ m.T for m in a])
+    return span_bases(gram, rel_energy=1e-9, max_rank=None, dtype=torch.float32)
+
+
+def test_width_buckets_give_each_layers_projection_in_fewer_bytes():
+    layers = [_layer_bases(seed) for seed in range(3)]
+    assert len({int(w) for b in layers for w in b.width}) > 3  # widths to regroup
+    assert any(b.complement.any() for b in layers) and all(int(b.width[0]) == 0 for b in layers)
+    delta = torch.randn(18, 16, generator=torch.Generator().manual_seed(9))
+    expected = torch.cat([b.project(part) for b, part in zip(layers, delta.split(6))])
+    padded = sum(b.nbytes for b in layers)
+    for buckets in (1, 3, 100):
+        stack = WidthBuckets.build(layers, buckets)
+        assert len(stack.basis) == min(buckets, 18) and stack.rows == [6, 6, 6]
+        assert torch.allclose(stack.project(delta), expected, atol=1e-6)
+        for k, b in enumerate(layers):  # each layer's own basis comes back out of the stack
+            out = stack.layer_basis(k)
+            assert torch.allclose(out @ out.transpose(1, 2), b.basis @ b.basis.transpose(1, 2), atol=1e-6)
+        if buckets > 1:  # each bucket padded only to its own widest row
+            assert stack.nbytes < padded
+    placeholder = layers[0].metadata()
+    assert torch.equal(placeholder.width, layers[0].width) and placeholder.nbytes == 0
+    with pytest.raises(RuntimeError, match="WidthBuckets"):
+        placeholder.project(delta[:6])

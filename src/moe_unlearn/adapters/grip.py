@@ -42,7 +42,7 @@ import torch
 
 from moe_unlearn.adapters.base import ADAPTERS, Adapter
 from moe_unlearn.adapters.nullspace import (
-    RidgeStats, SpanBases, accumulate_gram, augment, kaczmarz_margins, span_bases,
+    RidgeStats, SpanBases, WidthBuckets, accumulate_gram, augment, kaczmarz_margins, span_bases,
     span_bases_from_inputs,
 )
 from moe_unlearn.adapters.routing_io import layer_inputs, retain_batches, retain_nll, selection_mask
@@ -83,6 +83,11 @@ class GripConfig:
     # span per layer of ALL retained inputs (every retained logit kept, d' x r per layer, not E x d' x r)
     span: Literal["expert", "shared"] = "expert"
     offload_bases: bool = False  # bases in host memory, copied to the accelerator one layer at a time
+    # the trained routers' bases regrouped by row width into this many stacks, projected together
+    # (nullspace.WidthBuckets; 0: layer by layer, as before 2026-12-07). ours: projection time at
+    # full_depth on CPU over layer by layer 0.83 / 0.68 / 0.63 / 0.64 with 2 / 4 / 6 / 8 buckets,
+    # one noisy run each (docs/benchmarks.md, "GRIP's projection"); 4 keeps the calls few
+    project_buckets: int = 4
     # how per-expert bases are prepared: stack (stream an E x d'^2 float64 Gram stack), inputs
     # (cache the layer's inputs, T x d', and decompose expert by expert), auto (the smaller)
     prep_gram: Literal["auto", "stack", "inputs"] = "auto"
@@ -106,6 +111,7 @@ class GripConfig:
         require(self.prep_gram_mib > 0, f"'{where}.prep_gram_mib' must be > 0, got {self.prep_gram_mib}")
         require(self.eigh_chunk is None or self.eigh_chunk >= 1,
                 f"'{where}.eigh_chunk' must be >= 1 or null, got {self.eigh_chunk}")
+        require(self.project_buckets >= 0, f"'{where}.project_buckets' must be >= 0, got {self.project_buckets}")
         require(self.online_every >= 1, f"'{where}.online_every' must be >= 1, got {self.online_every}")
         require(self.consistency >= 0, f"'{where}.consistency' must be >= 0, got {self.consistency}")
         require(self.consistency_margin >= 0,
@@ -189,6 +195,9 @@ class Grip(Adapter):
     def __init__(self, cfg: GripConfig) -> None:
         super().__init__(cfg)
         self.layers: list[LayerState] = []  # protected layers, forward order
+        self.stack: WidthBuckets | None = None  # the bases of `stacked`, when projected together
+        self.stacked: list[LayerState] = []  # layers whose bases live in `stack`, in stack order
+        self.unstacked: list[LayerState] = []  # the other protected layers, projected one by one
         self.targets: dict[int, torch.Tensor] = {}  # layer index -> [T, E] original scores on the cache (PTC)
         self.prep_passes = 0
         self.cache: list[dict[str, torch.Tensor]] = []
@@ -233,6 +242,7 @@ class Grip(Adapter):
         self.layers, self.targets, self.prep_passes = [], {}, 0
         for group in self._groups(needed):
             self._prepare_group(ctx, group, protected)
+        self._stack_bases(ctx)
         if self.consistency is not None:
             self.consistency.prepare(ctx)
         self.prep_seconds = time.perf_counter() - t0
@@ -331,6 +341,33 @@ class Grip(Adapter):
                 state.margin_bound = gather_rows(margin_bound.pop(i))
             self.layers.append(state)
 
+    def _stack_bases(self, ctx: RunContext) -> None:
+        """Move the bases of the routers this run trains into one WidthBuckets store, where its
+        projection applies: per-expert spans held on the device in the routers' dtype, no margins
+        (Kaczmarz reads a layer's bases), one row width d'. Other layers keep theirs."""
+        self.stack, self.stacked, self.unstacked = None, [], self.layers
+        if not self.cfg.project_buckets or self.cfg.span != "expert" or self.cfg.margins or self.cfg.offload_bases:
+            return
+        states = [s for s in self.layers  # no trained set given (a stand-in context): every router may move
+                  if ctx.trainable is None or self._router_trains(ctx, ctx.layers[s.index])]
+        kinds = {(s.bases.basis.shape[1], s.bases.basis.dtype, s.bases.basis.device, s.old.dtype) for s in states}
+        if not states or len(kinds) > 1 or states[0].bases.basis.dtype != states[0].old.dtype:
+            return
+        self.stack = WidthBuckets.build([s.bases for s in states], self.cfg.project_buckets)
+        for s in states:
+            s.bases = s.bases.metadata()
+        self.stacked = states
+        self.unstacked = [s for s in self.layers if all(s is not t for t in states)]
+
+    def layer_bases(self, position: int) -> SpanBases:
+        """The bases of self.layers[position], whole (rebuilt from the stack when they live there):
+        for inspection, not per step."""
+        state = self.layers[position]
+        if not any(s is state for s in self.stacked):
+            return state.bases
+        k = next(i for i, s in enumerate(self.stacked) if s is state)
+        return SpanBases(self.stack.layer_basis(k), state.bases.rank, state.bases.energy, state.bases.complement)
+
     # -- training hooks --------------------------------------------------------------------
 
     def loss_terms(self, ctx: RunContext, forwards: dict[str, ForwardOut]) -> dict[str, torch.Tensor]:
@@ -343,17 +380,30 @@ class Grip(Adapter):
     def after_step(self, ctx: RunContext) -> None:
         if self.cfg.project:
             t0 = time.perf_counter()
-            layers = [ctx.layers[state.index] for state in self.layers]
-            deltas = [router_rows(layer, copy=False) - state.old for layer, state in zip(layers, self.layers)]
+            if self.stack is not None:
+                self._project_stacked(ctx)
+            states = self.unstacked
+            layers = [ctx.layers[state.index] for state in states]
+            deltas = [router_rows(layer, copy=False) - state.old for layer, state in zip(layers, states)]
             # whether each router moved (not when frozen, or in SEUF's other layers): one host sync for all
             moved = torch.stack([delta.any() for delta in deltas]).tolist() if deltas else []
-            for layer, state, delta, move in zip(layers, self.layers, deltas, moved):
+            for layer, state, delta, move in zip(layers, states, deltas, moved):
                 if move:
                     self._project(layer, state, delta)
             self.project_seconds += time.perf_counter() - t0
             self.project_calls += 1
         if self.cfg.online and ctx.step % self.cfg.online_every == 0:
             self.refit_routers(ctx)
+
+    def _project_stacked(self, ctx: RunContext) -> None:
+        """_project for every stacked router at once (a router that did not move projects a zero
+        update: its rows are written back unchanged)."""
+        assert self.stack is not None
+        layers = [ctx.layers[state.index] for state in self.stacked]
+        old = torch.cat([state.old for state in self.stacked])
+        new = old + self.stack.project(torch.cat([router_rows(layer, copy=False) for layer in layers]) - old)
+        for layer, state, rows in zip(layers, self.stacked, new.split(self.stack.rows)):
+            self._write(layer, state, rows)
 
     def _project(self, layer: MoELayer, state: LayerState, delta: torch.Tensor) -> None:
         """Write the router rows moved by the projection of this step's update `delta`."""
@@ -365,6 +415,11 @@ class Grip(Adapter):
             )
             new = state.orig + total
             self.margin_backtracks += pulled
+        self._write(layer, state, new)
+
+    @staticmethod
+    def _write(layer: MoELayer, state: LayerState, new: torch.Tensor) -> None:
+        """Write the router rows `new` and remember them as the previous projected step's."""
         set_router_rows(layer, new)
         # the rows now hold `new` exactly unless the write rounded it to another dtype
         exact = all(p is None or p.dtype == new.dtype for p in (layer.router_weight, layer.router_bias))
@@ -473,6 +528,10 @@ class Grip(Adapter):
                 total += t * (d + e) * b  # cached inputs and score bounds
         return total + (max(bases, default=0) if self.cfg.offload_bases else sum(bases))
 
+    @property
+    def projector_bytes(self) -> int:
+        return sum(s.bases.nbytes for s in self.layers) + (0 if self.stack is None else self.stack.nbytes)
+
     def summary(self) -> dict[str, Any]:
         return {
             "mode": self.cfg.mode,
@@ -484,10 +543,12 @@ class Grip(Adapter):
             "protected_energy": [[round(e, 5) for e in s.bases.energy.tolist()] for s in self.layers],
             "span": self.cfg.span,
             "prep_gram": [s.prep for s in self.layers],
-            "projector_bytes": sum(s.bases.nbytes for s in self.layers),
+            "projector_bytes": self.projector_bytes,
             # projector bytes on the training device at once: all of them, or one layer's when offloaded
             "projector_device_bytes": (max((s.bases.nbytes for s in self.layers), default=0) if self.cfg.offload_bases
-                                       else sum(s.bases.nbytes for s in self.layers)),
+                                       else self.projector_bytes),
+            # columns of each WidthBuckets stack (none: projected layer by layer)
+            "projector_buckets": [] if self.stack is None else [b.shape[2] for b in self.stack.basis],
             "ptc_target_bytes": sum(_nbytes(t) for t in self.targets.values()),
             "margin_cache_bytes": sum(_nbytes(s.margin_x) + _nbytes(s.margin_bound)
                                       for s in self.layers if s.margin_x is not None),

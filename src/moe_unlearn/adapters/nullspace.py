@@ -67,6 +67,8 @@ class SpanBases:
 
     def project(self, delta: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
         """Each row of delta [E, d'] minus its component in the row's span (project_rows)."""
+        if self.basis.shape[2] == 0:  # bases always keep >= 1 column: only metadata() has none
+            raise RuntimeError("these rows' basis lives in a WidthBuckets store: project through it")
         return project_rows(delta, self.basis, self.complement, chunk=chunk)
 
     def rows(self, rows: torch.Tensor) -> SpanBases:
@@ -74,6 +76,78 @@ class SpanBases:
         if self.basis.shape[0] == 1:
             return self
         return SpanBases(self.basis[rows], self.rank[rows], self.energy[rows], self.complement[rows])
+
+    def metadata(self) -> SpanBases:
+        """These rows without their basis (a [E, d', 0] placeholder): what a summary reads once
+        the basis itself has moved into a WidthBuckets store."""
+        return SpanBases(self.basis.new_empty(self.basis.shape[0], self.basis.shape[1], 0), self.rank, self.energy,
+                         self.complement)
+
+
+@dataclass
+class WidthBuckets:
+    """The rows of several layers' bases, regrouped into a few stacks of rows of similar width.
+
+    Why: SpanBases pads every row to its layer's widest one, and the projection is bound by
+    reading the bases and by its count of small products (two per layer). Sorted by width into
+    a few buckets, each padded only to its own widest row, the same projection reads fewer bytes
+    in 2 x buckets calls instead of 2 x layers (docs/benchmarks.md, "GRIP's projection"). The
+    stacked rows are the layers' rows one after another: layer k's row e is row k * E + e.
+    """
+
+    order: torch.Tensor  # [R] stacked rows sorted by width (stable)
+    inverse: torch.Tensor  # [R] where each stacked row sits in `order`
+    basis: list[torch.Tensor]  # per bucket [n_b, d', w_b], rows in `order`'s order
+    complement: list[torch.Tensor]  # per bucket [n_b, 1] bool
+    rows: list[int]  # rows per layer, in stack order
+
+    @classmethod
+    def build(cls, layers: list[SpanBases], buckets: int) -> WidthBuckets:
+        """Regroup per-layer row bases (same d', dtype and device, `span: expert`) into `buckets` stacks."""
+        width = torch.cat([b.width for b in layers])
+        complement = torch.cat([b.complement for b in layers])
+        offsets = torch.tensor([0] + [b.basis.shape[0] for b in layers]).cumsum(0)
+        order = torch.argsort(width, stable=True)
+        stacks, flags = [], []
+        for rows in order.tensor_split(min(buckets, len(order))):
+            w = max(int(width[rows].max()), 1)
+            stack = layers[0].basis.new_zeros(len(rows), layers[0].basis.shape[1], w)
+            for k, layer in enumerate(layers):  # each layer's rows of this bucket, in one copy
+                mine = ((rows >= offsets[k]) & (rows < offsets[k + 1])).nonzero().squeeze(1)
+                if len(mine):
+                    part = layer.basis[rows[mine] - offsets[k], :, :w]
+                    stack[mine, :, :part.shape[2]] = part
+            stacks.append(stack)
+            flags.append(complement[rows][:, None].to(stack.device))
+        device = layers[0].basis.device
+        return cls(order=order.to(device), inverse=torch.argsort(order).to(device), basis=stacks, complement=flags,
+                   rows=[b.basis.shape[0] for b in layers])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.basis)
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """project_rows of the stacked rows delta [R, d'], bucket by bucket."""
+        sorted_delta, out = delta[self.order], []
+        for d, b, complement in zip(sorted_delta.split([len(b) for b in self.basis]), self.basis, self.complement):
+            # both products as a row times a matrix: on CPU about 10% faster here than project_rows'
+            # matrix times a column (docs/benchmarks.md, "GRIP's projection")
+            inside = torch.bmm(torch.bmm(d[:, None, :], b), b.transpose(1, 2)).squeeze(1)
+            out.append(torch.where(complement, inside, d - inside))
+        return torch.cat(out)[self.inverse]
+
+    def layer_basis(self, k: int) -> torch.Tensor:
+        """Layer k's rows as one padded basis [E, d', w] (a copy; for inspection, not per step)."""
+        start = sum(self.rows[:k])
+        rows = self.inverse[start:start + self.rows[k]]  # their positions in sorted order
+        bounds = torch.tensor([0] + [len(b) for b in self.basis], device=rows.device).cumsum(0)
+        w = max(b.shape[2] for b in self.basis)
+        basis = self.basis[0].new_zeros(len(rows), self.basis[0].shape[1], w)
+        for b, lo, hi in zip(self.basis, bounds[:-1], bounds[1:]):
+            mine = ((rows >= lo) & (rows < hi)).nonzero().squeeze(1)
+            basis[mine, :, :b.shape[2]] = b[rows[mine] - lo]
+        return basis
 
 
 def span_bases(gram: torch.Tensor, *, rel_energy: float, max_rank: int | None, dtype: torch.dtype,
