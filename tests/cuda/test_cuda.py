@@ -71,3 +71,20 @@ def test_grip_bases_from_inputs_stay_on_cuda_when_an_expert_has_no_token():
     bases = span_bases_from_inputs(x, selected, rel_energy=1e-3, max_rank=None, dtype=torch.float32)
     assert {t.device.type for t in (bases.basis, bases.rank, bases.energy)} == {"cuda"}
     assert bases.rank.tolist()[1::2] == [0, 0] and bases.energy.tolist()[1::2] == [1.0, 1.0]
+
+
+def test_width_buckets_on_cuda_from_device_or_host_bases():
+    """GRIP regroups CUDA bases through host copies (the device never holds both): either way
+    the stacks live on the device and project as each layer's own bases do."""
+    from moe_unlearn.adapters.nullspace import WidthBuckets, span_bases
+
+    g = torch.Generator().manual_seed(0)
+    grams = [torch.stack([a @ a.T for a in (torch.randn(16, r, generator=g, dtype=torch.float64) for r in ranks)])
+             for ranks in ([1, 4, 9, 14], [2, 6, 11, 15])]
+    layers = [span_bases(gram.cuda(), rel_energy=1e-9, max_rank=None, dtype=torch.float32) for gram in grams]
+    delta = torch.randn(8, 16, device="cuda")
+    expected = torch.cat([b.project(part) for b, part in zip(layers, delta.split(4))])
+    host = [type(b)(b.basis.cpu(), b.rank, b.energy, b.complement) for b in layers]
+    for stack in (WidthBuckets.build(layers, 3), WidthBuckets.build(host, 3, torch.device("cuda"))):
+        assert {b.device.type for b in stack.basis} == {"cuda"} and stack.order.device.type == "cuda"
+        assert torch.allclose(stack.project(delta), expected, atol=1e-5)

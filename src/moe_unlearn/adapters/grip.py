@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -353,7 +353,11 @@ class Grip(Adapter):
         kinds = {(s.bases.basis.shape[1], s.bases.basis.dtype, s.bases.basis.device, s.old.dtype) for s in states}
         if not states or len(kinds) > 1 or states[0].bases.basis.dtype != states[0].old.dtype:
             return
-        self.stack = WidthBuckets.build([s.bases for s in states], self.cfg.project_buckets)
+        device = states[0].bases.basis.device
+        if device.type != "cpu":  # regroup from host copies: the accelerator never holds the bases twice
+            for s in states:
+                s.bases = replace(s.bases, basis=s.bases.basis.cpu())
+        self.stack = WidthBuckets.build([s.bases for s in states], self.cfg.project_buckets, device)
         for s in states:
             s.bases = s.bases.metadata()
         self.stacked = states

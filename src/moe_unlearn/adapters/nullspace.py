@@ -102,10 +102,12 @@ class WidthBuckets:
     rows: list[int]  # rows per layer, in stack order
 
     @classmethod
-    def build(cls, layers: list[SpanBases], buckets: int) -> WidthBuckets:
-        """Regroup per-layer row bases (same d', dtype and device, `span: expert`) into `buckets` stacks."""
-        width = torch.cat([b.width for b in layers])
-        complement = torch.cat([b.complement for b in layers])
+    def build(cls, layers: list[SpanBases], buckets: int, device: torch.device | None = None) -> WidthBuckets:
+        """Regroup per-layer row bases (same d' and dtype, `span: expert`) into `buckets` stacks on
+        `device` (default: the bases'). Each stack is assembled where the bases are, then moved: from
+        host copies, the device holds the stacks alone, never the per-layer bases beside them."""
+        width = torch.cat([b.width for b in layers]).cpu()  # the bucketing is planned on the host
+        complement = torch.cat([b.complement for b in layers]).cpu()
         offsets = torch.tensor([0] + [b.basis.shape[0] for b in layers]).cumsum(0)
         order = torch.argsort(width, stable=True)
         stacks, flags = [], []
@@ -117,9 +119,9 @@ class WidthBuckets:
                 if len(mine):
                     part = layer.basis[rows[mine] - offsets[k], :, :w]
                     stack[mine, :, :part.shape[2]] = part
-            stacks.append(stack)
-            flags.append(complement[rows][:, None].to(stack.device))
-        device = layers[0].basis.device
+            stacks.append(stack.to(device or stack.device))
+            flags.append(complement[rows][:, None].to(stacks[-1].device))
+        device = stacks[0].device
         return cls(order=order.to(device), inverse=torch.argsort(order).to(device), basis=stacks, complement=flags,
                    rows=[b.basis.shape[0] for b in layers])
 
