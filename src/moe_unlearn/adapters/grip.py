@@ -14,7 +14,8 @@ trainable bias use [x; 1] and the update [Delta theta; Delta b]. Optional margin
 experts below the smallest selected score (randomised Kaczmarz, `nullspace.kaczmarz_margins`).
 
 after_step projects the ACTUAL update (works under Adam and weight decay):
-W <- W_old + P(W - W_old), W_old the router after the previous projected step.
+W <- W_old + P(W - W_old), W_old the router after the previous projected step; the routers
+this run trains are projected together, their bases regrouped by width (nullspace.WidthBuckets).
 Post-Training Correction (PTC) refits each router by ridge regression so the new retained
 inputs give the old scores, kept per layer only if the score cosine >= `ptc_min_cos` AND the
 answer NLL of held-out retain examples does not rise (a refit can route tokens back to
