@@ -362,16 +362,17 @@ class Grip(Adapter):
         for s in states:
             s.bases = s.bases.metadata()
         self.stacked = states
-        self.unstacked = [s for s in self.layers if all(s is not t for t in states)]
+        stacked = {id(s) for s in states}
+        self.unstacked = [s for s in self.layers if id(s) not in stacked]
 
     def layer_bases(self, position: int) -> SpanBases:
         """The bases of self.layers[position], whole (rebuilt from the stack when they live there):
         for inspection, not per step."""
         state = self.layers[position]
-        if not any(s is state for s in self.stacked):
+        k = next((i for i, s in enumerate(self.stacked) if s is state), None)
+        if k is None:
             return state.bases
-        k = next(i for i, s in enumerate(self.stacked) if s is state)
-        return SpanBases(self.stack.layer_basis(k), state.bases.rank, state.bases.energy, state.bases.complement)
+        return replace(state.bases, basis=self.stack.layer_basis(k))
 
     # -- training hooks --------------------------------------------------------------------
 
