@@ -152,25 +152,3 @@ def test_routers_projected_together_move_as_layer_by_layer(trained, fake_ctx):
                     ).abs().max() < 1e-4
     for a, b in zip(moved[0], moved[4]):
         assert torch.allclose(a, b, atol=1e-6)
-
-
-def test_stacked_routers_read_a_replaced_reference(fake_ctx):
-    """The stacked projection reuses its last result as the next step's reference rows, but a
-    layer whose reference was replaced since (PTC's refit writes the rows and sets `old`; a resume
-    loads it) is read from its own `old`: an unmoved router then stays where it was written."""
-    model = tiny_model("mixtral", seed=0)
-    ctx = fake_ctx(model, retain=random_batches(5, seed=1))
-    grip = Grip(GripConfig(mode="project", cache_tokens=60, project_buckets=4))
-    grip.prepare(ctx)
-    assert [s.index for s in grip.stacked] == [0, 1]
-    torch.manual_seed(0)
-    for layer in ctx.layers:
-        set_router_rows(layer, router_rows(layer) + 0.1 * torch.randn_like(router_rows(layer)))
-    grip.after_step(ctx)
-    assert grip._stacked_old() is grip.old_stack[0]  # nothing replaced: no copy
-    first = ctx.layers[0]
-    refit = router_rows(first) + 0.1 * torch.randn_like(router_rows(first))  # a move inside the span too
-    set_router_rows(first, refit)
-    grip.layers[0].old = router_rows(first)  # as refit_routers does
-    grip.after_step(ctx)
-    assert torch.equal(router_rows(first), refit)

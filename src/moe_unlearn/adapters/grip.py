@@ -198,8 +198,6 @@ class Grip(Adapter):
         self.layers: list[LayerState] = []  # protected layers, forward order
         self.stack: WidthBuckets | None = None  # the bases of `stacked`, when projected together
         self.stacked: list[LayerState] = []  # layers whose bases live in `stack`, in stack order
-        # the last projection of `stacked`'s rows and its per-layer views (each layer's `old`)
-        self.old_stack: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
         self.unstacked: list[LayerState] = []  # the other protected layers, projected one by one
         self.targets: dict[int, torch.Tensor] = {}  # layer index -> [T, E] original scores on the cache (PTC)
         self.prep_passes = 0
@@ -408,22 +406,10 @@ class Grip(Adapter):
         update: its rows are written back unchanged)."""
         assert self.stack is not None
         layers = [ctx.layers[state.index] for state in self.stacked]
-        old = self._stacked_old()
+        old = torch.cat([state.old for state in self.stacked])
         new = old + self.stack.project(torch.cat([router_rows(layer, copy=False) for layer in layers]) - old)
-        views = new.split(self.stack.rows)
-        for layer, state, rows in zip(layers, self.stacked, views):
+        for layer, state, rows in zip(layers, self.stacked, new.split(self.stack.rows)):
             self._write(layer, state, rows)
-        self.old_stack = (new, views)
-
-    def _stacked_old(self) -> torch.Tensor:
-        """Every stacked layer's `old` rows as one tensor: the last projection's result while each
-        layer's `old` is still its own view of it (the write was exact and nothing replaced it
-        since: PTC's refit, a resumed state), else a fresh concatenation (0.5 MiB at full depth)."""
-        if self.old_stack is not None:
-            new, views = self.old_stack
-            if all(s.old is v for s, v in zip(self.stacked, views)):
-                return new
-        return torch.cat([state.old for state in self.stacked])
 
     def _project(self, layer: MoELayer, state: LayerState, delta: torch.Tensor) -> None:
         """Write the router rows moved by the projection of this step's update `delta`."""
