@@ -55,3 +55,17 @@ def test_experts_variants_run_each_implementation_on_the_same_numbers(tiny_bench
     assert losses[0][0] != losses[0][1]  # the second step reads other weights and another batch
     for other in losses[1:]:
         assert other == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_loss_variants_compute_the_same_gradient():
+    """The compiled loss variant times the same computation as the eager one: the label
+    log-probability's gradient, equal up to rounding (and not zero: the labels are scored)."""
+    from bench.step_candidates import loss_variants
+
+    labels = torch.full((2, 6), -100)
+    labels[0, 2:] = torch.tensor([3, 1, 4, 1])
+    labels[1, 4:] = torch.tensor([5, 9])
+    steps = loss_variants(labels, vocab=16)
+    eager, compiled = steps["loss eager"](), steps["loss compiled"]()
+    assert eager.abs().sum() > 0 and eager[0, 0].abs().sum() == 0  # row t - 1 predicts a scored position t only
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
