@@ -37,8 +37,12 @@ def live_storages() -> Storages:
     for obj in gc.get_objects():
         if issubclass(type(obj), torch.Tensor) and not obj.is_meta:  # type(): no attribute hooks run
             st = obj.untyped_storage()
-            if st.data_ptr() not in seen or seen[st.data_ptr()][1] < st.nbytes():
-                seen[st.data_ptr()] = (StorageWeakRef(st), st.nbytes())
+            try:
+                ptr = st.data_ptr()
+            except RuntimeError:  # a fake tensor (torch.compile's tracing, cached after it): no memory
+                continue
+            if ptr not in seen or seen[ptr][1] < st.nbytes():
+                seen[ptr] = (StorageWeakRef(st), st.nbytes())
     return seen
 
 
