@@ -283,6 +283,29 @@ def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_con
     assert calls.count("holdout") == (1 if oracle else len(evals))
 
 
+def test_periodic_evals_score_the_first_eval_retain_examples_retain_records(run_config, tmp_path):
+    """train.eval_retain_examples: each periodic eval scores the first N retain records (the
+    values a run evaluating N records everywhere logs), while the forget scores, the early-stop
+    judgement and the final evaluation equal a run without it."""
+    base = ("train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=0")
+    _, cfg = run_config(*base, method="ga")
+    _, sub = run_config(*base, "train.eval_retain_examples=8", method="ga")
+    _, eight = run_config(*base, "eval.max_examples=8", method="ga")
+    runs = {name: run_unlearning(c, out_dir=tmp_path / name, progress=False)
+            for name, c in (("all", cfg), ("sub", sub), ("eight", eight))}
+    logs = {name: [x for x in read_log(tmp_path / name) if "eval" in x] for name in runs}
+    assert [e["step"] for e in logs["sub"]] == [0, 2, 4]
+    assert [e["eval"]["retain"] for e in logs["sub"]] == [e["eval"]["retain"] for e in logs["eight"]]
+    assert [e["eval"]["retain"]["nll"] for e in logs["sub"]] != [e["eval"]["retain"]["nll"] for e in logs["all"]]
+    assert [e["eval"]["forget"] for e in logs["sub"]] == [e["eval"]["forget"] for e in logs["all"]]
+    assert numbers(runs["sub"]) == numbers(runs["all"])
+
+
+def test_eval_retain_examples_must_be_positive(run_config):
+    with pytest.raises(UserError, match="eval_retain_examples"):
+        run_config("train.eval_retain_examples=0")
+
+
 def test_a_cache_of_the_original_models_evaluation_changes_no_number(run_config, tmp_path):
     """The demo hands every run the original model's evaluation: step 0 reads it (the weights are
     the original's), the run's capture of the original routing reads reference_metrics' and the

@@ -117,6 +117,9 @@ class TrainConfig:
     optim_state_dtype: Literal["param", "fp32"] = "param"
     load_balancing_coef: float = 0.0  # + coef * load-balancing aux loss (a regulariser, never ascended)
     eval_every: int = 0  # 0: evaluate only at the end
+    # the first N retain records in each periodic eval (null: eval.max_examples): the retain split
+    # feeds only the trade-off curve and the retain guard, never the forgetting judgement
+    eval_retain_examples: int | None = None
     early_stop: EarlyStop = field(default_factory=EarlyStop)
     checkpoint_every: int = 10  # 0: no periodic checkpoints
     # answer tokens whose vocabulary-sized logits exist at once in a loss (core/chunked.py);
@@ -151,6 +154,8 @@ class TrainConfig:
                 f"'{where}.load_balancing_coef' must be >= 0 (it is a regulariser), got {self.load_balancing_coef}")
         for key in ("eval_every", "checkpoint_every", "loss_chunk"):
             require(getattr(self, key) >= 0, f"'{where}.{key}' must be >= 0, got {getattr(self, key)}")
+        require(self.eval_retain_examples is None or self.eval_retain_examples >= 1,
+                f"'{where}.eval_retain_examples' must be >= 1 or null (eval.max_examples), got {self.eval_retain_examples}")
         require(not self.early_stop.enabled or self.eval_every > 0,
                 f"'{where}.early_stop' needs '{where}.eval_every' > 0")
         require(self.lora is None or self.params == ["all"],

@@ -39,6 +39,7 @@ from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batch
 from moe_unlearn.data.splits import TRAINED_FIELDS
 from moe_unlearn.data.tokenize import to_device
 from moe_unlearn.errors import RunFailure, UserError, warn
+from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.context import EvalCache
 from moe_unlearn.eval.forgotten import ForgetTarget, holdout_target, oracle_target
 from moe_unlearn.eval.schema import run_metrics, timing
@@ -387,13 +388,10 @@ class Trainer:
 
     def periodic_eval(self) -> bool:
         """Evaluate forgetting (every process, its rows); True when the early-stop target is reached."""
-        from moe_unlearn.eval import evaluate_model
-
         quick = replace(self.config.eval, metrics=[m for m in ("nll", "mc_acc") if m in self.config.eval.metrics])
         # the holdout split only judges forgetting when there is no oracle target (a third of the time)
         splits = ("forget", "retain") if self.forget_target is not None else SPLITS
-        res = evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, quick, progress=False,
-                             splits=splits, retrained=self.retrained, cache=self.eval_cache)
+        res = self.quick_eval(quick, splits)
         forget = res.get("forget", {})
         self.log({"step": self.ctx.step, "eval": {"forget": forget, "retain": res.get("retain", {})}})
         rule = self.cfg.early_stop
@@ -405,6 +403,21 @@ class Trainer:
             self.stopped_early = {"step": self.ctx.step, "forget": forget,
                                   **({"target": dataclasses.asdict(target)} if target else {})}
         return hit
+
+    def quick_eval(self, cfg: EvalConfig, splits: tuple[str, ...]) -> dict[str, Any]:
+        """evaluate_model on `splits`, the retain split on its first train.eval_retain_examples records."""
+        from moe_unlearn.eval import evaluate_model
+
+        def run(c: EvalConfig, on: tuple[str, ...]) -> dict[str, Any]:
+            return evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, c, progress=False,
+                                  splits=on, retrained=self.retrained, cache=self.eval_cache)
+
+        n = self.cfg.eval_retain_examples
+        if n is None or "retain" not in splits:
+            return run(cfg, splits)
+        res = run(cfg, tuple(s for s in splits if s != "retain"))
+        res["retain"] = run(replace(cfg, max_examples=min(n, cfg.max_examples or n)), ("retain",))["retain"]
+        return res
 
     def eval_model(self) -> torch.nn.Module:
         """The model without its data-parallel wrapper (FSDP2 shards in place: same module)."""
