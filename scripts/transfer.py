@@ -40,7 +40,7 @@ def _ms(values: list[float], fmt: str = "{:.3f}") -> str:
     if not values:
         return "n/a"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.replace('+', '').format(sd)}"  # a spread has no sign
 
 
 def table(per_seed: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
