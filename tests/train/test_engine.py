@@ -283,16 +283,28 @@ def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_con
     assert calls.count("holdout") == (1 if oracle else len(evals))
 
 
-def test_periodic_evals_score_the_first_eval_retain_examples_retain_records(run_config, tmp_path):
+def test_periodic_evals_score_the_first_eval_retain_examples_retain_records(run_config, tmp_path, monkeypatch):
     """train.eval_retain_examples: each periodic eval scores the first N retain records (the
     values a run evaluating N records everywhere logs), while the forget scores, the early-stop
-    judgement and the final evaluation equal a run without it."""
+    judgement and the final evaluation equal a run without it; the weights are hashed for the
+    cache's key as often as without it (once per eval, not once per evaluate_model call)."""
+    import moe_unlearn.eval as ev
+    import moe_unlearn.eval.context as ev_context
+
+    hashed: list[str] = []
+    real = ev_context.model_fingerprint
+    for module in (ev, ev_context):
+        monkeypatch.setattr(module, "model_fingerprint", lambda model: hashed.append("x") or real(model))
     base = ("train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=0")
     _, cfg = run_config(*base, method="ga")
     _, sub = run_config(*base, "train.eval_retain_examples=8", method="ga")
     _, eight = run_config(*base, "eval.max_examples=8", method="ga")
-    runs = {name: run_unlearning(c, out_dir=tmp_path / name, progress=False)
-            for name, c in (("all", cfg), ("sub", sub), ("eight", eight))}
+    runs, hashes = {}, {}
+    for name, c in (("all", cfg), ("sub", sub), ("eight", eight)):
+        hashed.clear()
+        runs[name] = run_unlearning(c, out_dir=tmp_path / name, progress=False)
+        hashes[name] = len(hashed)
+    assert hashes["all"] > 0 and hashes["sub"] == hashes["all"]
     logs = {name: [x for x in read_log(tmp_path / name) if "eval" in x] for name in runs}
     assert [e["step"] for e in logs["sub"]] == [0, 2, 4]
     assert [e["eval"]["retain"] for e in logs["sub"]] == [e["eval"]["retain"] for e in logs["eight"]]

@@ -107,6 +107,7 @@ class EvalContext:
     retrained: dict[str, Any] | None = None  # metrics.json of a retain-only model (TOFU, PrivLeak)
     progress: bool = False
     cache: EvalCache | None = None
+    fingerprint: str | None = None  # the model's model_fingerprint, when the caller has it for these weights
     _memo: dict[tuple, Any] = field(default_factory=dict)
 
     def result(self, name: str, split: str | None = None) -> MetricResult | None:
@@ -128,7 +129,8 @@ class EvalContext:
         the value must not be modified by its readers."""
         if self.cache is None:
             return compute()
-        ckey = (self.memo(("model_fp",), lambda: model_fingerprint(self.model)), name, split, self.data_fingerprint())
+        fp = self.fingerprint or self.memo(("model_fp",), lambda: model_fingerprint(self.model))
+        ckey = (fp, name, split, self.data_fingerprint())
         hit = self.cache.get(ckey)
         if hit is not None:
             return hit[0]

@@ -69,6 +69,7 @@ def evaluate_model(
     cache: EvalCache | None = None,
     progress: bool = True,
     splits: tuple[str, ...] = SPLITS,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Run cfg.metrics (plus nll, mc_acc and stability) on `model`; see the module docstring for the layout.
 
@@ -78,13 +79,15 @@ def evaluate_model(
     original_routing (from capture_eval_routing on the original model) enables stability,
     activation and replay; original_model is captured here when no routing is given.
     retrained: metrics.json of a retain-only model (forget quality, PrivLeak reference AUC).
+    fingerprint: model_fingerprint(model) when the caller has it (the cache's key; saves hashing the weights again).
     """
     start = time.perf_counter()
     check_processes(cfg)
     if original_routing is None and original_model is not None:
         original_routing = capture_eval_routing(original_model, tokenizer, data, cfg, progress=progress)
     ctx = EvalContext(
-        model, tokenizer, data, cfg, original_routing=original_routing, retrained=retrained, progress=progress, cache=cache
+        model, tokenizer, data, cfg, original_routing=original_routing, retrained=retrained, progress=progress, cache=cache,
+        fingerprint=fingerprint,
     )
     out: dict[str, Any] = {s: {} for s in SPLITS}
     out["per_example"] = {s: {} for s in SPLITS}

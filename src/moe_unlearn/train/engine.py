@@ -405,18 +405,20 @@ class Trainer:
         return hit
 
     def quick_eval(self, cfg: EvalConfig, splits: tuple[str, ...]) -> dict[str, Any]:
-        """evaluate_model on `splits`, the retain split on its first train.eval_retain_examples records."""
-        from moe_unlearn.eval import evaluate_model
+        """evaluate_model on `splits`, the retain split on its first train.eval_retain_examples records
+        (a second call on the same weights: their fingerprint is hashed once for both)."""
+        from moe_unlearn.eval import evaluate_model, model_fingerprint
 
-        def run(c: EvalConfig, on: tuple[str, ...]) -> dict[str, Any]:
+        def run(c: EvalConfig, on: tuple[str, ...], fp: str | None = None) -> dict[str, Any]:
             return evaluate_model(self.eval_model(), self.ctx.tokenizer, self.ctx.data, c, progress=False,
-                                  splits=on, retrained=self.retrained, cache=self.eval_cache)
+                                  splits=on, retrained=self.retrained, cache=self.eval_cache, fingerprint=fp)
 
         n = self.cfg.eval_retain_examples
         if n is None or "retain" not in splits:
             return run(cfg, splits)
-        res = run(cfg, tuple(s for s in splits if s != "retain"))
-        res["retain"] = run(replace(cfg, max_examples=min(n, cfg.max_examples or n)), ("retain",))["retain"]
+        fp = model_fingerprint(self.eval_model()) if self.eval_cache is not None else None
+        res = run(cfg, tuple(s for s in splits if s != "retain"), fp)
+        res["retain"] = run(replace(cfg, max_examples=min(n, cfg.max_examples or n)), ("retain",), fp)["retain"]
         return res
 
     def eval_model(self) -> torch.nn.Module:
