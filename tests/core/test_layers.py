@@ -24,6 +24,18 @@ def test_every_package_has_a_layer():
     assert all(layer_of(m) in LAYERS.values() for m in module_files(SRC))
 
 
+def test_design_doc_draws_the_layers_the_test_enforces():
+    """docs/design.md's layer picture ("7  cli" ... "0  errors ...") names each package at the
+    layer LAYERS gives it, and every package LAYERS knows."""
+    text = (SRC.parent / "docs" / "design.md").read_text()
+    drawn = {}
+    for line in text.split("## Layers", 1)[1].split("```")[1].splitlines():
+        words = line.split("(", 1)[0].split()  # "(calls eval ...)" is a remark, not a package
+        if words and words[0].isdigit():
+            drawn.update({name: int(words[0]) for name in words[1:]})
+    assert drawn == {name: layer for name, layer in LAYERS.items() if name}
+
+
 @pytest.mark.parametrize("graph, expected", [
     ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
     ({"a": {"b"}, "b": set()}, []),
