@@ -158,6 +158,9 @@ BROKEN_MODELS = {
     "config-not-json": lambda d: (d / "config.json").write_text("{\"model_type\": \"olmoe\", "),
     "config-no-type": lambda d: _edit_config(d, model_type=None, architectures=None),
     "config-negative-size": lambda d: _edit_config(d, intermediate_size=-8),
+    "experts-not-a-number": lambda d: _edit_config(d, num_experts="abc"),
+    "experts-0": lambda d: _edit_config(d, num_experts=0),
+    "hidden-0": lambda d: _edit_config(d, hidden_size=0),
     "tokenizer-damaged": lambda d: (d / "tokenizer.json").write_text("{\"version\": \"1.0\", \"model\": 5}"),
 }
 

@@ -49,6 +49,17 @@ def other_run(world, out: Path) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump({"method": "ga", "seed": 7}))
 
 
+def dataset_dir(world, out: Path) -> None:
+    """A folder read as a local dataset copy, holding a JSONL file that is not UTF-8."""
+    (world.root / "dsdir").mkdir(exist_ok=True)
+    (world.root / "dsdir" / "train.jsonl").write_bytes(b"\xff\xfe\x00\x81garbage\n")
+
+
+def empty_results(world, out: Path) -> None:
+    (world.root / "emptyrun").mkdir(exist_ok=True)
+    (world.root / "emptyrun" / "results.json").write_text("[]")
+
+
 UNLEARN = ["unlearn", "{good}"]
 OUT = ["--out", "{out}", "--quiet"]
 CASES = [
@@ -151,6 +162,20 @@ CASES = [
          config=lambda w: f"method: !!python/object/apply:os.mkdir ['{w.sentinel}']\n"),
     Case("base-cycle", ["unlearn", "{cfg}", *OUT], r"extends itself through 'base:'",
          config=lambda w: f"base: {w.root / 'cfg-base-cycle.yaml'}\nmethod: ga\n"),
+    Case("base-as-override", [*UNLEARN, "base={root}/nope.yaml", *OUT],
+         r"'base' names the files a config file extends .* instead of an override"),
+    # found by probing the commands with mistakes (2026-12-07)
+    Case("check-without-data", ["check", "{cfg}", "--out", "{out}"],
+         r"set 'data\.manifest' \(a built benchmark, or auto\) or 'data\.forget'",
+         config=lambda w: {"method": "ga", "model": {"path": str(w.moe)}}),
+    Case("memory-model-missing", ["memory", "{good}", "model.path={root}/nomodel"],
+         r"model path '.*nomodel' does not exist; give a model directory or a hub id"),
+    Case("lora-matches-nothing", [*UNLEARN, "train.lora={{r: 4, target_modules: [zzz]}}", *OUT],
+         r"train\.lora: Target modules \{'zzz'\} not found"),
+    Case("dataset-dir-not-utf8", [*UNLEARN, "data.manifest=null", "data.forget.path={root}/dsdir",
+                                  "data.forget.kind=qa", "model.path={moe}", *OUT], r"cannot load hub dataset '.*dsdir'", prepare=dataset_dir),
+    Case("report-lists-no-runs", ["report", "{root}/emptyrun", "--out", "{out}"], r"results\.json lists no runs",
+         prepare=empty_results),
 ]
 
 
@@ -199,7 +224,7 @@ def test_refused_adapter_combination_leaves_no_output_dir(world, tmp_path, capsy
 def test_table_covers_the_issue():
     """The issue asks for at least 20 bad inputs, across every command that takes user input."""
     assert len(CASES) >= 20
-    assert {c.argv[0] for c in CASES} == {"unlearn", "eval", "inspect", "report", "benchmark"}
+    assert {c.argv[0] for c in CASES} == {"unlearn", "eval", "inspect", "report", "benchmark", "check", "memory"}
 
 
 # Through the real console script, all started at once (imports dominate their run time).

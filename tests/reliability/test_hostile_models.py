@@ -32,6 +32,16 @@ CASES = {  # broken model (tests/reliability/conftest.py BROKEN_MODELS) -> phras
 }
 
 
+CONFIG_CASES = {  # config.json alone: what `memory` and `check` read (the meta device, no weights)
+    **{name: CASES[name] for name in ("top-k-0", "top-k-99", "config-not-json", "config-no-type")},
+    "experts-not-a-number": r"cannot load model .*\(StrictDataclassFieldValidationError\)",
+    "experts-0": r"MoE layer 0 has 0 experts; .*must be at least 1",
+    "hidden-0": r"config\.json's hidden_size is 0; it must be at least 1",
+    "config-negative-size": r"config\.json does not describe a model that can be built \(RuntimeError: "
+                            r"Trying to create tensor with negative dimension",
+}
+
+
 @pytest.fixture
 def text_file(tmp_path):
     path = tmp_path / "texts.jsonl"
@@ -49,6 +59,16 @@ def test_inspect_refuses_a_broken_model(name, hostile, text_file, tmp_path, cli)
 def test_unlearn_refuses_a_broken_model_before_writing(name, world, hostile, tmp_path, cli):
     cli(["unlearn", world.good, f"model.path={hostile.model(name)}", "--out", tmp_path / "out", "--quiet"],
         phrase=CASES[name], roots=[hostile.model(name)])
+
+
+@pytest.mark.parametrize("command", ["memory", "check"])
+@pytest.mark.parametrize("name", list(CONFIG_CASES), ids=list(CONFIG_CASES))
+def test_memory_and_check_refuse_a_broken_config(command, name, world, hostile, tmp_path, cli):
+    """Both read the geometry from config.json on the meta device; a model folder here that the
+    run would refuse fails them too (check: not an "unknown" plan line and exit 0)."""
+    out = ["--out", tmp_path / "out"] if command == "check" else []
+    cli([command, world.good, f"model.path={hostile.model(name)}", *out], phrase=CONFIG_CASES[name],
+        roots=[hostile.model(name)])
 
 
 @pytest.mark.parametrize("flag", ["--model", "--original"])

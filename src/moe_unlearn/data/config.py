@@ -105,6 +105,7 @@ class DataConfig:
 
 def load_data(cfg: DataConfig) -> UnlearnData:
     """Read (and validate) every record the config names."""
+    cfg.validate("data")  # a config without a data section was never validated
     if cfg.manifest == AUTO:
         raise UserError("data.manifest 'auto' names the embedded benchmark: resolve it first with "
                         "moe_unlearn.benchmark.resolve_manifest(data_config)")

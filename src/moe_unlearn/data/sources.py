@@ -15,6 +15,7 @@ import csv
 import json
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -125,6 +126,25 @@ def _parquet(path: Path) -> Rows:
         yield f"row {n}", row
 
 
+@contextmanager
+def _datasets_quiet(*, progress: bool) -> Iterator[None]:
+    """Without datasets' own log lines (a failure is our one line) and, unless `progress`, its
+    progress bars (reading a local copy is quick; a download shows its bar)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from datasets.utils import logging as datasets_logging
+
+    level, bars_off = datasets_logging.get_verbosity(), are_progress_bars_disabled()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    if not progress:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets_logging.set_verbosity(level)
+        if not bars_off:
+            enable_progress_bars()
+
+
 def _hub_rows(name: str, split: str, obtain: str | None = None) -> tuple[str, Rows]:
     how = f"; {obtain}" if obtain else ""
     dataset, _, config = name.partition(":")
@@ -136,11 +156,12 @@ def _hub_rows(name: str, split: str, obtain: str | None = None) -> tuple[str, Ro
     import datasets
 
     try:
-        if local:  # read into a private cache: datasets' shared cache can serve another copy of the same name
-            with tempfile.TemporaryDirectory() as tmp:
-                ds = list(datasets.load_dataset(dataset, config or None, split=split, cache_dir=tmp))
-        else:
-            ds = datasets.load_dataset(dataset, config or None, split=split)
+        with _datasets_quiet(progress=not local):
+            if local:  # read into a private cache: datasets' shared cache can serve another copy of the same name
+                with tempfile.TemporaryDirectory() as tmp:
+                    ds = list(datasets.load_dataset(dataset, config or None, split=split, cache_dir=tmp))
+            else:
+                ds = datasets.load_dataset(dataset, config or None, split=split)
     except Exception as e:  # the hub raises many types; all mean "cannot load this name"
         raise UserError(f"cannot load hub dataset '{name}' (split '{split}'): "
                         f"{' '.join(str(e).split())[:200]}{how}") from None

@@ -63,7 +63,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
@@ -126,12 +126,21 @@ def _check_loading_info(info: dict[str, Any], name: str, allow_missing: bool) ->
                         "(unlearn) / --allow-missing-weights (inspect, eval)")
 
 
-def _check_weights(model: PreTrainedModel, name: str) -> None:
-    """Every MoE layer routes to 1..E experts and every floating tensor is finite."""
+def check_routing(model: torch.nn.Module, name: str) -> None:
+    """Every MoE layer has experts and routes to 1..E of them: config.json may say otherwise, and
+    the model is built all the same."""
     for i, layer in enumerate(moe_layers(model)):
+        if layer.num_experts < 1:
+            raise UserError(f"model '{name}': MoE layer {i} has {layer.num_experts} experts; config.json's expert "
+                            "count (e.g. num_experts) must be at least 1")
         if not 1 <= layer.top_k <= layer.num_experts:
             raise UserError(f"model '{name}': MoE layer {i} picks top_k={layer.top_k} of {layer.num_experts} experts; "
                             f"config.json's top-k (e.g. num_experts_per_tok) must be in 1..{layer.num_experts}")
+
+
+def _check_weights(model: PreTrainedModel, name: str) -> None:
+    """Every MoE layer routes to 1..E experts and every floating tensor is finite."""
+    check_routing(model, name)
     bad = first_nonfinite([*model.named_parameters(), *model.named_buffers()])
     if bad is not None:
         raise UserError(f"model '{name}': tensor '{bad}' holds NaN or inf values; the weights are damaged")
@@ -168,7 +177,7 @@ def load_config(name: str | Path, *, trust_remote_code: bool = False) -> Pretrai
     """A model's transformers config (local dir or hub id); no code from the folder runs unless asked."""
     try:
         return AutoConfig.from_pretrained(str(name), trust_remote_code=bool(trust_remote_code), **_hub_options(str(name)))
-    except (ValueError, KeyError, OSError, EnvironmentError) as e:
+    except Exception as e:  # a hand-edited config.json reaches many validators (json, transformers, the hub's)
         known = _known_failure(e, str(name)) or (_not_cached(str(name)) if isinstance(e, OSError) else None)
         if known is not None:
             raise known from None
@@ -206,7 +215,7 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
     dev = resolve_device(device)
     name = str(name_or_path)
     local = Path(name)  # as typed: '~' and $VARS are the shell's to expand, never ours
-    if local.exists() or _looks_local(name):
+    if local.exists() or looks_local(name):
         if not local.exists():
             raise UserError(f"model path '{name}' does not exist; give an existing directory or a hub id")
         check_model_dir(local)

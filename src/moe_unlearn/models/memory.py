@@ -50,11 +50,14 @@ def model_config(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
     """The transformers config of a local model directory, or of a model in GEOMETRY (offline)."""
     from transformers import AutoConfig
 
-    from moe_unlearn.models.loading import load_config
+    from moe_unlearn.models.loading import load_config, looks_local
 
     local = Path(name_or_path)  # as typed, like every path (models.loading)
     if (local / "config.json").is_file():
         return load_config(local, trust_remote_code=trust_remote_code)
+    if looks_local(name_or_path) and name_or_path not in GEOMETRY:
+        what = "has no config.json" if local.exists() else "does not exist"
+        raise UserError(f"model path '{name_or_path}' {what}; give a model directory or a hub id")
     if name_or_path in GEOMETRY:
         model_type, kwargs = GEOMETRY[name_or_path]
         return AutoConfig.for_model(model_type, **kwargs)
@@ -67,8 +70,18 @@ def meta_model(config: Any, *, trust_remote_code: bool = False) -> torch.nn.Modu
     """The model built from its config on the meta device: every shape, no memory."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=bool(trust_remote_code))
+    name = getattr(config, "name_or_path", "") or type(config).__name__
+    for key in ("hidden_size", "num_hidden_layers", "vocab_size"):  # a model of zero width builds, then divides by it
+        size = getattr(config, key, None)
+        if isinstance(size, int) and size < 1:
+            raise UserError(f"model '{name}': config.json's {key} is {size}; it must be at least 1")
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=bool(trust_remote_code))
+    except Exception as e:  # a hand-edited config.json fails inside the model's code
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"model '{name}': config.json does not describe a model that can be built "
+                        f"({type(e).__name__}: {first[:200]})") from None
 
 
 def parameter_count(config: Any) -> int:

@@ -1,6 +1,7 @@
 """The plan `moe-unlearn check` prints: model geometry, trained parameters, memory, rows per
-split, evaluation, and what would be downloaded. Each part says "unknown" (and why) rather
-than fail: the plan is read next to the resource lines, which say what is missing."""
+split, evaluation, and what would be downloaded. A part that needs a model not on this machine
+says "unknown" (and why) rather than fail: the plan is read next to the resource lines, which
+say what is missing. A model or data that is here and would make the run fail fails the check."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from moe_unlearn.data import load_data
 from moe_unlearn.data.config import AUTO
 from moe_unlearn.errors import UserError
 from moe_unlearn.models import moe_layers
+from moe_unlearn.models.loading import check_routing
 from moe_unlearn.models.memory import meta_model, model_config
 from moe_unlearn.preflight.locate import embedded_manifest, locate
 from moe_unlearn.preflight.resources import Resolution
@@ -31,16 +33,18 @@ def human_bytes(n: int) -> str:
     return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
 
 
-def model_name(cfg: UnlearnConfig) -> str | None:
-    """What the geometry is read from: the model's directory when it is on this machine, else the hub id."""
+def model_name(cfg: UnlearnConfig) -> tuple[str | None, bool]:
+    """What the geometry is read from: (the model's directory, True) when it is on this machine,
+    else (the hub id, False)."""
     found = locate(cfg.model.path, cfg.data)
-    return str(found.directory) if found.directory is not None else found.hub_id
+    return (str(found.directory), True) if found.directory is not None else (found.hub_id, False)
 
 
 def geometry(name: str, *, trust_remote_code: bool) -> str:
     """Layers, MoE layers, experts, top-k, hidden size, vocabulary and parameters, from the config alone."""
     config = model_config(name, trust_remote_code=trust_remote_code)
     net = meta_model(config, trust_remote_code=trust_remote_code)
+    check_routing(net, str(name))
     layers = moe_layers(net)
     experts = sorted({layer.num_experts for layer in layers})
     top_k = sorted({layer.top_k for layer in layers})
@@ -90,6 +94,11 @@ def downloads(resolution: Resolution) -> list[Line]:
     return lines + [("download", f"total {total}")]
 
 
+def _fail(part: str, make: Callable[[], list[Line]]) -> list[Line]:
+    """A part of the plan; its UserError is the check's."""
+    return make()
+
+
 def _or_unknown(part: str, make: Callable[[], list[Line]]) -> list[Line]:
     """A part of the plan, or one line saying why it is unknown (e.g. a hub model's geometry offline)."""
     try:
@@ -101,14 +110,15 @@ def _or_unknown(part: str, make: Callable[[], list[Line]]) -> list[Line]:
 def plan(cfg: UnlearnConfig, resolution: Resolution, source: Path) -> list[Line]:
     """Every line of the plan, in reading order. Rows are read only when every data resource is
     local; data that is here but cannot be read raises its UserError (the run would fail on it)."""
-    name = model_name(cfg)
+    name, here = model_name(cfg)
     lines: list[Line] = [("config", str(source)), ("method", "+".join((cfg.method, *cfg.adapters)))]
     if name is None:
         lines.append(("model", "unknown until the embedded benchmark is built"))
     else:
         trust = cfg.model.trust_remote_code
-        lines += _or_unknown("model", lambda: [("model", f"{name}: {geometry(name, trust_remote_code=trust)}")])
-        lines += _or_unknown("memory", lambda: memory(cfg, name))
+        part = _fail if here else _or_unknown  # a model folder here that the run would refuse fails the check
+        lines += part("model", lambda: [("model", f"{name}: {geometry(name, trust_remote_code=trust)}")])
+        lines += part("memory", lambda: memory(cfg, name))
     elsewhere = [r for r in resolution.resources if r.status != "local" and any(k.startswith("data.") for k in r.keys)]
     if elsewhere:
         lines.append(("rows", f"known once the data is here ({len(elsewhere)} source(s) not on this machine)"))

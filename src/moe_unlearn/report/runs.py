@@ -148,6 +148,8 @@ def load_runs(paths: list[Path]) -> list[Run]:
             raise UserError(f"run directory not found: {p}")
         obj = _read_json(target)
         if isinstance(obj, list):  # demo results.json, and the demo's reference rows next to it
+            if not obj:
+                raise UserError(f"{target} lists no runs; pass a finished run directory or a demo's results.json")
             for name in REFERENCE_LABELS:
                 ref = target.parent / "reference" / name / "metrics.json"
                 if ref.is_file():

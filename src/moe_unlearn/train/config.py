@@ -229,7 +229,9 @@ def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = (), files: list[str
 def build_config(raw: dict[str, Any]) -> UnlearnConfig:
     """Validate a merged config mapping into an UnlearnConfig."""
     raw = dict(raw)
-    raw.pop("base", None)
+    if "base" in raw:  # resolve_yaml consumes every file's `base:`; this one came from an override
+        raise UserError("'base' names the files a config file extends and is read from that file; "
+                        "write it in the YAML instead of an override")
     fields = [f.name for f in dataclasses.fields(UnlearnConfig) if f.name not in INTERNAL]
     names = METHODS.names() + ADAPTERS.names()
     sections = {}

@@ -72,10 +72,14 @@ def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter], cf
         from peft import LoraConfig, get_peft_model
 
         lora = cfg.lora
-        ctx.model = get_peft_model(ctx.model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules, target_parameters=lora.target_parameters,
-        ))
+        try:
+            ctx.model = get_peft_model(ctx.model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=lora.target_modules, target_parameters=lora.target_parameters,
+            ))
+        except ValueError as e:  # peft's word for targets that match nothing in this model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"train.lora: {first[:300]}") from None
         ctx.lora = True
         full = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
         return Trainable(full, [])

@@ -50,6 +50,7 @@ from moe_unlearn.adapters import ADAPTERS, Adapter
 from moe_unlearn.errors import UserError
 from moe_unlearn.methods import METHODS, Method
 from moe_unlearn.models import moe_layers, select_parameters
+from moe_unlearn.models.loading import check_routing
 from moe_unlearn.models.memory import DTYPE_BYTES, GIB, meta_model, model_config, saved_activation_bytes
 from moe_unlearn.train.config import run_needs
 
@@ -159,6 +160,7 @@ def estimate_memory(cfg: Any, model: str | None = None, *, device: str = "cuda",
     trust = cfg.model.trust_remote_code
     config = model_config(str(name), trust_remote_code=trust)
     net = meta_model(config, trust_remote_code=trust)
+    check_routing(net, str(name))
     layers = moe_layers(net)
     method = METHODS.get(cfg.method)(cfg.section(cfg.method))
     adapters = [ADAPTERS.get(a)(cfg.section(a)) for a in cfg.adapters]
