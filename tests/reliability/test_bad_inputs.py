@@ -170,6 +170,7 @@ CASES = [
          config=lambda w: {"method": "ga", "model": {"path": str(w.moe)}}),
     Case("check-retain-term-without-retain", ["check", "{cfg}", "method=graddiff", "--out", "{out}"],
          r"method 'graddiff' has a retain term but the retain set has no 'qa' records", config=on_files("qa.jsonl")),
+    Case("model-path-empty", [*UNLEARN, "model.path=", *OUT], r"'model\.path' is empty; give a model directory"),
     Case("memory-model-missing", ["memory", "{good}", "model.path={root}/nomodel"],
          r"model path '.*nomodel' does not exist; give a model directory or a hub id"),
     Case("lora-matches-nothing", [*UNLEARN, "train.lora={{r: 4, target_modules: [zzz]}}", *OUT],

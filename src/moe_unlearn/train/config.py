@@ -46,6 +46,10 @@ class ModelConfig:
     base_model: str | None = None
     license: str | None = None
 
+    def validate(self, where: str) -> None:
+        require(self.path is None or self.path.strip() != "",
+                f"'{where}.path' is empty; give a model directory or a hub id, or null for the manifest's model")
+
 
 @dataclass
 class LoraSettings:
