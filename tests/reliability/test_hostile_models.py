@@ -29,6 +29,7 @@ CASES = {  # broken model (tests/reliability/conftest.py BROKEN_MODELS) -> phras
     "config-no-type": r"cannot load model .*Should have a `model_type` key",
     "config-negative-size": r"cannot load model .*\(RuntimeError\): Trying to create tensor with negative dimension",
     "tokenizer-damaged": r"cannot load the tokenizer of model .*tokenizer-damaged",
+    "hidden-0": r"config\.json's hidden_size is 0; it must be at least 1",
 }
 
 
@@ -36,7 +37,7 @@ CONFIG_CASES = {  # config.json alone: what `memory` and `check` read (the meta 
     **{name: CASES[name] for name in ("top-k-0", "top-k-99", "config-not-json", "config-no-type")},
     "experts-not-a-number": r"cannot load model .*\(StrictDataclassFieldValidationError\)",
     "experts-0": r"MoE layer 0 has 0 experts; .*must be at least 1",
-    "hidden-0": r"config\.json's hidden_size is 0; it must be at least 1",
+    "hidden-0": CASES["hidden-0"],
     "config-negative-size": r"config\.json does not describe a model that can be built \(RuntimeError: "
                             r"Trying to create tensor with negative dimension",
 }

@@ -126,6 +126,15 @@ def _check_loading_info(info: dict[str, Any], name: str, allow_missing: bool) ->
                         "(unlearn) / --allow-missing-weights (inspect, eval)")
 
 
+def check_sizes(config: PretrainedConfig, name: str) -> None:
+    """A model of zero width, depth or vocabulary builds (torch warns about its empty tensors),
+    then divides by the zero: refuse it from config.json first."""
+    for key in ("hidden_size", "num_hidden_layers", "vocab_size"):
+        size = getattr(config, key, None)
+        if isinstance(size, int) and size < 1:
+            raise UserError(f"model '{name}': config.json's {key} is {size}; it must be at least 1")
+
+
 def check_routing(model: torch.nn.Module, name: str) -> None:
     """Every MoE layer has experts and routes to 1..E of them: config.json may say otherwise, and
     the model is built all the same."""
@@ -224,6 +233,7 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
     try:
         with _quiet_loading() as report:
             config = load_config(name, trust_remote_code=trust_remote_code)
+            check_sizes(config, name)
             model, info = AutoModelForCausalLM.from_pretrained(
                 name, config=config, dtype=DTYPES[dtype], use_safetensors=True,
                 trust_remote_code=bool(trust_remote_code), output_loading_info=True, ignore_mismatched_sizes=True,

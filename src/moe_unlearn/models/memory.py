@@ -70,11 +70,10 @@ def meta_model(config: Any, *, trust_remote_code: bool = False) -> torch.nn.Modu
     """The model built from its config on the meta device: every shape, no memory."""
     from transformers import AutoModelForCausalLM
 
+    from moe_unlearn.models.loading import check_sizes
+
     name = getattr(config, "name_or_path", "") or type(config).__name__
-    for key in ("hidden_size", "num_hidden_layers", "vocab_size"):  # a model of zero width builds, then divides by it
-        size = getattr(config, key, None)
-        if isinstance(size, int) and size < 1:
-            raise UserError(f"model '{name}': config.json's {key} is {size}; it must be at least 1")
+    check_sizes(config, name)
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=bool(trust_remote_code))
