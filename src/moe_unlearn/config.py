@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import UserError, first_line
 from moe_unlearn.paths import regular_file
 from moe_unlearn.registry import suggest
 
@@ -106,8 +106,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = parse_yaml(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"config file {p} is not valid YAML: {first}") from None
+        raise UserError(f"config file {p} is not valid YAML: {first_line(e, type(e).__name__)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -46,6 +46,13 @@ def os_failure(e: BaseException) -> str | None:
     return None
 
 
+def first_line(e: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (libraries' messages run to many lines; ours is one),
+    or `default` when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else default
+
+
 def warn(message: str) -> None:
     """One 'moe-unlearn: warning: ...' line on stderr: worth knowing, but the command goes on."""
     print(f"moe-unlearn: warning: {' '.join(message.split())}", file=sys.stderr)

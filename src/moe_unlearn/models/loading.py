@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import UserError, first_line
 from moe_unlearn.hub import offline_reason
 from moe_unlearn.models.layout import moe_layers
 
@@ -190,7 +190,7 @@ def load_config(name: str | Path, *, trust_remote_code: bool = False) -> Pretrai
         known = _known_failure(e, str(name)) or (_not_cached(str(name)) if isinstance(e, OSError) else None)
         if known is not None:
             raise known from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first_line(e)
         raise UserError(f"cannot load model '{name}' ({type(e).__name__}): {first[:300]}") from None
 
 
@@ -247,7 +247,7 @@ def load_model(name_or_path: str | Path, *, dtype: str = "float32", device: str 
         known = _known_failure(e, name) or (_not_cached(name) if isinstance(e, OSError) else None)
         if known is not None:
             raise known from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first_line(e)
         if "CONVERSION" in first:
             raise UserError(f"cannot load model '{name}': {_conversion_failure(report)}") from None
         raise UserError(f"cannot load {what} '{name}' ({type(e).__name__}): {first[:300]}") from None

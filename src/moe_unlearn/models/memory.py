@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import UserError, first_line
 
 # config.json values of the default models of configs/benchmarks (the fields that set shapes).
 _QWEN15_MOE = ("qwen2_moe", dict(vocab_size=151936, hidden_size=2048, intermediate_size=5632, moe_intermediate_size=1408,
@@ -78,9 +78,8 @@ def meta_model(config: Any, *, trust_remote_code: bool = False) -> torch.nn.Modu
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=bool(trust_remote_code))
     except Exception as e:  # a hand-edited config.json fails inside the model's code
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"model '{name}': config.json does not describe a model that can be built "
-                        f"({type(e).__name__}: {first[:200]})") from None
+                        f"({type(e).__name__}: {first_line(e)[:200]})") from None
 
 
 def parameter_count(config: Any) -> int:

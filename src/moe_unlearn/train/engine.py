@@ -38,7 +38,7 @@ from moe_unlearn.core.trainable import Trainable, freeze_all_but, select_refs, s
 from moe_unlearn.data import PairedBatches, UnlearnData, load_data, paired_batches, shared_records
 from moe_unlearn.data.splits import TRAINED_FIELDS
 from moe_unlearn.data.tokenize import to_device
-from moe_unlearn.errors import RunFailure, UserError, warn
+from moe_unlearn.errors import RunFailure, UserError, first_line, warn
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.context import EvalCache
 from moe_unlearn.eval.forgotten import ForgetTarget, holdout_target, oracle_target
@@ -78,8 +78,7 @@ def build_trainable(ctx: RunContext, method: Method, adapters: list[Adapter], cf
                 target_modules=lora.target_modules, target_parameters=lora.target_parameters,
             ))
         except ValueError as e:  # peft's word for targets that match nothing in this model
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"train.lora: {first[:300]}") from None
+            raise UserError(f"train.lora: {first_line(e, type(e).__name__)[:300]}") from None
         ctx.lora = True
         full = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
         return Trainable(full, [])
