@@ -77,16 +77,30 @@ def forget_vs_utility(runs: list[Run], path: Path) -> Path | None:
     return path
 
 
+def label_groups(pts: list[tuple[str, float, float]], dx: float = 0.08, dy: float = 0.03
+                 ) -> list[tuple[float, float, list[int]]]:
+    """Points (1-based, in order) that share one label, and where it goes: a point joins the
+    first group whose first point lies within dx across and dy up or down (about one label's
+    width and height at the report's size, in data units on 0..1 axes), so labels do not print
+    over each other; the label sits right of the group's rightmost point, at its mean height,
+    so it covers none of its own points."""
+    groups: list[list[int]] = []
+    for i, (_, x, y) in enumerate(pts, 1):
+        near = next((g for g in groups if abs(pts[g[0] - 1][1] - x) <= dx and abs(pts[g[0] - 1][2] - y) <= dy), None)
+        if near is None:
+            groups.append([i])
+        else:
+            near.append(i)
+    return [(max(pts[i - 1][1] for i in g), sum(pts[i - 1][2] for i in g) / len(g), g) for g in groups]
+
+
 def _label_points(fig: Any, ax: Any, pts: list[tuple[str, float, float]], direct_max: int = 6) -> None:
-    """Names next to points when few; else numbers (points at one spot share a label) and a key."""
+    """Names next to points when few; else numbers (neighbouring points share a label) and a key."""
     if len(pts) <= direct_max:
         for name, x, y in pts:
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         return
-    spots: dict[tuple[float, float], list[int]] = {}
-    for i, (_, x, y) in enumerate(pts, 1):
-        spots.setdefault((round(x * 40) / 40, round(y * 40) / 40), []).append(i)  # ~0.025 apart share
-    for (x, y), ids in spots.items():
+    for x, y, ids in label_groups(pts):
         ax.annotate(",".join(map(str, ids)), (x, y), textcoords="offset points", xytext=(6, 3), fontsize=8)
     key = "\n".join(f"{i:>2}  {name}" for i, (name, _, _) in enumerate(pts, 1))
     fig.set_figwidth(fig.get_figwidth() + 2.2)
