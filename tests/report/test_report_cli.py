@@ -72,6 +72,27 @@ def test_demo_results_list_and_unique_names(tmp_path):
     assert (tmp_path / "r" / "report.html").is_file()
 
 
+def test_demo_folder_reads_each_runs_log_like_the_demos_own_report(tmp_path):
+    """`moe-unlearn report DEMO_OUT` finds each run's folder (runs/<label>, runs/seed-<s>/<label>)
+    and draws the training curves and trade-offs from their logs; a label that is not a plain
+    folder name is not followed."""
+    demo = tmp_path / "demo_out"
+    (demo / "runs" / "seed-4").mkdir(parents=True)
+    entries = []
+    for label, seed, parent in [("ga", 3, demo / "runs"), ("ga", 4, demo / "runs" / "seed-4"), ("../escape", 3, None)]:
+        m = _metrics("ga", [], 0.3, 0.8) | {"run": label, "seed": seed}
+        entries.append(m)
+        if parent is not None:
+            _run_dir(parent, label, m)
+    _run_dir(demo, "escape", _metrics("npo", [], 0.3, 0.8))  # what "../escape" would reach from runs/
+    (demo / "results.json").write_text(json.dumps(entries))
+    runs = load_runs([demo])
+    assert [len(r.log) for r in runs] == [6, 6, 0]
+    assert [r.config for r in runs] == [{"method": "ga"}, {"method": "ga"}, None]
+    assert run(["report", str(demo), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "training_curves.png").read_bytes()[:8] == PNG
+
+
 def test_report_errors_are_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     bad = tmp_path / "bad"

@@ -29,6 +29,7 @@ from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destinatio
 from moe_unlearn.recipes.jobs import cpu_threads, default_jobs, run_jobs
 from moe_unlearn.registry import suggest
 from moe_unlearn.report import load_runs, write_report
+from moe_unlearn.report.runs import demo_run_dir
 from moe_unlearn.report.aggregate import summarise
 from moe_unlearn.train.config import TrainConfig, build_config, merge_config
 from moe_unlearn.train.engine import run_unlearning
@@ -125,11 +126,6 @@ def run_config(spec: dict[str, Any], run: DemoRun, manifest: Path, seed: int) ->
     return merge_config(raw, {"train": {"lr": lr}})
 
 
-def run_dir(out: Path, run: DemoRun, seed: int, first_seed: int) -> Path:
-    """runs/<label> for the first seed (the layout of a one-seed demo), runs/seed-<s>/<label> after it."""
-    return out / "runs" / run.label if seed == first_seed else out / "runs" / f"seed-{seed}" / run.label
-
-
 def run_demo(out_dir: str | Path, *, quick: bool = False, seed: int = 0, seeds: int = 1,
              forget_domain: str | None = None, overrides: list[str] | None = None, progress: bool = True,
              oracle: bool = True, jobs: int | None = None,
@@ -200,7 +196,7 @@ def _run_demo(out: Path, spec: dict[str, Any], *, quick: bool, seed: int, seeds:
                 if on_result:
                     on_result(run, None, str(e))
                 continue
-            todo.append((run, run_seed, run_dir(out, run, run_seed, seed), raw))
+            todo.append((run, run_seed, demo_run_dir(out, run.label, run_seed, seed), raw))
 
     finished: dict[int, dict[str, Any]] = {}
 

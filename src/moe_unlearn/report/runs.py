@@ -130,9 +130,27 @@ def _check_metrics(obj: Any, where: Path) -> dict[str, Any]:
     return obj
 
 
+def demo_run_dir(out: Path, label: str, seed: int, first_seed: int) -> Path:
+    """Where the demo writes a run: runs/<label> for the first seed (the layout of a one-seed
+    demo), runs/seed-<s>/<label> after it."""
+    return out / "runs" / label if seed == first_seed else out / "runs" / f"seed-{seed}" / label
+
+
+def _demo_side_files(root: Path, entry: dict[str, Any], first_seed: int) -> Path | None:
+    """The run folder of a demo results.json entry ("run" label and "seed"), when it is there:
+    its config.yaml and log.jsonl draw the training curves and trade-offs, as in the demo's own
+    report. A label that is not one plain folder name is never followed."""
+    label, seed = entry.get("run"), entry.get("seed")
+    if not isinstance(label, str) or label in ("", ".", "..") or Path(label).name != label or type(seed) is not int:
+        return None
+    folder = demo_run_dir(root, label, seed, first_seed)
+    return folder if folder.is_dir() else None
+
+
 def load_runs(paths: list[Path]) -> list[Run]:
     """Runs from each path: a run dir (metrics.json [+ config.yaml, log.jsonl]), a metrics.json,
-    or a demo results.json (a list of metrics objects, plus the demo's reference/*/metrics.json).
+    or a demo results.json (a list of metrics objects, plus the demo's reference/*/metrics.json
+    and each run's config.yaml / log.jsonl from its folder under runs/ when present).
     Reference rows (original model, retrain oracle) come first; names are made unique."""
     if not paths:
         raise UserError("no runs given; pass one or more run directories (each with metrics.json)")
@@ -154,9 +172,13 @@ def load_runs(paths: list[Path]) -> list[Run]:
                 ref = target.parent / "reference" / name / "metrics.json"
                 if ref.is_file():
                     runs.append(Run(REFERENCE_LABELS[name], _check_metrics(_read_json(ref), ref)))
+            seeds = [e["seed"] for e in obj if isinstance(e, dict) and type(e.get("seed")) is int]
             for i, entry in enumerate(obj):
                 m = _check_metrics(entry, target)
-                runs.append(Run(run_label(m, f"{target.parent.name}[{i}]"), m))
+                run_folder = _demo_side_files(target.parent, m, min(seeds)) if seeds else None
+                side = ((_read_config(run_folder / "config.yaml"), _read_log(run_folder / "log.jsonl")) if run_folder
+                        else (None, []))
+                runs.append(Run(run_label(m, f"{target.parent.name}[{i}]"), m, *side))
             continue
         m = _check_metrics(obj, target)
         folder = target.parent
