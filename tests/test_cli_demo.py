@@ -6,6 +6,19 @@ import pytest
 
 from moe_unlearn.cli.main import run
 
+def _one_line_aligned_rows(printed: str, labels: set[str]) -> list[str]:
+    """The summary rows of these runs, each checked to be one line whose second column starts
+    where the header's does (the header itself one line: it ends with its last column)."""
+    lines = printed.splitlines()
+    header = next(line for line in lines if line.startswith("run ") and line.rstrip().endswith("gap MC 95%"))
+    start = header.index("steps")
+    rows = [line for line in lines if line.split("  ")[0] in labels]
+    for line in rows:
+        assert line[:start].rstrip() in labels and line[start] != " ", line
+        assert line.rstrip().endswith(("]", "≈")), line  # the gap's interval, the last column, on the same line
+    return rows
+
+
 SMALL = ["preset=tiny", "common.train.max_steps=2", "common.train.eval_every=0", "common.train.early_stop={}",
          "common.eval.max_examples=8", "quick.methods=[ga, graddiff]", "quick.adapters=[[], [trace]]"]
 
@@ -39,6 +52,7 @@ def test_demo_writes_results_report_and_lists_skipped_runs(tiny_benchmark, tmp_p
     printed = capsys.readouterr().out
     assert "graddiff+trace" in printed and "skipped" in printed
     assert printed.index("original model") < printed.index("retrain oracle") < printed.index("graddiff+trace")
+    assert len(_one_line_aligned_rows(printed, {"original model", "retrain oracle", "ga", "graddiff", "graddiff+trace"})) == 5
 
 
 def test_demo_refuses_a_foreign_non_empty_out_dir(tmp_path, capsys):
@@ -72,7 +86,10 @@ def test_demo_seeds_give_mean_and_spread_per_cell(tiny_benchmark, tmp_path, caps
     md = (out / "report" / "report.md").read_text()
     assert "| graddiff+keep_routing (n=2) |" in md and " ± " in md
     assert "(tradeoff_00.png)" in md  # eval_every=1: every run has a curve
-    assert "mean ± sd over seeds 0..1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean ± sd over seeds 0..1" in printed
+    # a label longer than the usual column (21 characters) widens it instead of shifting its row
+    assert len(_one_line_aligned_rows(printed, {"graddiff", "graddiff+keep_routing"})) == 4
     demo = json.loads((out / "demo.json").read_text())
     assert demo["seeds"] == [0, 1]
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from moe_unlearn.cli.app import app
 
-console = Console(width=140)
+console = Console(width=140, soft_wrap=True)  # a summary row is one line, also in a log file
 
 # the report's own columns (moe_unlearn.report.render.COLUMNS), a subset that fits a terminal
 SUMMARY = ("forget MC ↓", "forget NLL ↑", "retain MC ↑", "retain NLL ↓", "stab F", "stab R ↑",
@@ -37,7 +37,7 @@ def demo(
 
     from moe_unlearn.cli.check import require_resources
     from moe_unlearn.preflight import demo_job
-    from moe_unlearn.recipes.demo import run_demo
+    from moe_unlearn.recipes.demo import load_spec, plan, run_demo
     from moe_unlearn.report.render import COLUMNS, row
 
     require_resources(demo_job(overrides or [], quick=quick, out=out))  # before the benchmark or any run
@@ -45,7 +45,8 @@ def demo(
 
     columns = [c for c in COLUMNS if c[0] in SUMMARY]
     headers = ["run", *(name for name, _ in columns)]
-    widths = [max(len(c), 18 if i == 0 else 9) for i, c in enumerate(headers)]
+    label = max([18, *(len(r.label) for r in plan(load_spec(overrides or []), quick=quick))])  # columns stay aligned
+    widths = [max(len(c), label if i == 0 else 9) for i, c in enumerate(headers)]
     console.print("  ".join(c.ljust(w) for c, w in zip(headers, widths)), style="bold")
 
     def show(run: Any, metrics: dict[str, Any] | None, skipped: str | None) -> None:
