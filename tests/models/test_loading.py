@@ -1,5 +1,7 @@
 """load_model / save_model: round trip and one-line errors for user mistakes."""
 
+import os
+
 import pytest
 import torch
 import transformers
@@ -55,3 +57,24 @@ def test_device_and_dtype_errors(tmp_path, monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(UserError, match="unknown dtype 'fp8'"):
         load_model(tmp_path, dtype="fp8")
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_a_cpu_run_without_accelerators_names_the_cpu_for_deepspeed(monkeypatch, device):
+    """DeepSpeed warns on import when it finds no accelerator; a CPU run on such a machine names it."""
+    from moe_unlearn.models import loading
+
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loading, "_backend_count", lambda kind: 0)
+    assert resolve_device(device) == torch.device("cpu")
+    assert os.environ["DS_ACCELERATOR"] == "cpu"
+
+    monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # the user's choice stays
+    resolve_device(device)
+    assert os.environ["DS_ACCELERATOR"] == "xpu"
+
+    monkeypatch.delenv("DS_ACCELERATOR")  # a machine with an accelerator: DeepSpeed finds it itself
+    monkeypatch.setattr(loading, "_backend_count", lambda kind: 1 if kind == "mps" else 0)
+    resolve_device("cpu")
+    assert "DS_ACCELERATOR" not in os.environ

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -40,15 +41,27 @@ def _backend_count(kind: str) -> int:
     return int(module.device_count()) if callable(available) and available() else 0
 
 
+def _name_cpu_for_deepspeed() -> None:
+    """DeepSpeed (imported by accelerate and transformers whenever it is installed) probes for an
+    accelerator on import and prints a warning when it finds none; on a machine without one, name
+    the CPU for it (what it would pick anyway) unless the user set DS_ACCELERATOR."""
+    if not any(_backend_count(kind) for kind in _BACKENDS):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda if available else cpu; UserError for a device this machine does not have."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if dev.type == "cpu":
+            _name_cpu_for_deepspeed()
+        return dev
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
         raise UserError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cpu":
+        _name_cpu_for_deepspeed()
         return dev
     if dev.type == "meta":
         raise UserError(f"device '{device}' holds shapes but no weights, so nothing can run on it; choose cpu, cuda or auto")

@@ -235,6 +235,10 @@ def start_order(todo: list[tuple[DemoRun, int, Path, dict[str, Any]]]) -> list[i
 def _unlearn(task: tuple[dict[str, Any], str, dict[str, Any] | None, bool, EvalCache]) -> dict[str, Any]:
     """One run of the matrix (in a worker process when the demo runs jobs in parallel)."""
     raw, target, retrained, progress, cache = task
+    if not progress:  # a spawned worker starts with transformers' bars on, whatever its parent set
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
     return run_unlearning(build_config(raw), out_dir=target, overwrite=True, progress=progress, retrained=retrained,
                           eval_cache=cache)
 
