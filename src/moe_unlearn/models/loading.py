@@ -52,10 +52,7 @@ def _name_cpu_for_deepspeed() -> None:
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda if available else cpu; UserError for a device this machine does not have."""
     if device == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if dev.type == "cpu":
-            _name_cpu_for_deepspeed()
-        return dev
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):

@@ -9,17 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from moe_unlearn.adapters import ADAPTERS
 from moe_unlearn.data import load_data
 from moe_unlearn.data.config import AUTO
 from moe_unlearn.errors import UserError
-from moe_unlearn.methods import METHODS
 from moe_unlearn.models import moe_layers
 from moe_unlearn.models.loading import check_routing
 from moe_unlearn.models.memory import meta_model, model_config
 from moe_unlearn.preflight.locate import embedded_manifest, locate
 from moe_unlearn.preflight.resources import Resolution
-from moe_unlearn.train.config import UnlearnConfig, check_retain_set, run_needs
+from moe_unlearn.train.config import UnlearnConfig, check_retain_set, config_needs
 from moe_unlearn.train.memory import estimate_memory
 
 Line = tuple[str, str]  # (heading, text)
@@ -74,9 +72,7 @@ def rows(cfg: UnlearnConfig) -> list[Line]:
             return [("rows", "the embedded benchmark is built on first use (`moe-unlearn benchmark build` builds it now)")]
         data_cfg = replace(data_cfg, manifest=str(embedded_manifest()))
     data = load_data(data_cfg)
-    method = METHODS.get(cfg.method)(cfg.section(cfg.method))
-    needs = run_needs(method, [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters])
-    check_retain_set(cfg, needs, retain_records=bool(getattr(data.train_split("retain"), cfg.data.train_format)))
+    check_retain_set(cfg, config_needs(cfg), retain_records=bool(getattr(data.train_split("retain"), cfg.data.train_format)))
     sizes = data.sizes()
     return [("rows", f"{split}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())) for split, kinds in sizes.items()]
 

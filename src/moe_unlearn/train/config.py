@@ -271,10 +271,15 @@ def run_settings(cfg: UnlearnConfig) -> RunSettings:
                        precision=t.precision, grad_accum=t.grad_accum, load_balancing_coef=t.load_balancing_coef)
 
 
+def config_needs(cfg: UnlearnConfig) -> RunNeeds:
+    """The needs of the config's method and adapters, from their sections alone (no model, no data)."""
+    return run_needs(METHODS.get(cfg.method)(cfg.section(cfg.method)),
+                     [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters])
+
+
 def check_combination(cfg: UnlearnConfig) -> None:
     """Refuse a method x adapters x train combination the capability records rule out."""
-    needs = run_needs(METHODS.get(cfg.method)(cfg.section(cfg.method)),
-                      [ADAPTERS.get(name)(cfg.section(name)) for name in cfg.adapters])
+    needs = config_needs(cfg)
     adapters = needs.adapters
     for a, na in adapters.items():
         for b, nb in adapters.items():
