@@ -9,7 +9,8 @@ if [ $# -gt 0 ]; then
 fi
 .venv/bin/python -m pytest -n 2 --dist loadfile
 # Another CPU trains models that differ in the last bits. Rerun the tests that train under the
-# portable ATen kernels (as a CPU without AVX would), so a test that asserts a property of one
+# portable ATen kernels (as a CPU without AVX would), base model included (tests/conftest.py keys
+# its cache by kernels and threads), so a test that asserts a property of one
 # trained model fails here, not on a user's machine.
 ATEN_CPU_CAPABILITY=default .venv/bin/python -m pytest -n 2 --dist loadfile -q \
   tests/adapters/test_runs.py tests/methods/test_methods.py

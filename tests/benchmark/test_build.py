@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from moe_unlearn.benchmark import build as build_mod
 from moe_unlearn.benchmark import build_benchmark, cached_benchmark
+from moe_unlearn.benchmark.base_model import kernels
 from moe_unlearn.benchmark.cache import entry_name
 from moe_unlearn.cli.main import run
 from moe_unlearn.data import UnlearnData, collate, encode_qa, load_manifest
@@ -87,6 +88,8 @@ def test_same_seed_rebuild_is_identical(tiny_benchmark: Path, tmp_path: Path) ->
     assert (a / "model" / "tokenizer.json").read_bytes() == (b / "model" / "tokenizer.json").read_bytes()
     ra, rb = (json.loads(p.read_text())["base_model_report"] for p in (tiny_benchmark, again))
     assert ra["expert_load_ratio_by_layer"] == rb["expert_load_ratio_by_layer"]
+    # what decides its last bits besides the config is on record (the cache keeps the first build)
+    assert rb["kernels"] == kernels() and rb["torch_threads"] == torch.get_num_threads()
 
 
 def test_cache_key_depends_on_every_build_argument() -> None:

@@ -5,7 +5,6 @@ line naming that pid, and a lock left by a dead process (kill -9) is taken over.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,10 +14,10 @@ import pytest
 
 from moe_unlearn.paths import LOCK_NAME
 from reliability_helpers import SCRIPT
+from thread_env import same_threads_env
 
 HOLD = ("import sys, time; from pathlib import Path; from moe_unlearn.paths import DirLock; "
         "lock = DirLock.acquire(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)")
-ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 @pytest.fixture
@@ -74,7 +73,7 @@ def test_two_real_runs_on_one_out_dir(world, tmp_path, cli):
     refused naming A's pid; A then finishes alone: every step logged once, a complete model/."""
     out = tmp_path / "run"
     proc = subprocess.Popen([str(SCRIPT), "unlearn", str(world.good), "train.max_steps=4", "--out", str(out), "--quiet"],
-                            env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=same_threads_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not ((out / LOCK_NAME).is_file() and (out / LOCK_NAME).read_text().strip() == str(proc.pid)):
         assert proc.poll() is None, proc.communicate()[1][-2000:]

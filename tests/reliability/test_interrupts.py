@@ -10,7 +10,6 @@ build killed, cached copy interrupted).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,10 +21,9 @@ import pytest
 from moe_unlearn.cli.main import run
 from moe_unlearn.data import load_manifest
 from reliability_helpers import SCRIPT, assert_one_line, malicious_pickle, reproducible
+from thread_env import same_threads_env
 
 
-# the same thread count as this process (tests/conftest.py): float sums then add up in the same order
-ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def wait_for(condition, proc: subprocess.Popen, seconds: float = 300) -> None:
@@ -44,7 +42,7 @@ def log_steps(out: Path) -> list[int]:
 def test_ctrl_c_checkpoints_exits_1_and_resume_matches(reference, tmp_path, capsys):
     out = tmp_path / "run"
     proc = subprocess.Popen([str(SCRIPT), "unlearn", str(reference.config), "--out", str(out), "--quiet"],
-                            env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=same_threads_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(log_steps(out)) >= 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)

@@ -8,18 +8,15 @@ from pathlib import Path
 def kill_after_first_checkpoint(command: str, config: Path, out: Path) -> None:
     """`moe-unlearn COMMAND CONFIG --out OUT` in a subprocess, killed with SIGKILL as soon as its
     first checkpoint is in place (this process's torch threads: MOE_UNLEARN_TEST_THREADS, 1 by default)."""
-    import os
     import signal
     import subprocess
     import sys
     import time
 
-    import torch
+    from thread_env import same_threads_env
 
-    threads = str(torch.get_num_threads())  # the resumed run here must sum in the same order
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     proc = subprocess.Popen([sys.executable, "-m", "moe_unlearn.cli.main", command, str(config), "--quiet",
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--out", str(out)], env=same_threads_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not list((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.005)

@@ -170,6 +170,12 @@ def knowledge_report(model: torch.nn.Module, tok: PreTrainedTokenizerFast, bench
     return report
 
 
+def kernels() -> str:
+    """What decides a CPU build's last bits besides its config and thread count: torch's version
+    and the ATen CPU kernel set it dispatches to (the CPU's, or ATEN_CPU_CAPABILITY's)."""
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 def build_base_model(bench: Benchmark, m: ModelConfig, t: TrainConfig, *, seed: int, progress: bool = True,
                      device: torch.device | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, dict]:
     """Tokenizer + model trained on forget + retain; returns (model, tokenizer, report)."""
@@ -188,5 +194,6 @@ def build_base_model(bench: Benchmark, m: ModelConfig, t: TrainConfig, *, seed: 
         arch=m.arch, params=sum(p.numel() for p in model.parameters()), steps=t.steps, batch_size=t.batch_size,
         train_examples=len(examples), final_loss=round(sum(losses[-10:]) / min(10, len(losses)), 4),
         train_seconds=round(train_seconds, 1), device=device.type, torch_threads=torch.get_num_threads(),
+        kernels=kernels(),
     )
     return model, tok, report
