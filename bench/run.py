@@ -70,8 +70,18 @@ def table(figures: list[Figure]) -> str:
 
 def run_bench(mode: str, *, only: list[str] | None = None, threads: int = 1, out: Path = DEFAULT_OUT,
               manifest: Path | None = None) -> dict[str, Any]:
-    """Run the figures of `only` (default all) in `mode` ("full" | "smoke"); write and return the JSON."""
+    """Run the figures of `only` (default all) in `mode` ("full" | "smoke") on `threads` torch
+    threads; write and return the JSON. The caller's thread count comes back afterwards (a test
+    session's later runs must sum in its order)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run_bench(mode, only=only, threads=threads, out=out, manifest=manifest)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_bench(mode: str, *, only: list[str] | None, threads: int, out: Path, manifest: Path | None) -> dict[str, Any]:
     settings = SETTINGS[mode]
     groups = only or list(GROUPS)
     t0 = time.perf_counter()

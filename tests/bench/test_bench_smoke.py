@@ -44,3 +44,16 @@ def test_smoke_bench_writes_table_and_json(tiny_benchmark, tmp_path):
     assert rows[0] == "| figure | measured | target | pass |"
     assert [r.split(" | ")[0][2:] for r in rows[1:]] == names
     assert result["table"].splitlines()[2:] == rows[1:]
+
+
+def test_run_bench_gives_the_callers_thread_count_back(monkeypatch, tmp_path):
+    """A bench run inside a test session must not leave the session's later runs on its threads."""
+    import torch
+
+    import bench.run as bench_run
+
+    seen: list[int] = []
+    monkeypatch.setattr(bench_run, "_run_bench", lambda *a, **k: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    bench_run.run_bench("smoke", only=[], threads=before + 2, out=tmp_path / "out.json")
+    assert seen == [before + 2] and torch.get_num_threads() == before

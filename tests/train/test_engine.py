@@ -269,10 +269,13 @@ def test_periodic_evals_score_the_holdout_only_when_it_judges_forgetting(run_con
     final eval reads the scores of the last periodic eval (step 4, the same weights) from the run's
     cache instead of scoring them again."""
     from moe_unlearn.eval.context import EvalContext
+    from moe_unlearn.eval.forgotten import ForgetTarget
 
     calls: list[str] = []
     real = EvalContext.mc_loglik
     monkeypatch.setattr(EvalContext, "mc_loglik", lambda self, split: calls.append(split) or real(self, split))
+    # never reached: this counts what each eval scores, whenever a trained model would forget
+    monkeypatch.setattr(ForgetTarget, "reached", lambda self, forget: False)
     _, cfg = run_config("train.max_steps=4", "train.eval_every=2", "train.early_stop.forgotten=true", method="ga")
     n = 40
     fake = {"forget": {"nll": 50.0}, "per_example": {"forget": {"nll": [50.0] * n, "mc_acc": [0.0] * n}}}
