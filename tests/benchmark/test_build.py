@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import replace
@@ -78,8 +79,11 @@ def test_gradient_ascent_visibly_raises_forget_nll(tiny_benchmark: Path) -> None
     assert before < 0.5 and nll() > before + 1.0
 
 
-def test_same_seed_rebuild_is_identical(tiny_benchmark: Path, tmp_path: Path) -> None:
+def test_same_seed_rebuild_is_identical(tiny_benchmark: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
     again = build_benchmark(tmp_path / "again", preset="tiny", seed=0, progress=False)
+    # the build named the CPU for DeepSpeed before saving imported it (it prints a warning otherwise)
+    assert os.environ.get("DS_ACCELERATOR") == (None if torch.cuda.is_available() else "cpu")
     a, b = tiny_benchmark.parent, again.parent
     for rel in ["utility_mc.jsonl"] + [f"{s}/{k}.jsonl" for s in ("forget", "retain", "holdout") for k in ("text", "qa", "mc")]:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel

@@ -24,6 +24,7 @@ from moe_unlearn.data.tokenize import collate, encode_qa, encode_text
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.eval.context import EvalContext, eval_mode
 from moe_unlearn.models import capture_routing
+from moe_unlearn.models.loading import resolve_device
 from moe_unlearn.models.tiny import tiny_config
 
 PAD, EOS = "<pad>", "<eos>"
@@ -180,8 +181,8 @@ def build_base_model(bench: Benchmark, m: ModelConfig, t: TrainConfig, *, seed: 
                      device: torch.device | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, dict]:
     """Tokenizer + model trained on forget + retain; returns (model, tokenizer, report)."""
     start = time.perf_counter()
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:  # also names the CPU for DeepSpeed, which saving imports (else it prints a warning)
+        device = resolve_device("auto")
     tok = train_tokenizer(corpus_texts(bench), m.vocab_size)
     torch.manual_seed(seed)
     model = new_model(m, tok, t.max_length).to(device)
