@@ -12,18 +12,22 @@ see scripts/test.sh.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it on import
+
+from moe_unlearn.benchmark.base_model import kernels  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 THREADS = int(os.environ.get("MOE_UNLEARN_TEST_THREADS", "1"))
 # a cache per kernel set and thread count: each trains other last bits, and a test that rebuilds
 # a cached model must find the one this session's kernels and threads would build
-KERNELS = f"torch{torch.__version__}-{torch.backends.cpu.get_cpu_capability()}-{THREADS}t".replace("+", "-")
-os.environ.setdefault("MOE_UNLEARN_CACHE", str(REPO / ".pytest_cache" / f"moe-unlearn-{KERNELS}"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BUILDER = re.sub(r"[^A-Za-z0-9.]+", "-", f"{kernels()} {THREADS}t")  # e.g. torch-2.13.0-cpu-AVX512-1t
+os.environ.setdefault("MOE_UNLEARN_CACHE", str(REPO / ".pytest_cache" / f"moe-unlearn-{BUILDER}"))
 torch.set_num_threads(THREADS)
 
 

@@ -24,8 +24,6 @@ from reliability_helpers import SCRIPT, assert_one_line, malicious_pickle, repro
 from thread_env import same_threads_env
 
 
-
-
 def wait_for(condition, proc: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

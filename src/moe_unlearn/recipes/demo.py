@@ -29,8 +29,8 @@ from moe_unlearn.paths import LOCK_NAME, DirLock, atomic_write, check_destinatio
 from moe_unlearn.recipes.jobs import cpu_threads, default_jobs, run_jobs
 from moe_unlearn.registry import suggest
 from moe_unlearn.report import load_runs, write_report
-from moe_unlearn.report.runs import demo_run_dir
 from moe_unlearn.report.aggregate import summarise
+from moe_unlearn.report.runs import demo_run_dir
 from moe_unlearn.train.config import TrainConfig, build_config, merge_config
 from moe_unlearn.train.engine import run_unlearning
 

@@ -173,9 +173,10 @@ def load_runs(paths: list[Path]) -> list[Run]:
                 if ref.is_file():
                     runs.append(Run(REFERENCE_LABELS[name], _check_metrics(_read_json(ref), ref)))
             seeds = [e["seed"] for e in obj if isinstance(e, dict) and type(e.get("seed")) is int]
+            first_seed = min(seeds) if seeds else None
             for i, entry in enumerate(obj):
                 m = _check_metrics(entry, target)
-                run_folder = _demo_side_files(target.parent, m, min(seeds)) if seeds else None
+                run_folder = _demo_side_files(target.parent, m, first_seed) if first_seed is not None else None
                 side = ((_read_config(run_folder / "config.yaml"), _read_log(run_folder / "log.jsonl")) if run_folder
                         else (None, []))
                 runs.append(Run(run_label(m, f"{target.parent.name}[{i}]"), m, *side))
