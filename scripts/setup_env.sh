@@ -13,8 +13,12 @@ fi
 stamp=.venv/.moe-unlearn-installed
 want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "$TORCH_SPEC"
-  .venv/bin/python -m pip install -q -e ".[dev,lmeval,deepspeed,tracking]" "$TORCH_SPEC"
+  .venv/bin/python -m pip install -q --no-compile --upgrade pip
+  .venv/bin/python -m pip install -q --no-compile "$TORCH_SPEC"
+  .venv/bin/python -m pip install -q --no-compile -e ".[dev,lmeval,deepspeed,tracking]" "$TORCH_SPEC"
+  # byte-compile on every core (pip compiles one file at a time); as pip does, a file that only a
+  # newer Python parses (torch ships one) is left to the interpreter instead of failing the setup
+  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    >/dev/null 2>&1 || true
   echo "$want" > "$stamp"
 fi
