@@ -31,8 +31,9 @@ from bench.full_depth import PEAK_TARGET, STEP_TARGET
 from bench.plain_loop import PlainLoop
 from bench.memory import peak_bytes
 from bench.session import sync_for, sync_on
+from moe_unlearn.config import resolve_yaml
 from moe_unlearn.models.tiny import tiny_tokenizer
-from moe_unlearn.train.config import build_config, resolve_yaml
+from moe_unlearn.train.config import build_config
 from moe_unlearn.train.engine import Trainer
 
 MODEL = "allenai/OLMoE-1B-7B-0924"  # models/memory.py GEOMETRY

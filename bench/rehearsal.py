@@ -52,10 +52,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from bench.fixtures import FIXTURES, to_fixtures
 from bench.memory import trainer_peak
 from bench.session import sync_for
+from moe_unlearn.config import resolve_yaml
 from moe_unlearn.models.memory import GEOMETRY, parameter_count
 from moe_unlearn.models.tiny import tiny_tokenizer
 from moe_unlearn.train import engine
-from moe_unlearn.train.config import build_config, resolve_yaml
+from moe_unlearn.train.config import build_config
 from moe_unlearn.train.engine import Trainer
 from moe_unlearn.train.memory import estimate_memory
 

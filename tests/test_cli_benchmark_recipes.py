@@ -11,7 +11,7 @@ from bench.fixtures import to_fixtures
 from benchmark_recipes import RECIPES_DIR, without_pending
 
 from moe_unlearn.cli.main import run
-from moe_unlearn.train.config import resolve_yaml
+from moe_unlearn.config import resolve_yaml
 
 SMALL = {"model": {"dtype": "float32", "device": "cpu"}, "train": {"max_steps": 2, "epochs": None, "grad_accum": 1,
                                                                     "precision": "fp32", "checkpoint_every": 0, "params": ["all"]}}

@@ -1,7 +1,7 @@
 """docs/recipes.md lists every key of every configs/benchmarks recipe with its value and source.
 
 Each recipe file (every configs/benchmarks/*.yaml not starting with "_", *_finetune.yaml
-included) is resolved through `base:` with moe_unlearn.train.config.resolve_yaml and flattened
+included) is resolved through `base:` with moe_unlearn.config.resolve_yaml and flattened
 to dotted keys (list items of mappings by index: data.eval.forget.0.path). Every flattened key
 must have exactly one row in the table with the same value, and every row must name a recipe key
 that exists, so a value changed in a YAML file without the table (or the reverse) fails here.
@@ -40,7 +40,7 @@ _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 
 
 def resolve(path: Path) -> dict[str, Any]:
-    from moe_unlearn.train.config import resolve_yaml
+    from moe_unlearn.config import resolve_yaml
 
     return resolve_yaml(path)
 
@@ -231,7 +231,7 @@ def yaml_comments(path: Path) -> dict[str, str]:
 
 
 def draft_rows(path: Path) -> list[str]:
-    from moe_unlearn.train.config import resolve_yaml
+    from moe_unlearn.config import resolve_yaml
 
     files: list[str] = []
     resolve_yaml(path, files=files)

@@ -141,6 +141,45 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+
+def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in `top` replaces `base`."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = (), files: list[str] | None = None) -> dict[str, Any]:
+    """Read a config and the `base:` files it extends (paths relative to it), merged; each file
+    read is appended to `files`."""
+    p = Path(path).resolve()
+    if p in _seen:
+        raise UserError(f"config {p} extends itself through 'base:' (cycle)")
+    raw = load_yaml(p)
+    if files is not None:
+        files.append(str(p))
+    bases = raw.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"'base' in {p} must be a path or a list of paths")
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = merge_config(merged, resolve_yaml(p.parent / b, (*_seen, p), files))
+    return merge_config(merged, raw)
+
+
+def read_config(path: str | Path, overrides: list[str], files: list[str] | None = None) -> dict[str, Any]:
+    """A config file with its `base:` files merged and the overrides applied, unvalidated.
+
+    Needs neither torch nor the registries, so a command can refuse a missing or broken file, or
+    a malformed override, before its heavy imports."""
+    return apply_overrides(resolve_yaml(path, files=files), overrides)
+
 def _deepcopy(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _deepcopy(v) for k, v in obj.items()}

@@ -10,10 +10,10 @@ import math
 import pytest
 
 from bench import rehearsal
+from moe_unlearn.config import resolve_yaml
 from moe_unlearn.models import moe_layers
 from moe_unlearn.models.memory import GEOMETRY, meta_model
 from moe_unlearn.models.tiny import tiny_tokenizer
-from moe_unlearn.train.config import resolve_yaml
 
 
 @pytest.fixture(scope="module")

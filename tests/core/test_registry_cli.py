@@ -82,3 +82,29 @@ def test_cli_fails_loudly_when_a_command_module_cannot_be_imported(monkeypatch):
     monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "no_such_command_module"])
     with pytest.raises(ModuleNotFoundError, match="no_such_command_module"):
         run(["--help"])
+
+
+@pytest.mark.parametrize("command", ["unlearn", "finetune", "check", "memory"])
+@pytest.mark.parametrize("case", ["missing", "not yaml", "bad override", "missing base"])
+def test_a_broken_config_is_refused_before_torch_loads(tmp_path, command, case):
+    """A config file that is missing or not YAML, a base file that is missing, an override without
+    '=': one line and exit 2 from a fresh interpreter that never imported torch or transformers."""
+    import subprocess
+    import sys
+
+    config, overrides = tmp_path / "run.yaml", []
+    if case == "not yaml":
+        config.write_text("method: [ga\n")
+    elif case == "bad override":
+        config.write_text("method: ga\n")
+        overrides = ["train.lr"]
+    elif case == "missing base":
+        config.write_text("base: nowhere.yaml\nmethod: ga\n")
+    code = ("import sys; from moe_unlearn.cli.main import run; rc = run(%r); "
+            "print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+            % [command, str(config), *overrides])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "2 []", done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("moe-unlearn: error: "), done.stderr
+    assert ("nowhere.yaml" if case == "missing base" else "train.lr" if case == "bad override" else "run.yaml") in lines[0]

@@ -11,13 +11,12 @@ import pytest
 from bench.fixtures import FIXTURES, to_fixtures
 from benchmark_recipes import RECIPES_DIR, without_pending
 
-from moe_unlearn.config import build
+from moe_unlearn.config import build, resolve_yaml
 from moe_unlearn.data import DataConfig, SourceConfig, load_data, load_records
 from moe_unlearn.data.formats import RWKU_ANSWER, RWKU_FILL, mc_to_qa, rwku_probe, select_rows
 from moe_unlearn.data.splits import encode_records
 from moe_unlearn.errors import UserError
 from moe_unlearn.models import tiny_tokenizer
-from moe_unlearn.train.config import resolve_yaml
 
 
 def recipe_data(name: str):

@@ -17,10 +17,10 @@ from benchmark_recipes import RECIPES_DIR, without_pending
 from moe_unlearn.errors import UserError
 from moe_unlearn.methods import METHODS
 from moe_unlearn.methods.rmu import RMUConfig
-from moe_unlearn.config import build
+from moe_unlearn.config import build, resolve_yaml
 from moe_unlearn.models import moe_layers, select_parameters, tiny_model
 from moe_unlearn.models.tiny import TINY_ARCHS
-from moe_unlearn.train.config import build_config, resolve_yaml
+from moe_unlearn.train.config import build_config
 
 RMU_RECIPES = ["wmdp_bio_rmu", "wmdp_cyber_rmu"]
 TRAINED_LAYERS = {5, 6, 7}  # rmu/unlearn.py --layer_ids 5,6,7

@@ -93,7 +93,7 @@ def test_default_model_geometry_gives_the_published_size(name):
 def test_every_recipe_model_has_geometry():
     from benchmark_recipes import RECIPES
 
-    from moe_unlearn.train.config import resolve_yaml
+    from moe_unlearn.config import resolve_yaml
 
     assert {resolve_yaml(p)["model"]["path"] for p in RECIPES} <= set(GEOMETRY)
 

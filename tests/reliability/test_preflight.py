@@ -17,8 +17,8 @@ from bench.fixtures import FIXTURES, sources, to_fixtures
 from benchmark_recipes import RECIPES_DIR
 
 from moe_unlearn.cli.main import run
+from moe_unlearn.config import resolve_yaml
 from moe_unlearn.preflight.lm_eval_tasks import TaskData, TaskIndex, installed_tasks_dir
-from moe_unlearn.train.config import resolve_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("_"))

@@ -10,10 +10,11 @@ from benchmark_recipes import RECIPES_DIR, without_pending
 
 from moe_unlearn import __version__
 from moe_unlearn.cli.main import run
+from moe_unlearn.config import resolve_yaml
 from moe_unlearn.data import UnlearnData
 from moe_unlearn.errors import RunFailure
 from moe_unlearn.report import model_card
-from moe_unlearn.train.config import build_config, resolve_yaml
+from moe_unlearn.train.config import build_config
 
 
 def front_matter(text: str) -> dict:

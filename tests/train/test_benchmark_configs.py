@@ -11,8 +11,9 @@ import yaml
 from bench.fixtures import sources
 from benchmark_recipes import BASES, FINETUNES, ISSUE15_DATA_KEYS, ISSUE15_METRICS, RECIPES, without_pending
 
+from moe_unlearn.config import resolve_yaml
 from moe_unlearn.errors import UserError
-from moe_unlearn.train.config import build_config, load_config, resolve_yaml
+from moe_unlearn.train.config import build_config, load_config
 
 SETTINGS = {"wmdp_bio", "wmdp_cyber", "wmdp_bio_rmu", "wmdp_cyber_rmu", "muse_books", "muse_news", "tofu_forget01",
             "tofu_forget05", "tofu_forget10", "rwku"}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from moe_unlearn.cli.app import app
+from moe_unlearn.config import read_config
 
 if TYPE_CHECKING:
     from moe_unlearn.preflight import Job, Resolution
@@ -54,6 +55,7 @@ def check(
 ) -> None:
     """Check that every resource of a run is on this machine and print its plan; exit 0 when all
     are local, 2 otherwise (missing, or still to download)."""
+    read_config(config, overrides or [])  # a missing or broken file or override: one line before torch loads
     import datasets
 
     from moe_unlearn.preflight import resolve, run_job

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 
 from moe_unlearn.cli.app import app
-from moe_unlearn.config import apply_overrides, build, load_yaml
+from moe_unlearn.config import apply_overrides, build, load_yaml, resolve_yaml
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import atomic_write, check_destination
 
@@ -28,7 +28,6 @@ def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[s
     from moe_unlearn.benchmark import resolve_manifest
     from moe_unlearn.data import DataConfig, UnlearnData, load_data
     from moe_unlearn.eval import EvalConfig
-    from moe_unlearn.train.config import resolve_yaml
     from moe_unlearn.train.rundir import run_inputs
 
     if path.is_dir() and (path / "manifest.json").is_file():

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from moe_unlearn.cli.app import app
+from moe_unlearn.config import read_config
 
 
 @app.command("memory")
@@ -19,6 +20,7 @@ def memory(
                                            help="Run code that the model folder ships (auto_map); off by default."),
 ) -> None:
     """Estimate the GPU memory of an unlearning run from the model's config (meta device, no download)."""
+    read_config(config, overrides or [])  # a missing or broken file or override: one line before torch loads
     from moe_unlearn.train.memory import estimate_memory
     from moe_unlearn.train import load_config
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from moe_unlearn.cli.app import app
+from moe_unlearn.config import read_config
 from moe_unlearn.errors import RunFailure, UserError
 
 # the options `unlearn` and `finetune` share (one engine, one set of output and resume rules)
@@ -25,6 +26,7 @@ def run_job(config: Path, overrides: list[str], out: Optional[Path], *, overwrit
             trust_remote_code: bool, push_to_hub: Optional[str], retrained: Optional[str], learn: bool) -> None:
     """The body of `unlearn` (learn=False) and `finetune` (learn=True): one engine, one set of
     output, resume and safety rules; only which objectives each accepts differs."""
+    read_config(config, overrides)  # a missing or broken file or override: one line before torch loads
     from moe_unlearn.cli.check import require_resources
     from moe_unlearn.core.dist import is_main
     from moe_unlearn.eval.schema import metric_key, run_key

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moe_unlearn.config import apply_overrides, build, load_yaml
+from moe_unlearn.config import apply_overrides, build, load_yaml, merge_config, resolve_yaml
 from moe_unlearn.data import DataConfig
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
 from moe_unlearn.preflight.resources import Job, ModelRef
-from moe_unlearn.train.config import UnlearnConfig, build_config, merge_config, resolve_yaml
+from moe_unlearn.train.config import UnlearnConfig, build_config
 
 
 def _template_key(data: DataConfig, evaluation: EvalConfig | None) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from moe_unlearn.benchmark import cached_benchmark
 from moe_unlearn.benchmark.cache import cache_root, entry_name
 from moe_unlearn.benchmark.oracle import cached_oracle, reference_metrics
-from moe_unlearn.config import apply_overrides, load_yaml, require
+from moe_unlearn.config import apply_overrides, load_yaml, merge_config, require
 from moe_unlearn.data import load_data
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.context import EvalCache
@@ -31,7 +31,7 @@ from moe_unlearn.registry import suggest
 from moe_unlearn.report import load_runs, write_report
 from moe_unlearn.report.aggregate import summarise
 from moe_unlearn.report.runs import demo_run_dir
-from moe_unlearn.train.config import TrainConfig, build_config, merge_config
+from moe_unlearn.train.config import TrainConfig, build_config
 from moe_unlearn.train.engine import run_unlearning
 
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")

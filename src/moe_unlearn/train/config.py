@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from moe_unlearn.adapters import ADAPTERS, Adapter
-from moe_unlearn.config import FLOAT_LIMIT, apply_overrides, build, load_yaml, require, to_dict
+from moe_unlearn.config import FLOAT_LIMIT, build, read_config, require, to_dict
 from moe_unlearn.core.needs import RunNeeds
 from moe_unlearn.core.settings import RunSettings
 from moe_unlearn.data.config import DataConfig
@@ -199,37 +199,6 @@ class UnlearnConfig:
 INTERNAL = ("settings", "files")  # UnlearnConfig fields that are not config keys
 
 
-def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge key by key, anything else in `top` replaces `base`."""
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_config(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def resolve_yaml(path: str | Path, _seen: tuple[Path, ...] = (), files: list[str] | None = None) -> dict[str, Any]:
-    """Read a config and the `base:` files it extends (paths relative to it), merged; each file
-    read is appended to `files`."""
-    p = Path(path).resolve()
-    if p in _seen:
-        raise UserError(f"config {p} extends itself through 'base:' (cycle)")
-    raw = load_yaml(p)
-    if files is not None:
-        files.append(str(p))
-    bases = raw.pop("base", None) or []
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise UserError(f"'base' in {p} must be a path or a list of paths")
-    merged: dict[str, Any] = {}
-    for b in bases:
-        merged = merge_config(merged, resolve_yaml(p.parent / b, (*_seen, p), files))
-    return merge_config(merged, raw)
-
-
 def build_config(raw: dict[str, Any]) -> UnlearnConfig:
     """Validate a merged config mapping into an UnlearnConfig."""
     raw = dict(raw)
@@ -316,6 +285,6 @@ def check_retain_set(cfg: UnlearnConfig, needs: RunNeeds, *, retain_records: boo
 def load_config(path: str | Path, overrides: list[str] | None = None) -> UnlearnConfig:
     """YAML file (+ its bases) + dotted overrides -> validated UnlearnConfig."""
     files: list[str] = []
-    cfg = build_config(apply_overrides(resolve_yaml(path, files=files), overrides or []))
+    cfg = build_config(read_config(path, overrides or [], files=files))
     cfg.files = files
     return cfg
