@@ -10,7 +10,7 @@ import pytest
 import transformers
 import yaml
 
-from reliability_helpers import assert_one_line, changed, malicious_pickle, snapshot, write_yaml
+from reliability_helpers import ROUTER, assert_one_line, changed, malicious_pickle, snapshot, write_yaml
 
 QUICK_EVAL = {"metrics": ["nll", "mc_acc", "stability"], "max_examples": 16, "batch_size": 16}
 
@@ -138,7 +138,6 @@ def _lying_header(folder: Path) -> None:
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
 
 
-ROUTER = "model.layers.0.mlp.gate.weight"
 BROKEN_MODELS = {
     "truncated": lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:50_000]),
     "huge-header": lambda d: (d / "model.safetensors").write_bytes(

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import ROUTER
+from reliability_helpers import ROUTER
 
 CASES = {  # broken model (tests/reliability/conftest.py BROKEN_MODELS) -> phrase of its error line
     "truncated": r"cannot load model .*truncated' \(SafetensorError\): .*incomplete metadata",
