@@ -141,7 +141,6 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-
 def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings merge key by key, anything else in `top` replaces `base`."""
     out = dict(base)
@@ -179,6 +178,7 @@ def read_config(path: str | Path, overrides: list[str], files: list[str] | None 
     Needs neither torch nor the registries, so a command can refuse a missing or broken file, or
     a malformed override, before its heavy imports."""
     return apply_overrides(resolve_yaml(path, files=files), overrides)
+
 
 def _deepcopy(obj: Any) -> Any:
     if isinstance(obj, dict):

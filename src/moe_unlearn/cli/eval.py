@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 
 from moe_unlearn.cli.app import app
-from moe_unlearn.config import apply_overrides, build, load_yaml, resolve_yaml
+from moe_unlearn.config import apply_overrides, build, load_yaml, read_config
 from moe_unlearn.errors import UserError
 from moe_unlearn.paths import atomic_write, check_destination
 
@@ -44,7 +44,7 @@ def load_eval_inputs(path: Path, overrides: list[str]) -> tuple[Any, Any, dict[s
                 [("benchmark dir", path.parent)])
     load_yaml(path)  # a clear error for a file that is not YAML
     files: list[str] = []
-    raw = apply_overrides(resolve_yaml(path, files=files), overrides)
+    raw = read_config(path, overrides, files=files)
     data_cfg = resolve_manifest(build(DataConfig, raw.get("data"), "data"))
     data = load_data(data_cfg)
     cfg = build(EvalConfig, raw.get("eval"), "eval")

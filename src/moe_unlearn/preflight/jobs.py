@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moe_unlearn.config import apply_overrides, build, load_yaml, merge_config, resolve_yaml
+from moe_unlearn.config import apply_overrides, build, load_yaml, merge_config, read_config
 from moe_unlearn.data import DataConfig
 from moe_unlearn.errors import UserError
 from moe_unlearn.eval.config import EvalConfig
@@ -37,7 +37,7 @@ def eval_job(config: Path, overrides: list[str], model: Path, original: Path | N
         raw: dict[str, Any] = apply_overrides({"eval": {}}, overrides)
     else:
         load_yaml(config)  # a clear error for a file that is not YAML
-        raw = apply_overrides(resolve_yaml(config), overrides)
+        raw = read_config(config, overrides)
         data = build(DataConfig, raw.get("data"), "data")
     evaluation = build(EvalConfig, raw.get("eval"), "eval")
     models = [ModelRef(str(model), "--model"), *([ModelRef(str(original), "--original")] if original else [])]
